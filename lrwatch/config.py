@@ -1,0 +1,154 @@
+"""The daemon's configuration: pydantic models that reject unknown fields and name bad values.
+
+One file configures everything (YAML or TOML). Each stage owns its own model — the detectors'
+knobs live beside the detectors, the policy's beside the controller — and this module only
+composes them, so a knob is defined in exactly one place.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lrwatch.controller import PolicyConfig
+from lrwatch.detectors import DetectorsConfig
+from lrwatch.types import Role
+
+DEFAULT_METRICS_PORT = 9708
+"""lrwatch's default /metrics port. Unassigned in the Prometheus default-port registry."""
+
+
+class Mode(StrEnum):
+    ACT = "act"
+    OBSERVE = "observe"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RolesConfig(_Strict):
+    """Which metric names play which role. The first name present in a run wins."""
+
+    loss: tuple[str, ...] = (
+        "loss",
+        "train/loss",
+        "train_loss",
+        "Loss/train",
+        "loss/train",
+        "train_loss_step",
+        "training_loss",
+    )
+    val_loss: tuple[str, ...] = ("val/loss", "val_loss", "Loss/val", "loss/val", "eval_loss")
+    grad_norm: tuple[str, ...] = ("grad_norm", "train/grad_norm", "gradient_norm", "grad/norm")
+    lr: tuple[str, ...] = ("lr", "train/lr", "learning_rate", "lr-SGD", "lr-Adam", "lr-AdamW")
+
+    def role_of(self, metric: str) -> Role | None:
+        for role in Role:
+            if metric in getattr(self, role.value):
+                return role
+        return None
+
+
+class RunOverride(_Strict):
+    """Settings for the runs whose name matches ``glob`` (fnmatch; the last match wins)."""
+
+    glob: str
+    roles: RolesConfig | None = None
+    detectors: DetectorsConfig | None = None
+    policy: PolicyConfig | None = None
+
+
+class RunSettings(_Strict):
+    """The effective settings of one run, after overrides."""
+
+    roles: RolesConfig
+    detectors: DetectorsConfig
+    policy: PolicyConfig
+
+
+class Config(_Strict):
+    mode: Mode = Mode.ACT
+    logdir: Path | None = None
+    state: Path | None = Field(
+        default=None, description="SQLite state file; default <logdir>/.lrwatch-state.sqlite"
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=DEFAULT_METRICS_PORT, ge=0, le=65535)
+    api_token_file: Path | None = Field(
+        default=None, description="bearer token for the control API (set-lr, pause, resume)"
+    )
+    secret_file: Path | None = Field(
+        default=None, description="HMAC key for commands; else $LRWATCH_SECRET"
+    )
+    heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
+    stale_after_seconds: float = Field(default=300.0, gt=0)
+    run_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
+    rescan_interval_seconds: float = Field(default=30.0, gt=0)
+    poll_interval_seconds: float = Field(default=0.05, gt=0, le=5)
+    use_polling_observer: bool = False
+    roles: RolesConfig = RolesConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    overrides: tuple[RunOverride, ...] = ()
+
+    def for_run(self, run: str) -> RunSettings:
+        roles, detectors, policy = self.roles, self.detectors, self.policy
+        for override in self.overrides:
+            if fnmatch.fnmatchcase(run, override.glob):
+                roles = override.roles or roles
+                detectors = override.detectors or detectors
+                policy = override.policy or policy
+        return RunSettings(roles=roles, detectors=detectors, policy=policy)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names each bad field and value."""
+
+
+def load_config(path: Path | None, **cli_overrides: Any) -> Config:
+    """Load a YAML or TOML file (by extension) and apply the CLI's flags on top.
+
+    Flags given as None are "not given" and leave the file's value alone.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_mapping(path)
+    raw.update({k: v for k, v in cli_overrides.items() if v is not None})
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, path)) from None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def format_validation_error(exc: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path else ""
+    lines = [f"{where}{exc.error_count()} invalid setting(s)"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {field}: {err['msg']}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""The policy: which finding earns which adjustment, and when to hold back.
+
+Pure like the detectors (no I/O, no clocks): cooldowns and rate limits count training steps,
+not seconds, so ``lrwatch replay`` over finished logs makes the very decisions the daemon made
+live. The decision is a function of (finding, run state, can_act); acting on it is the daemon's
+job — the split Lightning's EarlyStopping makes between deciding and stopping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lrwatch.types import Action, ActionType, Decision, Finding
+
+
+class PolicyConfig(BaseModel):
+    """Defaults: divergence -> LR x0.1, oscillation -> x0.5, plateau -> x0.5; spikes are only
+    reported. A factor of 1 (or leaving a kind out) means "report, do not act"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factors: dict[str, float] = Field(
+        default_factory=lambda: {"divergence": 0.1, "oscillation": 0.5, "plateau": 0.5}
+    )
+    cooldown_steps: int = Field(
+        default=50, ge=0, description="steps after an adjustment during which no other is made"
+    )
+    max_adjustments: int = Field(default=5, ge=1, description="at most this many ...")
+    rate_window_steps: int = Field(default=1000, ge=1, description="... within this many steps")
+    min_lr_scale: float = Field(default=1e-4, gt=0, description="the factor never goes below")
+    max_lr_scale: float = Field(default=1.0, gt=0, description="the factor never goes above")
+    max_change: float = Field(
+        default=10.0, ge=1.0, description="one command changes the factor at most by this ratio"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyConfig:
+        if self.min_lr_scale > self.max_lr_scale:
+            raise ValueError(
+                f"min_lr_scale {self.min_lr_scale} is above max_lr_scale {self.max_lr_scale}"
+            )
+        for kind, factor in self.factors.items():
+            if not factor > 0:
+                raise ValueError(f"factors.{kind} must be > 0, got {factor}")
+        return self
+
+
+@dataclass(slots=True)
+class ControlState:
+    """What the controller remembers of one run. ``lr_scale`` is the factor the job runs with,
+    as the hook last acknowledged it (the daemon's view; replay assumes every action lands)."""
+
+    lr_scale: float = 1.0
+    action_steps: list[int] = field(default_factory=list)
+    paused: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "lr_scale": self.lr_scale,
+            "action_steps": list(self.action_steps),
+            "paused": self.paused,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.lr_scale = float(state["lr_scale"])
+        self.action_steps = [int(s) for s in state["action_steps"]]
+        self.paused = bool(state["paused"])
+
+
+class Controller:
+    """Turns findings into decisions under one run's policy."""
+
+    def __init__(self, policy: PolicyConfig) -> None:
+        self.policy = policy
+
+    def decide(self, finding: Finding, state: ControlState, *, can_act: str | None) -> Decision:
+        """``can_act`` is None when the daemon may write to this run, else why it may not
+        ("observe mode", "no live hook", "paused"): the decision still says what it would do."""
+        policy = self.policy
+        factor = policy.factors.get(finding.kind)
+        if factor is None or factor == 1.0:
+            return self._none(finding, f"{finding.kind}: reported only (no action in policy)")
+        if state.paused:
+            return self._none(finding, "run is paused: observed only")
+        last = state.action_steps[-1] if state.action_steps else None
+        if last is not None and finding.step - last < policy.cooldown_steps:
+            return self._none(
+                finding, f"cooldown: last adjustment at step {last}, {policy.cooldown_steps} apart"
+            )
+        recent = [s for s in state.action_steps if finding.step - s < policy.rate_window_steps]
+        if len(recent) >= policy.max_adjustments:
+            return self._none(
+                finding,
+                f"rate limit: {len(recent)} adjustments in the last "
+                f"{policy.rate_window_steps} steps",
+            )
+        factor = min(max(factor, 1.0 / policy.max_change), policy.max_change)
+        target = min(max(state.lr_scale * factor, policy.min_lr_scale), policy.max_lr_scale)
+        effective = target / state.lr_scale
+        if abs(effective - 1.0) < 1e-9:
+            return self._none(finding, f"LR factor already at its bound {state.lr_scale:g}")
+        action = Action(ActionType.SCALE_LR, round(effective, 12))
+        reason = f"{finding.kind} at step {finding.step}: LR x{effective:g}"
+        if can_act is not None:
+            return Decision(
+                finding.run, finding.step, None, f"{reason} not sent: {can_act}", finding
+            )
+        return Decision(finding.run, finding.step, action, reason, finding)
+
+    @staticmethod
+    def record(state: ControlState, decision: Decision) -> None:
+        """Account for an adjustment that is being sent (cooldown and rate limit)."""
+        if decision.action is not None:
+            state.action_steps.append(decision.step)
+            del state.action_steps[:-64]  # the rate limit never needs more than this
+
+    @staticmethod
+    def _none(finding: Finding, reason: str) -> Decision:
+        return Decision(finding.run, finding.step, None, reason, finding)

@@ -1,0 +1,84 @@
+"""``lrwatch replay``: the daemon's detectors and policy over finished logs, no channel.
+
+This is how users tune thresholds against their own history: the same ``RunMonitor`` the
+daemon uses, fed every sample of a run in step order, answering what the controller *would*
+have done in act mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lrwatch.config import Config
+from lrwatch.pipeline import RunMonitor
+from lrwatch.sources.discovery import open_reader, run_name, scan
+from lrwatch.types import Decision, Finding, Sample
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedFinding:
+    finding: Finding
+    decision: Decision | None
+
+    def to_json(self) -> dict[str, Any]:
+        f, d = self.finding, self.decision
+        return {
+            "run": f.run,
+            "metric": f.metric,
+            "step": f.step,
+            "kind": f.kind,
+            "severity": f.severity.value,
+            "reason": f.reason,
+            "onset_step": f.onset_step,
+            "detail": {k: _json_safe(v) for k, v in f.detail.items()},
+            "action": d.action.to_json() if d and d.action else None,
+            "decision": d.reason if d else None,
+        }
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON has no NaN/Inf; spell them as strings, as the detectors' details do."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def discover_runs(paths: Iterable[Path]) -> dict[str, list[Path]]:
+    """Log files per run. A directory's runs are named relative to it (a directory that is a
+    run itself keeps its own name); a file's run is its directory's name."""
+    runs: dict[str, list[Path]] = defaultdict(list)
+    for path in paths:
+        if path.is_dir():
+            for log in scan(path):
+                name = run_name(path, log)
+                runs[path.resolve().name if name == "." else name].append(log)
+        elif path.is_file():
+            runs[path.resolve().parent.name].append(path)
+        else:
+            raise FileNotFoundError(f"no such file or directory: {path}")
+    return runs
+
+
+def read_run(run: str, files: list[Path]) -> list[Sample]:
+    """All samples of a run's files, merged by step (stable: file order breaks ties)."""
+    samples: list[Sample] = []
+    for path in files:
+        reader = open_reader(path.parent, path)
+        while batch := reader.read():
+            samples.extend(Sample(run, s.metric, s.step, s.value, s.wall_time) for s in batch)
+    samples.sort(key=lambda s: s.step)
+    return samples
+
+
+def replay(paths: Iterable[Path], config: Config) -> Iterator[ReplayedFinding]:
+    for run, files in sorted(discover_runs(paths).items()):
+        monitor = RunMonitor(run, config.for_run(run))
+        outcome = monitor.observe(read_run(run, files), can_act=None)
+        decisions = {id(d.finding): d for d in outcome.decisions}
+        for finding in outcome.findings:
+            yield ReplayedFinding(finding, decisions.get(id(finding)))

@@ -1,0 +1,152 @@
+"""The daemon's HTTP face: /metrics for Prometheus, /healthz and /readyz for supervisors, and
+a small JSON API on which ``lrwatch status``, ``set-lr``, ``pause`` and ``resume`` are built.
+
+It binds 127.0.0.1 unless configured otherwise. The HTTP threads never touch daemon state:
+reads go through a snapshot function, and control requests are handed to the main loop through
+a bounded queue and answered when the loop has handled them (watchdog's producer/consumer split).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+MAX_BODY_BYTES = 4096
+CONTROL_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class ControlRequest:
+    """``set-lr``, ``pause`` or ``resume`` for one run, waiting for the main loop's answer."""
+
+    verb: str
+    run: str
+    body: dict[str, Any]
+    who: str
+    reply: Future[tuple[int, dict[str, Any]]] = field(default_factory=Future)
+
+
+class DaemonServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        status: Callable[[], dict[str, Any]],
+        ready: Callable[[], bool],
+        control: queue.Queue[ControlRequest],
+        token: str | None,
+    ) -> None:
+        handler = _make_handler(registry, status, ready, control, token)
+        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="lrwatch-http", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def _make_handler(
+    registry: CollectorRegistry,
+    status: Callable[[], dict[str, Any]],
+    ready: Callable[[], bool],
+    control: queue.Queue[ControlRequest],
+    token: str | None,
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "lrwatch"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(HTTPStatus.OK, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(HTTPStatus.OK, b"ok\n", "text/plain")
+            elif path == "/readyz":
+                ok = ready()
+                code = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+                self._send(code, b"ready\n" if ok else b"starting\n", "text/plain")
+            elif path == "/api/status":
+                self._json(HTTPStatus.OK, status())
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {path}"})
+
+        def do_POST(self) -> None:
+            # /api/runs/<run, url-quoted, may contain '/'>/<verb>
+            path = self.path.split("?", 1)[0]
+            prefix = "/api/runs/"
+            run, _, verb = path[len(prefix) :].rpartition("/")
+            if not path.startswith(prefix) or verb not in ("set-lr", "pause", "resume") or not run:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {path}"})
+                return
+            if token is not None:
+                given = self.headers.get("Authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                    self._json(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"})
+                    return
+            body = self._body()
+            if body is None:
+                return
+            who = str(body.pop("who", "")) or f"http:{self.client_address[0]}"
+            request = ControlRequest(verb, unquote(run), body, who[:100])
+            try:
+                control.put_nowait(request)
+                code, answer = request.reply.result(timeout=CONTROL_TIMEOUT_SECONDS)
+            except queue.Full:
+                code, answer = HTTPStatus.SERVICE_UNAVAILABLE, {"error": "daemon busy"}
+            except TimeoutError:
+                code, answer = HTTPStatus.GATEWAY_TIMEOUT, {"error": "daemon did not answer"}
+            self._json(code, answer)
+
+        def _body(self) -> dict[str, Any] | None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+                return None
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
+                return None
+            if not isinstance(body, dict):
+                self._json(HTTPStatus.BAD_REQUEST, {"error": "body must be a JSON object"})
+                return None
+            return body
+
+        def _json(self, code: int, payload: dict[str, Any]) -> None:
+            self._send(code, json.dumps(payload).encode(), "application/json")
+
+        def _send(self, code: int, data: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # scrapes every few seconds would drown the daemon's own log
+
+    return Handler

@@ -1,0 +1,275 @@
+"""Which files under the watched root are logs, which run each belongs to, and which changed.
+
+One predicate, ``log_format``, decides what is a log, for the full ``scan`` and for the watcher
+alike, so the two can never disagree. Excluded are lrwatch's own files: the control channel
+(``<run>/.lrwatch/``) and lrwatch's output (an ``lrwatch/`` directory), which would otherwise be
+read back as metrics; and hidden names, the temp files that atomic writers rename into place (the
+rename is seen as a move to the final name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+from pathlib import Path, PurePath
+
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from lrwatch.sources.base import LogReader
+from lrwatch.sources.csv import CsvReader
+from lrwatch.sources.jsonl import JsonlReader
+from lrwatch.sources.tensorboard import TensorBoardReader
+
+log = logging.getLogger("lrwatch.sources")
+
+CHANNEL_DIR = ".lrwatch"  # the hook's control channel inside a run directory
+OUTPUT_DIR = "lrwatch"  # lrwatch's own output inside a run directory
+_SKIPPED_DIRS = frozenset({CHANNEL_DIR, OUTPUT_DIR})
+_READERS: dict[str, type[JsonlReader | CsvReader | TensorBoardReader]] = {
+    "jsonl": JsonlReader,
+    "csv": CsvReader,
+    "tensorboard": TensorBoardReader,
+}
+
+
+def log_format(path: Path | str, *, root: Path | str | None = None) -> str | None:
+    """ "jsonl", "csv" or "tensorboard" for a log file's path, else None.
+
+    Only the directories *below* ``root`` are checked for the excluded names when ``root`` is
+    given, so a watched root that itself lies under some ``lrwatch/`` directory still works.
+    """
+    pure = PurePath(path)
+    name = pure.name
+    if name.startswith("."):
+        return None
+    if name.endswith(".jsonl"):
+        fmt = "jsonl"
+    elif name.endswith(".csv"):
+        fmt = "csv"
+    elif "tfevents" in name:
+        fmt = "tensorboard"
+    else:
+        return None
+    parents = pure.parent
+    if root is not None:
+        with contextlib.suppress(ValueError):  # not below root: check every directory
+            parents = parents.relative_to(root)
+    return None if _SKIPPED_DIRS.intersection(parents.parts) else fmt
+
+
+def run_name(root: Path | str, path: Path | str) -> str:
+    """The run a log belongs to: its directory relative to ``root``, ``/``-separated, and "."
+    for a log at the root itself (the name the daemon reports and ``set-lr RUN`` takes).
+
+    Except that the nearest directory from the log's own up to ``root`` (both included) holding
+    a ``.lrwatch/`` channel is the run: the hook creates ``<run_dir>/.lrwatch/``, so logs that a
+    job writes into subdirectories of its run_dir (``tb/``, ``version_0/``) belong to it and can
+    be acted on. Raises ValueError if ``path`` is not below ``root``.
+    """
+    base = Path(os.path.abspath(root))
+    folder = Path(os.path.abspath(path)).parent
+    relative = folder.relative_to(base)  # ValueError if outside: not ours to name
+    for candidate in [folder, *folder.parents][: len(relative.parts) + 1]:
+        if (candidate / CHANNEL_DIR).is_dir():
+            return candidate.relative_to(base).as_posix()
+    return relative.as_posix()
+
+
+def open_reader(root: Path | str, path: Path | str) -> LogReader:
+    """The reader for one log; ValueError if ``path`` is not a log under ``root``."""
+    fmt = log_format(path, root=root)
+    if fmt is None:
+        raise ValueError(f"not a recognised log file: {path}")
+    return _READERS[fmt](Path(path), run_name(root, path))
+
+
+def _inside(real_root: str, path: str) -> bool:
+    """Whether ``path`` resolves to somewhere under ``real_root`` (itself already resolved).
+    Guards against a symlink planted in a run directory that points at another user's files."""
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def scan(root: Path | str) -> list[Path]:
+    """Every log below ``root``, sorted. Symlinked directories are not descended into (no
+    loops, no escaping the root); a symlinked file counts only if it resolves inside the root.
+    Unreadable directories are skipped; a missing root holds no logs."""
+    base = Path(root)
+    real_root = os.path.realpath(base)
+    found: list[Path] = []
+    for folder, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS]
+        for name in filenames:
+            full = os.path.join(folder, name)
+            if log_format(name) is None:
+                continue
+            if os.path.islink(full) and not _inside(real_root, full):
+                continue
+            found.append(Path(full))
+    found.sort()
+    return found
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on watchdog's thread: classify, enqueue, never block."""
+
+    def __init__(self, watcher: LogWatcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        watcher = self._watcher
+        if isinstance(event, DirMovedEvent):
+            # Everything inside now has a new path; let a scan find it all.
+            watcher.request_rescan()
+            return
+        raw = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
+        path = os.fsdecode(raw)
+        if log_format(path, root=watcher.root) is not None:
+            watcher.offer(path)
+
+
+class LogWatcher:
+    """Watches ``root`` recursively and hands changed log paths to the daemon loop.
+
+    The producer (watchdog's thread) and the consumer (``drain``, on the daemon's thread) meet
+    only at a bounded queue. A path already waiting is not queued again, so the queue bounds the
+    number of distinct changed files, not of writes. If it is full anyway, the producer does not
+    wait: it raises the rescan flag and ``drain`` says so, and the consumer runs a full ``scan()``
+    (fluent-bit's answer to the same problem). ``start()``/``stop()`` bracket the observer thread;
+    ``stop()`` joins it.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        use_polling: bool = False,
+        maxsize: int = 10_000,
+        polling_interval: float = 1.0,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize!r}")
+        if polling_interval <= 0:
+            raise ValueError(f"polling_interval must be positive, got {polling_interval!r}")
+        self.root = Path(root)
+        self.use_polling = use_polling
+        self.polling_interval = polling_interval
+        self.backend = ""  # the observer class in use, once started
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=maxsize)
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._rescan = threading.Event()
+        self._observer: BaseObserver | None = None
+        self._real_root = os.path.realpath(self.root)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._observer is not None:
+            raise RuntimeError("LogWatcher already started")
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"cannot watch {self.root}: not a directory")
+        self._observer = self._start_observer()
+        self.backend = type(self._observer).__name__
+
+    def stop(self) -> None:
+        """Stop and join the observer thread; safe to call twice or before ``start``."""
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join()
+
+    def _start_observer(self) -> BaseObserver:
+        """The one place the backend is chosen: the native observer (inotify on Linux) unless
+        polling is asked for or the native one fails to start (inotify watch limits, some
+        network and container filesystems), in which case polling it is."""
+        if not self.use_polling:
+            observer = Observer()
+            try:
+                self._schedule(observer)
+                observer.start()
+                return observer
+            except OSError as exc:
+                log.warning("native file watching failed (%s); falling back to polling", exc)
+                observer.stop()
+        observer = PollingObserver(timeout=self.polling_interval)
+        self._schedule(observer)
+        observer.start()
+        return observer
+
+    def _schedule(self, observer: BaseObserver) -> None:
+        observer.schedule(
+            _Handler(self),
+            str(self.root),
+            recursive=True,
+            event_filter=[
+                FileCreatedEvent,
+                FileModifiedEvent,
+                FileMovedEvent,
+                FileClosedEvent,
+                DirMovedEvent,
+            ],
+        )
+
+    # --- producer side (watchdog's thread) ---------------------------------------------------
+
+    def offer(self, path: str) -> None:
+        """Queue a changed path without ever blocking; raise the rescan flag if full."""
+        with self._lock:
+            if path in self._pending:
+                return
+            self._pending.add(path)
+        try:
+            self._queue.put_nowait(path)
+        except queue.Full:
+            with self._lock:
+                self._pending.discard(path)
+            self._rescan.set()
+
+    def request_rescan(self) -> None:
+        self._rescan.set()
+        # Wake a waiting drain(); if the queue is full, it is not waiting anyway.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+
+    # --- consumer side (the daemon's thread) -------------------------------------------------
+
+    def drain(self, timeout: float | None = None) -> tuple[set[Path], bool]:
+        """``(changed log paths, rescan_needed)``, waiting up to ``timeout`` seconds for the first
+        change (None: no wait), so the daemon loop also wakes up periodically when all is quiet.
+
+        The rescan flag is cleared here, before the caller scans, so no change can fall between
+        the flag and the scan.
+        """
+        items: list[str | None] = []
+        try:
+            if timeout and not self._rescan.is_set():
+                items.append(self._queue.get(timeout=timeout))
+            for _ in range(self._queue.maxsize):  # bounded: the producer keeps producing
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        paths = [item for item in items if item is not None]
+        with self._lock:
+            self._pending.difference_update(paths)
+        rescan = self._rescan.is_set()
+        self._rescan.clear()
+        changed = {
+            Path(path)
+            for path in paths
+            if not os.path.islink(path) or _inside(self._real_root, path)
+        }
+        return changed, rescan

@@ -1,0 +1,172 @@
+"""Follow one growing file by byte offset: the file-churn logic every reader shares.
+
+Readers never keep a file open between calls. Each read opens the path afresh, so a file that was
+rotated, replaced or deleted is noticed at once, and a daemon tailing thousands of runs holds no
+descriptors while idle. The offset always sits at the end of the last *complete* record; a
+partial tail is simply read again next time, which keeps the persisted state exact (no buffered
+bytes to lose) at the cost of re-reading at most one record.
+
+Churn is told apart by three checks, all done in ``FileTail.read`` and nowhere else:
+
+- **replacement**: the inode changed (the file was deleted and re-created, or renamed over);
+- **truncation**: the file is shorter than our offset (``copytruncate`` rotation, ``open("w")``);
+- **rewrite**: the bytes just before our offset (or the head the reader pinned, a CSV header)
+  are no longer what we consumed. This catches a truncation that regrew past the offset before we
+  looked (typical across a daemon restart) and an inode number reused by a new file, which the
+  two checks above miss. Append-only logs never change consumed bytes, so it never misfires.
+
+In each case reading restarts at byte 0; the consumer drops steps it has already seen.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lrwatch.types import Sample
+
+DEFAULT_CHUNK_BYTES = 4 << 20
+"""Bytes read per call: enough to amortise the syscalls, small enough that one huge backlog
+cannot starve the other files of a daemon loop turn."""
+
+FINGERPRINT_BYTES = 32
+"""How many consumed bytes (those just before the offset) are re-checked on every read."""
+
+# O_NONBLOCK: opening a FIFO someone named ``x.jsonl`` must not hang the daemon; it is then
+# rejected as not a regular file. It has no effect on regular files.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+Parser = Callable[[bytes, list[Sample]], tuple[int, int]]
+"""``parse(data, out) -> (consumed, need)``: append the samples of the complete records at the
+start of ``data`` to ``out``; ``consumed`` is where the first incomplete record starts. When
+nothing could be consumed, ``need`` is how many bytes the next record needs (> ``len(data)``)."""
+
+
+class FileTail:
+    """The position of one reader in one file, and the bookkeeping of the file's churn."""
+
+    def __init__(self, path: Path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        if chunk_bytes < 16:
+            raise ValueError(f"chunk_bytes must be at least 16, got {chunk_bytes!r}")
+        self.path = path
+        self.chunk_bytes = chunk_bytes
+        self.offset = 0
+        self.inode: int | None = None
+        self.size = 0  # the file's size at the last read
+        self.head = b""  # bytes the file must start with (set by a reader, e.g. a CSV header)
+        self.eof = True  # whether the last read reached the end of the file
+        self.counters = {"truncations": 0, "replacements": 0, "rewrites": 0}
+        self._fingerprint = b""  # the last consumed bytes, those just before ``offset``
+
+    def read(self, min_bytes: int = 0) -> bytes | None:
+        """Bytes from the offset on (at most ``max(chunk_bytes, min_bytes)``), after moving the
+        offset back to 0 if the file churned; None if the path is gone or not a regular file."""
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            self._reconcile(fd, st)
+            # Never ask for more than the file holds: pread allocates the full request up front,
+            # which for a 4 MiB chunk over a few new bytes (or a bogus huge record) is waste.
+            want = min(max(self.chunk_bytes, min_bytes), st.st_size - self.offset)
+            data = os.pread(fd, want, self.offset) if want > 0 else b""
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        self.eof = self.offset + len(data) >= st.st_size
+        return data
+
+    def advance(self, data: bytes, consumed: int) -> None:
+        """Move past the first ``consumed`` bytes of ``data``, as returned by the last read."""
+        if consumed <= 0:
+            return
+        if consumed >= FINGERPRINT_BYTES:
+            self._fingerprint = data[consumed - FINGERPRINT_BYTES : consumed]
+        else:
+            self._fingerprint = (self._fingerprint + data[:consumed])[-FINGERPRINT_BYTES:]
+        self.offset += consumed
+
+    def restart(self) -> None:
+        self.offset = 0
+        self.head = b""
+        self._fingerprint = b""
+
+    def _reconcile(self, fd: int, st: os.stat_result) -> None:
+        if self.inode is not None and st.st_ino != self.inode:
+            self._churned("replacements")
+        elif st.st_size < self.offset:
+            self._churned("truncations")
+        elif self.offset and not self._intact(fd):
+            self._churned("rewrites")
+        self.inode = st.st_ino
+        self.size = st.st_size
+
+    def _intact(self, fd: int) -> bool:
+        head, tail = self.head, self._fingerprint
+        if head and os.pread(fd, len(head), 0) != head:
+            return False
+        return not tail or os.pread(fd, len(tail), self.offset - len(tail)) == tail
+
+    def _churned(self, counter: str) -> None:
+        self.counters[counter] += 1
+        self.restart()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "inode": self.inode,
+            "size": self.size,
+            "fingerprint": self._fingerprint.hex(),
+            "head": self.head.hex(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a position saved by ``state_dict``; a malformed state raises ValueError naming
+        the field, since silently starting over would re-read (or skip) a whole file."""
+        offset, inode, size = state.get("offset"), state.get("inode"), state.get("size", 0)
+        if type(offset) is not int or offset < 0:
+            raise ValueError(f"tail state: offset must be a non-negative int, got {offset!r}")
+        if inode is not None and type(inode) is not int:
+            raise ValueError(f"tail state: inode must be an int or None, got {inode!r}")
+        if type(size) is not int:
+            raise ValueError(f"tail state: size must be an int, got {size!r}")
+        try:
+            fingerprint = bytes.fromhex(state.get("fingerprint", ""))
+            head = bytes.fromhex(state.get("head", ""))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tail state: fingerprint/head must be hex strings ({exc})") from None
+        self.offset, self.inode, self.size = offset, inode, size
+        self._fingerprint, self.head = fingerprint, head
+
+
+def read_samples(tail: FileTail, parse: Parser) -> tuple[list[Sample], bool]:
+    """Run ``parse`` over the new bytes of ``tail``: ``(samples, has_more)``.
+
+    At most one chunk is handed over per call once there are samples, so a huge backlog is spread
+    over several calls (``has_more`` says so). But a call never returns an empty list while
+    complete records remain unread (say, a chunk holding only images or only torn lines): callers
+    may then rely on ``read() == []`` meaning "caught up", as ``while batch := reader.read()``
+    does.
+    """
+    out: list[Sample] = []
+    need = 0
+    while True:
+        data = tail.read(need)
+        if data is None:
+            return out, False
+        consumed, need = parse(data, out)
+        tail.advance(data, consumed)
+        if tail.eof:  # whatever was left unconsumed is a record still being written
+            return out, False
+        if out:
+            return out, True
+        if not consumed and need <= len(data):
+            need = 2 * len(data)  # defensive: a parser that asks for nothing new must not spin

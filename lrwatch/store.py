@@ -1,0 +1,213 @@
+"""Durable daemon state in SQLite (WAL): tail offsets, run analysis state, findings, commands,
+acks and the audit log.
+
+Exactly-once rests on one rule: the offsets a batch of samples came from, the detector state
+they produced, the findings and the commands they led to are committed in ONE transaction.
+Command files are written only after that commit (a transactional outbox): a crash before the
+commit replays the batch with nothing sent; a crash after it finds the command in the database
+and (re)writes its file with the same sequence number, which the hook applies at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Finding
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readers (
+    path TEXT PRIMARY KEY, run TEXT NOT NULL, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS findings (
+    id INTEGER PRIMARY KEY, run TEXT NOT NULL, metric TEXT NOT NULL, step INTEGER NOT NULL,
+    kind TEXT NOT NULL, severity TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+    onset_step INTEGER, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS commands (
+    run TEXT NOT NULL, seq INTEGER NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL,
+    issuer TEXT NOT NULL, issued_at REAL NOT NULL, ack TEXT, acked_at REAL,
+    PRIMARY KEY (run, seq));
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, run TEXT NOT NULL, event TEXT NOT NULL,
+    who TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS findings_run ON findings(run, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCommand:
+    command: Command
+    ack: Ack | None
+
+
+class Store:
+    """A thin, typed door onto the database. Only the daemon's main thread uses it."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL keeps the WAL safe across process crashes (our SIGKILL case); only a power
+        # loss can drop the last transactions, which then replay from older offsets.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- readers and runs --------------------------------------------------------------------
+
+    def reader_states(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        rows = self._db.execute("SELECT path, run, state FROM readers")
+        return {path: (run, json.loads(state)) for path, run, state in rows}
+
+    def save_reader(self, path: str, run: str, state: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO readers VALUES (?, ?, ?)", (path, run, json.dumps(state))
+        )
+
+    def run_states(self) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT run, state FROM runs")
+        return {run: json.loads(state) for run, state in rows}
+
+    def save_run(self, run: str, state: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", (run, json.dumps(state), time.time())
+        )
+
+    # --- findings, commands, audit -----------------------------------------------------------
+
+    def add_finding(self, f: Finding) -> None:
+        self._db.execute(
+            "INSERT INTO findings (run, metric, step, kind, severity, reason, detail, onset_step,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                f.run,
+                f.metric,
+                f.step,
+                f.kind,
+                f.severity.value,
+                f.reason,
+                json.dumps(dict(f.detail)),
+                f.onset_step,
+                time.time(),
+            ),
+        )
+
+    def findings(self, run: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        sql = "SELECT run, metric, step, kind, severity, reason, detail, onset_step FROM findings"
+        args: tuple[Any, ...] = ()
+        if run is not None:
+            sql, args = sql + " WHERE run = ?", (run,)
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        keys = ("run", "metric", "step", "kind", "severity", "reason", "detail", "onset_step")
+        out = [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+        for item in out:
+            item["detail"] = json.loads(item["detail"])
+        return out
+
+    def add_command(self, command: Command) -> None:
+        self._db.execute(
+            "INSERT INTO commands (run, seq, action, reason, issuer, issued_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                command.run,
+                command.seq,
+                json.dumps(command.action.to_json()),
+                command.reason,
+                command.issuer,
+                command.issued_at,
+            ),
+        )
+
+    def record_ack(self, run: str, ack: Ack) -> None:
+        payload = {
+            "status": ack.status.value,
+            "step": ack.step,
+            "lr_scale": ack.lr_scale,
+            "lrs": list(ack.lrs),
+            "reason": ack.reason,
+        }
+        self._db.execute(
+            "UPDATE commands SET ack = ?, acked_at = ? WHERE run = ? AND seq = ?",
+            (json.dumps(payload), ack.acked_at, run, ack.seq),
+        )
+
+    def commands(self, run: str | None = None, *, unacked: bool = False) -> list[StoredCommand]:
+        sql = "SELECT run, seq, action, reason, issuer, issued_at, ack, acked_at FROM commands"
+        clauses, args = [], []
+        if run is not None:
+            clauses.append("run = ?")
+            args.append(run)
+        if unacked:
+            clauses.append("ack IS NULL")
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        out = []
+        for row in self._db.execute(sql + " ORDER BY run, seq", args):
+            run_, seq, action, reason, issuer, issued_at, ack, acked_at = row
+            raw_action = json.loads(action)
+            command = Command(
+                run=run_,
+                seq=seq,
+                reason=reason,
+                issuer=issuer,
+                issued_at=issued_at,
+                action=Action(ActionType(raw_action["type"]), raw_action.get("factor")),
+            )
+            out.append(StoredCommand(command, _ack_from_row(seq, ack, acked_at)))
+        return out
+
+    def max_seq(self, run: str) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM commands WHERE run = ?", (run,)).fetchone()
+        return int(row[0] or 0)
+
+    def audit(self, run: str, event: str, who: str, detail: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO audit (at, run, event, who, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), run, event, who, json.dumps(dict(detail))),
+        )
+
+    def audit_log(self, run: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT at, run, event, who, detail FROM audit"
+        args: tuple[Any, ...] = ()
+        if run is not None:
+            sql, args = sql + " WHERE run = ?", (run,)
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [
+            {"at": at, "run": r, "event": e, "who": w, "detail": json.loads(d)}
+            for at, r, e, w, d in reversed(rows)
+        ]
+
+
+def _ack_from_row(seq: int, ack: str | None, acked_at: float | None) -> Ack | None:
+    if ack is None:
+        return None
+    raw = json.loads(ack)
+    return Ack(
+        seq=seq,
+        status=AckStatus(raw["status"]),
+        step=raw["step"],
+        lr_scale=raw["lr_scale"],
+        lrs=tuple(raw["lrs"]),
+        reason=raw["reason"],
+        acked_at=acked_at or 0.0,
+    )

@@ -1,0 +1,73 @@
+"""Config files: YAML and TOML, unknown fields refused, errors naming field and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lrwatch.config import Config, ConfigError, Mode, load_config
+
+
+def test_defaults_bind_localhost_and_act() -> None:
+    config = Config()
+    assert config.metrics_host == "127.0.0.1"
+    assert config.mode is Mode.ACT
+
+
+def test_yaml_with_override(tmp_path: Path) -> None:
+    path = tmp_path / "lrwatch.yaml"
+    path.write_text(
+        "mode: observe\n"
+        "policy:\n  cooldown_steps: 10\n"
+        "overrides:\n"
+        "  - glob: 'llm/*'\n"
+        "    roles: {loss: [train/lm_loss]}\n"
+        "    policy: {factors: {divergence: 0.5}}\n"
+    )
+    config = load_config(path)
+    assert config.mode is Mode.OBSERVE
+    assert config.for_run("vision/a").policy.cooldown_steps == 10
+    llm = config.for_run("llm/big")
+    assert llm.policy.factors == {"divergence": 0.5}
+    assert llm.roles.loss == ("train/lm_loss",)
+
+
+def test_toml(tmp_path: Path) -> None:
+    path = tmp_path / "lrwatch.toml"
+    path.write_text('mode = "observe"\n[policy]\nmax_change = 4.0\n')
+    assert load_config(path).policy.max_change == 4.0
+
+
+def test_cli_flags_override_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("metrics_port: 1234\n")
+    assert load_config(path, metrics_port=5678).metrics_port == 5678
+    assert load_config(path, metrics_port=None).metrics_port == 1234
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mode: maybe\n", "mode"),
+        ("metrics_port: 99999\n", "metrics_port"),
+        ("policy:\n  cooldown_steps: -1\n", "policy.cooldown_steps"),
+        ("polcy: {}\n", "polcy"),
+        ("- a list\n", "top level must be a mapping"),
+        ("mode: [unclosed\n", "not valid yaml"),
+    ],
+)
+def test_errors_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert expected in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_bad_value_is_shown(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("heartbeat_timeout_seconds: -5\n")
+    with pytest.raises(ConfigError, match=r"heartbeat_timeout_seconds.*got -5"):
+        load_config(path)

@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from lrwatch.detectors import (
+    Detector,
+    DetectorsConfig,
+    DivergenceConfig,
+    DivergenceDetector,
+    build_detectors,
+)
+from lrwatch.types import Severity
+from tests.unit import curves
+from tests.unit.curves import feed, first_nonfinite, resumed_trace, trace
+
+# -- real curves ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [16, 32])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_healthy_noisy_run_raises_nothing(seed: int, batch: int) -> None:
+    detector = DivergenceDetector()
+    assert feed(detector, curves.healthy(seed, batch=batch)) == []
+    assert detector.active is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_lr_jump_diverges_at_the_jump_long_before_nan(seed: int) -> None:
+    curve = curves.lr_jump(seed, at=150, lr=3.0)
+    nan_at = first_nonfinite(curve)
+    assert nan_at is not None
+    detector = DivergenceDetector()
+    found = feed(detector, curve)
+
+    # One episode, one finding: the NaN 80 steps later belongs to the same episode.
+    assert len(found) == 1
+    (finding,) = found
+    assert finding.kind == "divergence"
+    assert finding.severity is Severity.CRITICAL
+    assert finding.detail["nonfinite"] is False
+    # The LR applies from the optimizer step at 150, so step 151 is the first loss it shapes.
+    assert finding.onset_step is not None and 151 <= finding.onset_step <= 153
+    assert finding.step <= 156 < nan_at - 50
+    assert detector.active == "divergence"
+    assert "above its running median" in finding.reason
+    json.dumps(finding.detail, allow_nan=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_warmup_to_a_peak_lr_far_too_high_is_caught_as_it_starts(seed: int) -> None:
+    curve = curves.blowup(seed, peak_lr=3.0, warmup=300)
+    nan_at = first_nonfinite(curve)
+    assert nan_at is not None
+    found = feed(DivergenceDetector(), curve)
+
+    assert [f.kind for f in found] == ["divergence"]
+    finding = found[0]
+    assert finding.onset_step is not None
+    assert finding.step < nan_at - 100
+    # The onset is where the loss has left its recent level for good: from there on its
+    # median is many times the median before it.
+    before = statistics.median(curve[finding.onset_step - 20 : finding.onset_step])
+    after = statistics.median(curve[finding.onset_step : finding.onset_step + 20])
+    assert after > 5 * before
+    assert finding.step - finding.onset_step <= 4
+
+
+@pytest.mark.parametrize("at", [300, 450])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_benign_spike_is_a_spike_not_a_divergence(seed: int, at: int) -> None:
+    curve = curves.with_spike(curves.healthy(seed), at=at, factor=5.0, length=2)
+    detector = DivergenceDetector()
+    states = trace(detector, curve)
+    found = [f for f, _ in states if f is not None]
+
+    assert len(found) == 1
+    (spike,) = found
+    assert (spike.kind, spike.severity) == ("spike", Severity.WARNING)
+    assert spike.onset_step == at
+    assert spike.step == at + 2, "reported on return, when it is known not to be a divergence"
+    assert spike.detail["samples"] == 2
+    assert spike.detail["ratio"] > 3
+    assert all(active is None for _, active in states)
+    # The spike's values never entered the running level.
+    assert not set(curve[at : at + 2]) & set(detector.state_dict()["window"])
+
+
+def test_one_high_sample_is_a_bad_batch_not_a_spike() -> None:
+    curve = curves.with_spike(curves.healthy(0), at=300, factor=8.0, length=1)
+    assert feed(DivergenceDetector(), curve) == []
+    # Counting single samples finds it — and the run's own bad batches with it, which is
+    # why the default asks for two.
+    found = feed(DivergenceDetector(DivergenceConfig(min_spike_length=1)), curve)
+    assert ("spike", 300) in [(f.kind, f.onset_step) for f in found]
+    assert len(found) > 1
+    assert all(f.kind == "spike" for f in found)
+
+
+def test_a_loss_that_settles_higher_is_one_episode_then_the_new_normal() -> None:
+    healthy = curves.healthy(0, batch=32)
+    curve = healthy[300:400] + tuple(4.0 * v for v in healthy[400:600])
+    detector = DivergenceDetector()
+    states = trace(detector, curve)
+    found = [f for f, _ in states if f is not None]
+
+    assert [(f.kind, f.onset_step) for f in found] == [("divergence", 100)]
+    # After a window's worth of samples at the new level, the episode ends.
+    cleared = next(i for i, (_, active) in enumerate(states) if i > 100 and active is None)
+    assert cleared <= 100 + DivergenceConfig().window + 10
+
+
+def test_a_nan_is_a_divergence_at_once_even_before_any_history() -> None:
+    detector = DivergenceDetector()
+    finding = detector.update(0, math.nan)
+    assert finding is not None
+    assert (finding.kind, finding.severity, finding.onset_step) == (
+        "divergence",
+        Severity.CRITICAL,
+        0,
+    )
+    assert finding.detail["nonfinite"] is True
+    assert finding.detail["value"] == "nan"
+    json.dumps(finding.detail, allow_nan=False)
+    assert detector.active == "divergence"
+    assert detector.update(1, math.inf) is None, "the same episode"
+
+
+def test_a_nan_ends_an_excursion_and_is_dated_from_it() -> None:
+    healthy = curves.healthy(0, batch=32)[300:400]
+    curve = (*healthy, 10 * healthy[-1], 30 * healthy[-1], math.inf)
+    (finding,) = feed(DivergenceDetector(DivergenceConfig(patience=5)), curve)
+    assert finding.detail == {"nonfinite": True, "value": "inf", "level": finding.detail["level"]}
+    assert (finding.step, finding.onset_step) == (102, 100)
+
+
+def test_after_recovery_a_new_divergence_is_a_new_episode() -> None:
+    healthy = curves.healthy(1, batch=32)[300:500]
+    cfg = DivergenceConfig(recovery=5)
+    detector = DivergenceDetector(cfg)
+    assert detector.update(0, math.nan) is not None
+    assert feed(detector, healthy[:4], start=1) == []
+    assert detector.active == "divergence"
+    assert feed(detector, healthy[4:], start=5) == []
+    assert detector.active is None
+    again = detector.update(300, math.nan)
+    assert again is not None and again.onset_step == 300
+
+
+def test_zero_and_negative_losses_are_handled_in_their_own_units() -> None:
+    # A negative log-likelihood of a density can sit below zero; shift a real curve there.
+    shifted = [v - 3.0 for v in curves.lr_jump(0, at=150, lr=3.0)[:200]]
+    found = feed(DivergenceDetector(), shifted)
+    assert [f.kind for f in found] == ["divergence"]
+    assert found[0].onset_step is not None and 151 <= found[0].onset_step <= 155
+    assert feed(DivergenceDetector(), [0.0] * 300) == []
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValidationError, match="z_threshold"):
+        DivergenceConfig(z_threshold=0)
+    with pytest.raises(ValidationError, match="min_ratio"):
+        DivergenceConfig(min_ratio=1.0)
+    with pytest.raises(ValidationError, match="min_history 80 must not exceed window 50"):
+        DivergenceConfig(min_history=80)
+    with pytest.raises(ValidationError, match="pateince"):
+        DivergenceConfig.model_validate({"pateince": 3})
+
+
+def test_it_keeps_the_detector_contract() -> None:
+    detector = DivergenceDetector()
+    assert isinstance(detector, Detector)
+    assert DivergenceDetector.kinds == ("divergence", "spike")
+
+
+def test_build_detectors_builds_it_fresh_unless_disabled() -> None:
+    cfg = DetectorsConfig()
+    first, second = build_detectors(cfg), build_detectors(cfg)
+    (mine,) = [d for d in first if isinstance(d, DivergenceDetector)]
+    assert mine.config is cfg.divergence
+    assert not any(d is mine for d in second), "every series gets its own state"
+    off = DetectorsConfig.model_validate({"divergence": {"enabled": False}})
+    assert not any(isinstance(d, DivergenceDetector) for d in build_detectors(off))
+    assert len(build_detectors(off)) == len(first) - 1
+
+
+# -- properties ----------------------------------------------------------------------------
+
+any_float = st.floats(allow_nan=True, allow_infinity=True)
+# Loss-like values with the occasional jump, zero, negative, huge or non-finite one.
+lossy = st.one_of(
+    st.floats(0.05, 3.0),
+    st.floats(0.05, 3.0),
+    st.floats(0.05, 3.0),
+    st.floats(3.0, 1e6),
+    st.sampled_from([0.0, -1.0, 1e308, -1e308, 5e-324, math.nan, math.inf, -math.inf]),
+)
+
+
+def _segment(level: float, length: int, wiggle: float, growth: float) -> list[float]:
+    return [level * growth**i * (1.0 + wiggle * (-1) ** i) for i in range(length)]
+
+
+# Stretches at different levels, some growing geometrically: jumps, returns, long stays and
+# blow-ups, so that excursions, spikes, episodes and re-basing all happen.
+regimes = st.lists(
+    st.builds(
+        _segment,
+        st.sampled_from([0.3, 1.0, 1.1, 5.0, 50.0, -2.0, math.nan]),
+        st.integers(1, 40),
+        st.floats(0.0, 0.3),
+        st.sampled_from([1.0, 1.0, 1.0, 3.0]),
+    ),
+    max_size=8,
+).map(lambda parts: [v for part in parts for v in part])
+series = st.one_of(st.lists(lossy, max_size=150), regimes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(any_float, max_size=120))
+def test_update_never_raises_and_details_are_strict_json(values: list[float]) -> None:
+    for f in feed(DivergenceDetector(DivergenceConfig(min_history=8, window=16)), values):
+        json.dumps(f.detail, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(series, st.integers(4, 50))
+def test_no_finding_without_history_but_for_nonfinite_values(
+    values: list[float], min_history: int
+) -> None:
+    cfg = DivergenceConfig(min_history=min_history, window=max(min_history, 8))
+    for f in feed(DivergenceDetector(cfg), values[:min_history]):
+        assert f.detail["nonfinite"] is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(series, st.data())
+def test_state_round_trips_through_json(values: list[float], data: st.DataObject) -> None:
+    cfg = DivergenceConfig(min_history=8, window=16, patience=3)
+    split = data.draw(st.integers(0, len(values)))
+    expected = trace(DivergenceDetector(cfg), values)
+    assert resumed_trace(lambda: DivergenceDetector(cfg), values, split) == expected
+
+
+@pytest.mark.parametrize("split", [100, 152, 154, 240, 299])
+def test_state_round_trips_mid_episode_on_a_real_blowup(split: int) -> None:
+    curve = curves.lr_jump(0, at=150, lr=3.0)
+    expected = trace(DivergenceDetector(), curve)
+    assert resumed_trace(DivergenceDetector, curve, split) == expected
+
+
+@pytest.mark.parametrize("split", [280, 301, 302, 303])
+def test_state_round_trips_mid_spike(split: int) -> None:
+    curve = curves.with_spike(curves.healthy(0), at=300)
+    expected = trace(DivergenceDetector(), curve)
+    assert any(f is not None for f, _ in expected)
+    assert resumed_trace(DivergenceDetector, curve, split) == expected

@@ -1,0 +1,64 @@
+"""SQLite state: what one transaction commits survives a reopen; a failed one leaves nothing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from lrwatch.store import Store
+from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Finding, Severity
+
+
+def test_round_trip_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    command = Command("a/b", 1, Action(ActionType.SCALE_LR, 0.1), "divergence", 10.0, "ctl")
+    with store.transaction():
+        store.save_reader("/logs/a/b/m.jsonl", "a/b", {"offset": 42, "inode": 7})
+        store.save_run("a/b", {"control": {"lr_scale": 1.0}})
+        store.add_finding(
+            Finding(
+                "divergence", Severity.CRITICAL, 9, "why", {"nonfinite": True}, 7, "a/b", "loss"
+            )
+        )
+        store.add_command(command)
+        store.audit("a/b", "decision", "controller", {"step": 9})
+    store.close()
+
+    store = Store(path)
+    assert store.reader_states() == {"/logs/a/b/m.jsonl": ("a/b", {"offset": 42, "inode": 7})}
+    assert store.run_states() == {"a/b": {"control": {"lr_scale": 1.0}}}
+    [found] = store.findings("a/b")
+    assert found["kind"] == "divergence" and found["onset_step"] == 7
+    assert found["detail"] == {"nonfinite": True}
+    [stored] = store.commands(unacked=True)
+    assert stored.command == command and stored.ack is None
+    assert store.max_seq("a/b") == 1
+    assert store.audit_log("a/b")[0]["who"] == "controller"
+
+    ack = Ack(1, AckStatus.APPLIED, 12, 0.1, (0.01, 0.02), "ok", 11.0)
+    with store.transaction():
+        store.record_ack("a/b", ack)
+    assert store.commands(unacked=True) == []
+    assert store.commands("a/b")[0].ack == ack
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_reader("p", "r", {"offset": 1})
+        raise RuntimeError("crash between offsets and findings")
+    assert store.reader_states() == {}
+
+
+def test_non_finite_detail_is_stored(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    with store.transaction():
+        store.add_finding(
+            Finding(
+                "divergence", Severity.CRITICAL, 1, "nan", {"value": math.nan}, None, "r", "loss"
+            )
+        )
+    assert math.isnan(store.findings()[0]["detail"]["value"])

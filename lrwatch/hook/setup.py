@@ -7,7 +7,6 @@ found wrong with the arguments and the run directory is found here, naming the b
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import torch
@@ -42,22 +41,6 @@ def open_channel(run_dir: Path) -> str:
         path = channel.channel_dir(run_dir) / "id"
         raise ValueError(f"{path} is not a regular file holding a channel id; remove it")
     return channel_id
-
-
-def warn_if_distributed() -> None:
-    """Say plainly that ranks are not coordinated yet, rather than let them drift apart.
-
-    Each rank's hook would read the channel on its own; the first to ack a command makes the
-    others skip it as already handled, so the ranks would train with different LRs.
-    """
-    size = world_size()
-    if size > 1:
-        warnings.warn(
-            f"lrwatch: attached under torch.distributed (world size {size}); commands "
-            "are not yet coordinated across ranks, so ranks may end up with different LRs",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
 
 def world_size() -> int:

@@ -530,7 +530,7 @@ def test_junk_never_raises_escapes_bounds_or_wedges(junk: str | bytes) -> None:
         assert ack(run_dir, 2).status is AckStatus.APPLIED and calls[-1] == 3
 
 
-def test_distributed_world_size_is_reported_and_warned_about(
+def test_distributed_group_it_cannot_coordinate_refuses_commands_and_warns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)

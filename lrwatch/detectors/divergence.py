@@ -31,14 +31,40 @@ thresholds (hysteresis: a loss hovering near the threshold is one excursion, not
 Excursion values never enter the window, so a divergence cannot teach the detector that a
 diverging loss is normal.
 
-An excursion becomes a **divergence** (critical) once it has lasted ``patience`` samples, or
-earlier when it *keeps rising*: ``fast_rises`` successive samples each far above the one before
-(both thresholds again) — geometric growth, the signature of a step size past the stability
-edge, which can reach inf before ``patience`` runs out. If the loss comes back sooner it was a
-**spike** (warning), reported on return (only then is it known not to be a divergence) if at
-least ``min_spike_length`` of its samples cleared the full thresholds: one high sample is one
-bad minibatch. A spike is therefore never ``active``. A non-finite value is a divergence at once
-(``detail.nonfinite``), dated from the excursion it ends, if any.
+An excursion becomes a **divergence** (critical) in one of three ways:
+
+* *rising*: ``fast_rises`` successive samples each far above the one before (both thresholds
+  again) — geometric growth, the signature of a step size past the stability edge, which can
+  reach inf within a few samples;
+* *sustained*: it has lasted ``patience`` samples, is not falling back (its last sample is still
+  above the geometric midpoint between the level and its peak: a corrupted batch or a concept
+  shift throws the loss up once, then it decays), and its median clears ``confirm_z`` robust SDs
+  *in log space*. The log test is what keeps late-training losses that span decades from paging:
+  there a loss of 1e-3 with bad batches at 1e-2 is ordinary, its quartiles say so (a log spread
+  of ~1), and a stretch at 10x the median is ~2 log-SDs, not a divergence; for a loss with small
+  relative noise (the demo's MSE: log spread ~0.3) the same 2.5x rise is ~3 log-SDs. Quantiles
+  commute with the log, so this costs no state: the log-quartiles are the quartiles' logs.
+  The log test needs a positive level; at zero or below, the linear tests decide alone.
+  Below ``big_ratio`` times the level, the excursion must also be *climbing* (the median of
+  its later half ``climb_ratio`` above that of its earlier half, significantly given the
+  window's log spread, with the peak in the later half) or have been preceded by a *creep*
+  (the last accepted values already up): a step size past the stability edge keeps pushing
+  the loss up — an LR raised x8 mid-run doubles the loss within a few steps and climbs on for
+  tens of steps before inf, which must be paged then, not once it is 100x up — while a
+  concept shift or a bad stretch of data throws the loss up once, then holds or decays (a
+  moderate step that holds is a new level after ``window`` samples: the drift detector's);
+* *warm-up*: before ``min_history`` samples there is no level to leave, but a loss that rises
+  ``warmup_rises`` times in a row to ``min_ratio``² times its lowest value is blowing up from the
+  first step (an LR far too high), and waiting for a level would let it reach inf first.
+
+If the loss comes back sooner it was a **spike** (warning), reported on return (only then is it
+known not to be a divergence) if at least ``min_spike_length`` of its samples cleared the full
+thresholds: one high sample is one bad minibatch. A spike is therefore never ``active``
+(``report_spikes: false`` keeps them quiet, as for gradient norms, which spike all the time).
+An excursion that neither confirms nor comes back within ``window`` samples is a new level (a
+concept shift; the drift detector's business): the window restarts from it, silently.
+A non-finite value is a divergence at once (``detail.nonfinite``), dated from the excursion it
+ends, if any.
 
 A divergence episode lasts until ``recovery`` samples in a row are back near the level; a new
 episode means a new finding, and nothing fires within one (a NaN after a reported rise is the
@@ -52,6 +78,7 @@ detector's business: it creeps into the window, by design.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -64,6 +91,7 @@ from lrwatch.types import Finding, Severity
 
 _Q3_SIGMA = 0.6744897501960817  # Q3 - median of a standard normal
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds
+_CREEP = 10  # the accepted values just before an excursion that tell whether the loss crept up
 _SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses
 _TINY = 1e-300  # ... and not zero when the level is
 
@@ -98,6 +126,32 @@ class DivergenceConfig(BaseModel):
     recovery: int = Field(
         default=5, ge=1, description="samples back near the level that end a divergence episode"
     )
+    confirm_z: float = Field(
+        default=2.0,
+        ge=0,
+        description="log-space robust z the median of a sustained excursion must clear",
+    )
+    big_ratio: float = Field(
+        default=10.0,
+        gt=1,
+        description="a sustained excursion this far up needs no creeping-up before it",
+    )
+    creep_ratio: float = Field(
+        default=1.3,
+        gt=1,
+        description="... below it, the last 10 accepted values must sit this far above the level",
+    )
+    climb_ratio: float = Field(
+        default=1.2,
+        gt=1,
+        description="... or the later half of the excursion this far above its earlier half",
+    )
+    warmup_rises: int = Field(
+        default=3,
+        ge=0,
+        description="rises in a row that are a blow-up before min_history (0: off)",
+    )
+    report_spikes: bool = Field(default=True, description="report spikes (warnings) at all")
 
     @model_validator(mode="after")
     def _check(self) -> DivergenceConfig:
@@ -115,6 +169,7 @@ class _Excursion:
     prev: float
     peak: float
     peak_z: float
+    values: list[float]  # its samples (at most ``window``: then it is a new level)
 
 
 def _json_float(x: float) -> float | str:
@@ -143,6 +198,11 @@ class DivergenceDetector:
         self._diverging = False
         self._calm = 0  # consecutive samples near the level during an episode
         self._held: list[float] = []  # elevated finite values of the ongoing episode
+        # Warm-up only: the lowest value so far, and the rise in progress (start step, length).
+        self._low = math.inf
+        self._rise_start = 0
+        self._rise_len = 0
+        self._prev = math.nan
 
     @property
     def active(self) -> str | None:
@@ -154,9 +214,7 @@ class DivergenceDetector:
         if not math.isfinite(value):
             return self._nonfinite(step, value)
         if len(self._sorted) < self.config.min_history:
-            self._accept(value)  # warm-up: no level yet, so everything finite makes the level
-            self._calm_down()
-            return None
+            return self._warm_up(step, value)
         if self._diverging:
             self._during_episode(value)
             return None
@@ -164,17 +222,66 @@ class DivergenceDetector:
             return self._maybe_start(step, value)
         return self._during_excursion(step, value)
 
+    def _warm_up(self, step: int, value: float) -> Finding | None:
+        """No level yet: everything finite makes the level, unless it is blowing up already."""
+        self._accept(value)  # (a blow-up's values are in the window: the episode re-bases)
+        if value > (1.0 + _HYSTERESIS * (self.config.min_ratio - 1.0)) * self._prev:
+            if self._rise_len == 0:
+                self._rise_start = step
+            self._rise_len += 1
+        else:
+            self._rise_len = 0
+            self._calm_down()  # only a loss that stopped climbing calms an episode down
+        self._prev = value
+        low, self._low = self._low, min(self._low, value)
+        cfg = self.config
+        if (
+            self._diverging
+            or not cfg.warmup_rises
+            or self._rise_len < cfg.warmup_rises
+            or not 0 < low < math.inf
+            or value < cfg.min_ratio**2 * max(low, self._median())
+        ):
+            return None
+        self._diverging, self._calm = True, 0
+        reason = (
+            f"loss {value:.4g} has risen {self._rise_len} times in a row since step "
+            f"{self._rise_start}, to {value / low:.3g}x its lowest value {low:.4g}, before a "
+            "running level could form"
+        )
+        detail = {
+            "nonfinite": False,
+            "trigger": "warmup",
+            "value": _json_float(value),
+            "level": _json_float(low),
+            "ratio": _json_float(value / low),
+            "samples": self._rise_len,
+        }
+        return Finding(
+            kind="divergence",
+            severity=Severity.CRITICAL,
+            step=step,
+            reason=reason,
+            detail=detail,
+            onset_step=self._rise_start,
+        )
+
     def _maybe_start(self, step: int, value: float) -> Finding | None:
         z = self._z_above(value, self._median(), 1.0)
         if z is None:
             self._accept(value)
             return None
         self._exc = _Excursion(
-            onset=step, length=1, strong=1, rises=0, prev=value, peak=value, peak_z=z
+            onset=step,
+            length=1,
+            strong=1,
+            rises=0,
+            prev=value,
+            peak=value,
+            peak_z=z,
+            values=[value],
         )
-        if self.config.patience <= 1:
-            return self._diverge(step, value, z, "patience")
-        return None
+        return self._confirm(step, value, z)
 
     def _during_excursion(self, step: int, value: float) -> Finding | None:
         exc = self._exc
@@ -185,8 +292,11 @@ class DivergenceDetector:
         if z is None:  # back near the level before patience ran out: it was a spike
             self._exc = None
             self._accept(value)
-            return self._spike(step, exc) if exc.strong >= cfg.min_spike_length else None
+            if exc.strong >= cfg.min_spike_length and cfg.report_spikes:
+                return self._spike(step, exc)
+            return None
         exc.length += 1
+        exc.values.append(value)
         exc.strong += self._z_above(value, level, 1.0) is not None
         exc.rises = exc.rises + 1 if self._z_above(value, exc.prev, 1.0) is not None else 0
         exc.prev = value
@@ -194,9 +304,77 @@ class DivergenceDetector:
             exc.peak, exc.peak_z = value, z
         if exc.rises >= cfg.fast_rises:
             return self._diverge(step, value, z, "rising")
-        if exc.length >= cfg.patience:
-            return self._diverge(step, value, z, "patience")
-        return None
+        found = self._confirm(step, value, z)
+        if found is None and exc.length >= cfg.window:
+            # Neither up for good nor back: a new level (a concept shift). Watch that one.
+            self._order.clear()
+            self._sorted.clear()
+            for held in exc.values:
+                self._accept(held)
+            self._exc = None
+        return found
+
+    def _confirm(self, step: int, value: float, z: float) -> Finding | None:
+        """The sustained path: long enough, not falling back, and clear in log space too.
+
+        A moderate step up (below ``big_ratio``) counts only if the loss had been creeping up
+        before it: a step size past the stability edge grows the loss before it leaps, while a
+        concept shift or a bad batch throws it up at once (and a moderate step that stays is a
+        new level after ``window`` samples: the drift detector's business).
+        """
+        exc = self._exc
+        assert exc is not None
+        cfg = self.config
+        patience = cfg.patience
+        if exc.length < patience:
+            return None
+        level = self._median()
+        if level > 0:
+            if exc.length < 3 * patience and self._decaying(exc, level):
+                return None
+            typical = _plain_median(exc.values)
+            if math.log(typical / level) < cfg.confirm_z * self._log_spread():
+                return None
+            if typical < cfg.big_ratio * level and not (self._climbing(exc) or self._crept(level)):
+                return None
+        return self._diverge(step, value, z, "patience")
+
+    def _climbing(self, exc: _Excursion) -> bool:
+        """Is the loss still climbing within the excursion? The median of its later half is
+        ``climb_ratio`` above that of its earlier half: a step size past the stability edge
+        keeps pushing the loss up, a concept shift or a bad stretch of data throws it up once
+        and then it holds or decays. The peak must be in the later half too: a loss coming
+        back from a huge bad batch also has a higher later half than its trough."""
+        v = exc.values
+        half = len(v) // 2
+        if half == 0:
+            return False
+        early, late = _plain_median(v[:half]), _plain_median(v[half:])
+        if not late >= self.config.climb_ratio * early or max(v[:half]) > max(v[half:]):
+            return False
+        # ... and significantly so: the two medians' log difference has a standard error of
+        # about 1.25 log-spread * sqrt(1/n1 + 1/n2) (the window's noise, as in ``_crept``).
+        se = 1.25 * self._log_spread() * math.sqrt(1.0 / half + 1.0 / (len(v) - half))
+        return math.log(late / early) >= self.config.confirm_z * se
+
+    def _crept(self, level: float) -> bool:
+        """Had the loss been creeping up before the excursion? The median of the last
+        ``_CREEP`` accepted values is ``creep_ratio`` above the level, and significantly so (a
+        median of k values has a standard error of about 1.25 spread / sqrt(k))."""
+        recent = _plain_median(list(itertools.islice(reversed(self._order), _CREEP)))
+        if not recent >= self.config.creep_ratio * level:
+            return False
+        se = 1.25 * self._log_spread() / math.sqrt(_CREEP)
+        return math.log(recent / level) >= self.config.confirm_z * se
+
+    def _decaying(self, exc: _Excursion, level: float) -> bool:
+        """Falling back: the last three samples fall, or the recent ones sit below the
+        geometric midpoint between the level and the peak."""
+        v = exc.values
+        if len(v) >= 3 and v[-1] < v[-2] < v[-3]:
+            return True
+        recent = _plain_median(v[-self.config.patience :])
+        return recent * recent < exc.peak * level
 
     def _during_episode(self, value: float) -> None:
         if self._z_above(value, self._median(), _HYSTERESIS) is None:
@@ -341,6 +519,11 @@ class DivergenceDetector:
         m = self._median()
         return max((self._quantile(0.75) - m) / _Q3_SIGMA, _SCALE_FLOOR * abs(m), _TINY)
 
+    def _log_spread(self) -> float:
+        """The upper-quartile spread of the log values (a positive level assumed)."""
+        m, q3 = self._median(), self._quantile(0.75)
+        return max(math.log(q3 / m) / _Q3_SIGMA, math.log1p(_SCALE_FLOOR))
+
     def _z_above(self, value: float, base: float, frac: float) -> float | None:
         """The robust z of ``value`` above ``base`` if it clears ``frac`` of both thresholds.
 
@@ -357,18 +540,24 @@ class DivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "divergence",
-            "version": 1,
+            "version": 2,
             "window": list(self._order),
             "excursion": asdict(self._exc) if self._exc is not None else None,
             "diverging": self._diverging,
             "calm": self._calm,
             "held": list(self._held),
+            "warmup": [
+                _json_float(self._low),
+                self._rise_start,
+                self._rise_len,
+                _json_float(self._prev),
+            ],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if (state.get("detector"), state.get("version")) != ("divergence", 1):
+        if (state.get("detector"), state.get("version")) != ("divergence", 2):
             found = (state.get("detector"), state.get("version"))
-            raise ValueError(f"not a divergence detector state (version 1): {found!r}")
+            raise ValueError(f"not a divergence detector state (version 2): {found!r}")
         self._order = deque(float(v) for v in state["window"][-self.config.window :])
         self._sorted = sorted(self._order)
         exc = state["excursion"]
@@ -382,7 +571,11 @@ class DivergenceDetector:
                 prev=float(exc["prev"]),
                 peak=float(exc["peak"]),
                 peak_z=float(exc["peak_z"]),
+                values=[float(v) for v in exc["values"]],
             )
         self._diverging = bool(state["diverging"])
         self._calm = int(state["calm"])
         self._held = [float(v) for v in state["held"]]
+        low, self._rise_start, self._rise_len, prev = state["warmup"]
+        self._low, self._prev = float(low), float(prev)
+        self._rise_start, self._rise_len = int(self._rise_start), int(self._rise_len)

@@ -89,8 +89,12 @@ def _train(
     batch: int | None,
     seed: int,
     lr_at: Callable[[int], float] | None = None,
+    grad_norms: list[float] | None = None,
+    bad_batches: tuple[int, ...] = (),
 ) -> Curve:
-    """The per-step training loss, as a logger would record it (``loss.item()``)."""
+    """The per-step training loss, as a logger would record it (``loss.item()``); the gradient
+    norm of each step is appended to ``grad_norms`` if given. At ``bad_batches`` steps the
+    batch's labels are shuffled (a broken join upstream)."""
     gen = torch.Generator().manual_seed(seed)
     losses = []
     with _one_thread():
@@ -103,9 +107,14 @@ def _train(
             else:
                 idx = torch.randint(0, len(x), (batch,), generator=gen)
                 xb, yb = x[idx], y[idx]
+            if step in bad_batches:
+                yb = yb[torch.randperm(len(yb), generator=gen)]
             loss = loss_fn(model(xb), yb)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
+            if grad_norms is not None:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)
+                grad_norms.append(float(norm))
             optimizer.step()
             losses.append(loss.item())
     return tuple(losses)
@@ -252,3 +261,179 @@ def saddle(seed: int = 0, steps: int = 1000) -> Curve:
     model = nn.Sequential(*layers[:-1])
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     return _train(model, x, y, nn.functional.cross_entropy, opt, steps=steps, batch=64, seed=seed)
+
+
+@functools.cache
+def lr_jump_grad_norms(seed: int = 0, at: int = 150, lr: float = 3.0) -> Curve:
+    """The gradient norms of :func:`lr_jump`'s run (same seed, same batches)."""
+    x, y = _digits()
+    model = _digits_mlp(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    norms: list[float] = []
+    _train(
+        model,
+        x,
+        y,
+        nn.functional.cross_entropy,
+        opt,
+        steps=300,
+        batch=32,
+        seed=seed,
+        lr_at=lambda step: 0.05 if step < at else lr,
+        grad_norms=norms,
+    )
+    return tuple(norms)
+
+
+@functools.cache
+def healthy_grad_norms(seed: int = 0, steps: int = 600, batch: int = 16) -> Curve:
+    """The gradient norms of :func:`healthy`'s run."""
+    x, y = _digits()
+    model = _digits_mlp(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    norms: list[float] = []
+    _train(
+        model,
+        x,
+        y,
+        nn.functional.cross_entropy,
+        opt,
+        steps=steps,
+        batch=batch,
+        seed=seed,
+        grad_norms=norms,
+    )
+    return tuple(norms)
+
+
+@functools.cache
+def bad_batches(seed: int = 0, at: tuple[int, ...] = (300, 301)) -> Curve:
+    """:func:`healthy`'s MLP with momentum 0.9 and batch 32, fed batches with shuffled labels at
+    ``at``: the loss jumps on them and stays up a few steps while the update is shaken off."""
+    x, y = _digits()
+    model = _digits_mlp(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return _train(
+        model,
+        x,
+        y,
+        nn.functional.cross_entropy,
+        opt,
+        steps=600,
+        batch=32,
+        seed=seed,
+        bad_batches=at,
+    )
+
+
+@functools.cache
+def too_high_from_the_start(seed: int = 0, lr: float = 1.5) -> Curve:
+    """Full-batch linear regression on diabetes with an LR far past 2 / lambda_max: the loss
+    grows geometrically from the first step and overflows within a few dozen."""
+    ds = load_diabetes()
+    x = torch.tensor(_standardise(ds.data), dtype=torch.float32)
+    y = torch.tensor(_standardise(ds.target[:, None]), dtype=torch.float32)
+    torch.manual_seed(seed)
+    model = nn.Linear(10, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    return _train(model, x, y, nn.functional.mse_loss, opt, steps=60, batch=None, seed=seed)
+
+
+@functools.cache
+def period_four(edge_fraction: float = 1.5, steps: int = 400) -> Curve:
+    """Full-batch GD on a logistic regression of diabetes progression (above/below the median,
+    from 3 heavily overlapping features) at ``edge_fraction`` x the stability edge: past the
+    edge the period-2 cycle has doubled, and the loss repeats every 4 steps."""
+    ds = load_diabetes()
+    x = _standardise(ds.data[:, [2, 3, 8]])
+    target = (ds.target > np.median(ds.target)).astype(np.float64)
+    fit = LogisticRegression(C=1e6, max_iter=10_000).fit(x, target)
+    p = fit.predict_proba(x)[:, 1]
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    hessian = (xb * (p * (1 - p))[:, None]).T @ xb / len(x)
+    edge = 2.0 / float(np.linalg.eigvalsh(hessian).max())
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=edge_fraction * edge)
+
+    def loss_fn(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), t)
+
+    xt = torch.tensor(x, dtype=torch.float32)
+    yt = torch.tensor(target, dtype=torch.float32)
+    return _train(model, xt, yt, loss_fn, opt, steps=steps, batch=None, seed=0)
+
+
+@functools.cache
+def fraud_stream(seed: int = 0, shift_at: int = 1200, steps: int = 1800) -> Curve:
+    """Online logistic regression (SGD, lr 0.02) on a fraud-like stream, 5 % positives, one
+    batch of 64 per step, each scored before it is learned from (prequential loss). At
+    ``shift_at`` the fraudsters change pattern — towards where the model has learned to see
+    legitimate transactions — and the loss steps up about 2x, then creeps down as it adapts."""
+    gen = torch.Generator().manual_seed(seed)
+    fraud = torch.randn(12, generator=gen) * 1.2
+    moved = -0.4 * fraud + 0.3 * torch.randn(12, generator=gen)
+    torch.manual_seed(seed)
+    model = nn.Linear(12, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02)
+    losses = []
+    with _one_thread():
+        for step in range(steps):
+            y = (torch.rand(64, generator=gen) < 0.05).float()
+            centre = torch.where(y[:, None] > 0, moved if step >= shift_at else fraud, 0.0)
+            xb = centre + torch.randn(64, 12, generator=gen)
+            loss = nn.functional.binary_cross_entropy_with_logits(model(xb).squeeze(1), y)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            losses.append(loss.item())
+    return tuple(losses)
+
+
+@functools.cache
+def overfitting(seed: int = 0, train: int = 120, steps: int = 1500) -> tuple[Curve, Curve]:
+    """A wide MLP (64-256-10) trained with Adam (lr 3e-3, batch 16) on only ``train`` digits:
+    the training loss falls towards zero while the validation loss (the last 297 digits,
+    evaluated every 10 steps) bottoms out early and climbs. Returns (train, validation)."""
+    x, y = _digits()
+    xt, yt, xv, yv = x[:train], y[:train], x[-297:], y[-297:]
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    losses, val = [], []
+    with _one_thread():
+        for step in range(steps):
+            idx = torch.randint(0, train, (16,), generator=gen)
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            losses.append(loss.item())
+            if step % 10 == 0:
+                with torch.no_grad():
+                    val.append(nn.functional.cross_entropy(model(xv), yv).item())
+    return tuple(losses), tuple(val)
+
+
+@functools.cache
+def healthy_validation(seed: int = 0, steps: int = 1500) -> Curve:
+    """:func:`healthy`'s MLP on the first 1,500 digits, validated every 10 steps on the other
+    297: the validation loss falls and flattens, with no real rise (enough data)."""
+    x, y = _digits()
+    xt, yt, xv, yv = x[:1500], y[:1500], x[1500:], y[1500:]
+    model = _digits_mlp(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    val = []
+    with _one_thread():
+        for step in range(steps):
+            idx = torch.randint(0, len(xt), (32,), generator=gen)
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            if step % 10 == 0:
+                with torch.no_grad():
+                    val.append(nn.functional.cross_entropy(model(xv), yv).item())
+    return tuple(val)

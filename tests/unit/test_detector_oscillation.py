@@ -63,7 +63,7 @@ def test_the_episode_ends_once_the_lr_is_cut() -> None:
     assert len(found) == 1 and found[0].step < 200
     assert states[199][1] == "oscillation"
     window = OscillationConfig().window
-    assert all(active is None for _, active in states[200 + 2 * window :])
+    assert all(active is None for _, active in states[200 + 2 * window + 32 :])
 
 
 @pytest.mark.parametrize("batch", [16, 32])
@@ -96,6 +96,29 @@ def test_a_nonfinite_value_restarts_the_detector() -> None:
     assert len(again) == 1 and again[0].step == 151 + OscillationConfig().window
 
 
+def test_a_doubled_cycle_is_found_by_recurrence() -> None:
+    # Further past the edge the period-2 cycle has doubled: the loss repeats every 4 steps,
+    # its differences flip only half the time, but each value comes back 4 steps later.
+    curve = curves.period_four()
+    found = feed(OscillationDetector(), curve)
+    assert len(found) == 1
+    (finding,) = found
+    assert finding.detail["period"] == 4
+    assert finding.detail["recurrence"] >= OscillationConfig().min_recurring
+    assert "4-step cycle" in finding.reason
+    assert finding.step < 100
+
+
+def test_spikes_that_happen_to_recur_are_no_cycle() -> None:
+    # A run at ~1e-3 with bad batches: a mean of lagged differences would find "cycles" in
+    # pairs of spikes; counting values that recur does not.
+    curve = curves.healthy(1, batch=16, steps=600)
+    spiky = list(curve)
+    for at in range(300, 600, 37):
+        spiky[at] = 30 * spiky[at]
+    assert feed(OscillationDetector(), spiky) == []
+
+
 # -- config --------------------------------------------------------------------------------
 
 
@@ -106,6 +129,8 @@ def test_config_errors_name_the_field() -> None:
         OscillationConfig(max_autocorr=-0.4)
     with pytest.raises(ValidationError, match="window"):
         OscillationConfig(window=2)
+    with pytest.raises(ValidationError, match="min_recurring"):
+        OscillationConfig(min_recurring=0.3)  # noise recurs about a quarter of the time
     with pytest.raises(ValidationError, match="windw"):
         OscillationConfig.model_validate({"windw": 20})
 

@@ -27,32 +27,38 @@ from tests.unit.curves import feed, resumed_trace, trace
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_run_that_converges_then_flattens_plateaus(seed: int) -> None:
+    # The defaults (1 % per 200 samples) cannot tell this noisy MSE from a slow descent within
+    # max_window samples; asking for 1 % per 20 samples, they can.
     curve = curves.converging_regression(seed, steps=1500)
-    cfg = PlateauConfig()
+    cfg = PlateauConfig(horizon=20)
     detector = PlateauDetector(cfg)
-    found = feed(detector, curve[:600])
+    found = feed(detector, curve[:800])
 
-    assert len(found) == 1
-    (finding,) = found
+    assert found
+    finding = found[0]
     assert (finding.kind, finding.severity) == ("plateau", Severity.INFO)
-    # It dates the plateau from the last real improvement, after the fast early descent...
-    assert finding.onset_step is not None and 100 <= finding.onset_step <= 250
-    assert finding.step == finding.onset_step + cfg.patience
+    # The evidence window lies after the fast early descent...
+    assert finding.onset_step is not None and finding.onset_step >= 50
+    assert finding.step - finding.onset_step + 1 == finding.detail["window"] >= cfg.patience
     # ...where the loss already sat at its floor (the mean of the last 500 samples).
     floor = statistics.fmean(curve[-500:])
-    assert finding.detail["smoothed"] == pytest.approx(floor, rel=0.1)
-    assert "has not fallen below its best" in finding.reason
+    assert finding.detail["level"] == pytest.approx(floor, rel=0.15)
+    # The bound is what it says: the improvement rate is below the needed one, with room.
+    rate_bound = -finding.detail["slope"] + cfg.noise_z * finding.detail["slope_se"]
+    assert rate_bound < finding.detail["needed_rate"]
+    assert "has not improved" in finding.reason
     assert detector.active == "plateau"
     json.dumps(finding.detail, allow_nan=False)
 
 
-def test_a_lasting_plateau_is_reported_again_only_after_cooldown_and_patience() -> None:
+def test_a_lasting_plateau_is_reported_again_only_after_cooldown_and_a_fresh_window() -> None:
     curve = curves.converging_regression(0, steps=1500)
-    cfg = PlateauConfig(patience=200, cooldown=200)
+    cfg = PlateauConfig(cooldown=200, horizon=20)
     found = feed(PlateauDetector(cfg), curve)
     assert len(found) >= 2
-    gaps = [b.step - a.step for a, b in itertools.pairwise(found)]
-    assert all(gap >= cfg.patience + cfg.cooldown for gap in gaps)
+    for a, b in itertools.pairwise(found):
+        assert b.step - a.step >= max(cfg.cooldown, b.detail["window"])
+        assert b.onset_step is not None and b.onset_step > a.step
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -61,54 +67,77 @@ def test_none_while_still_improving_fast(seed: int) -> None:
     assert feed(PlateauDetector(), curves.healthy(seed, steps=600)) == []
 
 
+def test_a_rising_loss_is_no_plateau() -> None:
+    # Not improving, but on its way up: that is for the divergence and drift detectors.
+    curve = curves.blowup(0, peak_lr=3.0, warmup=300)
+    finite = [v for v in curve if math.isfinite(v)]
+    assert feed(PlateauDetector(PlateauConfig(horizon=20)), finite[200:]) == []
+
+
+def test_a_full_batch_plateau_is_judged_over_patience_samples() -> None:
+    # Below the edge, full-batch GD converges: no noise but the dying alternation, so the window
+    # is about the patience and the flag comes soon after the loss flattens.
+    curve = curves.full_batch_logreg(0.9, steps=400)
+    cfg = PlateauConfig()
+    found = feed(PlateauDetector(cfg), curve)
+    assert found and found[0].detail["window"] <= 5 * cfg.patience
+    assert found[0].step < 150
+
+
 def test_a_saddle_plateau_is_found_and_clears_when_the_loss_escapes() -> None:
     curve = curves.saddle(0)
     states = trace(PlateauDetector(), curve)
     found = [f for f, _ in states if f is not None]
 
-    # Found as early as the warm-up and patience allow, and never again: the escape is fast.
+    # Found as soon as the patience allows: the saddle is flat and nearly noiseless.
     cfg = PlateauConfig()
-    assert [f.step for f in found] == [cfg.smoothing + cfg.patience - 1]
-    assert found[0].detail["smoothed"] == pytest.approx(math.log(10), rel=0.01)
-    cleared = next(i for i, (_, active) in enumerate(states) if i > found[0].step and not active)
-    assert 350 <= cleared <= 550
+    assert found[0].step <= 2 * cfg.patience
+    assert found[0].detail["level"] == pytest.approx(math.log(10), rel=0.01)
+    escape = next(i for i in range(len(curve)) if statistics.fmean(curve[i : i + 20]) < 2.2)
+    assert all(f.step < escape + 20 for f in found)
+    cleared = next(i for i, (_, active) in enumerate(states) if i > found[-1].step and not active)
+    assert escape - 150 <= cleared <= escape + 200
     # It clears because the loss really left the saddle, and it stays clear as it falls.
-    assert statistics.fmean(curve[cleared - 200 : cleared - 100]) > 2.29
-    assert statistics.fmean(curve[cleared : cleared + 100]) < 2.2
+    assert statistics.fmean(curve[cleared + 100 : cleared + 200]) < 2.2
     assert all(active is None for _, active in states[cleared:])
 
 
 def test_max_mode_mirrors_min_mode() -> None:
     curve = curves.converging_regression(1, steps=1000)
-    as_min = feed(PlateauDetector(), curve)
-    as_max = feed(PlateauDetector(PlateauConfig(mode="max")), [-v for v in curve])
+    as_min = feed(PlateauDetector(PlateauConfig(horizon=20)), curve)
+    as_max = feed(PlateauDetector(PlateauConfig(mode="max", horizon=20)), [-v for v in curve])
     assert [f.step for f in as_max] == [f.step for f in as_min] != []
-    assert as_max[0].detail["best"] == -as_min[0].detail["best"]
-    assert "risen above" in as_max[0].reason
+    assert as_max[0].detail["level"] == pytest.approx(-as_min[0].detail["level"])
+    assert as_max[0].detail["slope"] == pytest.approx(-as_min[0].detail["slope"])
+    assert "value has not improved" in as_max[0].reason
 
 
 def test_an_absolute_threshold_is_in_loss_units() -> None:
-    # Late in the healthy run the loss falls ~0.04 per 200 steps: not 0.3.
+    # Late in the healthy run the loss falls ~0.04 per 200 steps: far less than 0.3 per 20.
     curve = curves.healthy(0, steps=600)
-    cfg = PlateauConfig(threshold=0.3, threshold_mode="abs")
+    cfg = PlateauConfig(threshold=0.3, threshold_mode="abs", horizon=20)
     found = feed(PlateauDetector(cfg), curve)
-    assert found and found[0].detail["margin"] >= 0.3
+    assert found and found[0].detail["needed_rate"] == pytest.approx(0.3 / cfg.horizon)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_without_the_noise_margin_lucky_batches_delay_the_finding(seed: int) -> None:
-    # Each lucky dip of the average counts as an improvement and restarts the patience.
-    curve = curves.converging_regression(seed, steps=1000)
-    with_margin = feed(PlateauDetector(), curve)[0]
-    without = feed(PlateauDetector(PlateauConfig(noise_z=0.0)), curve)[0]
-    assert without.step > with_margin.step
+def test_without_the_confidence_bound_noise_passes_for_a_plateau(seed: int) -> None:
+    # Judged on `patience` samples whatever the noise, a noisy descent looks flat again and
+    # again (ReduceLROnPlateau's trouble); the bound asks for as many samples as the noise does.
+    curve = curves.healthy(seed, batch=16, steps=600)
+    loose = PlateauConfig(noise_z=0.0, cooldown=0, horizon=20)
+    assert len(feed(PlateauDetector(loose), curve)) > 3
+    assert feed(PlateauDetector(PlateauConfig(cooldown=0, horizon=20)), curve) == []
 
 
 def test_nonfinite_values_are_skipped() -> None:
     curve = list(curves.saddle(0)[:300])
     with_nans = [*curve[:100], math.nan, math.inf, *curve[100:]]
-    plain = [(f.step, f.detail["smoothed"]) for f in feed(PlateauDetector(), curve)]
-    skipped = [(f.step - 2, f.detail["smoothed"]) for f in feed(PlateauDetector(), with_nans)]
+    plain = [(f.step, f.detail["level"]) for f in feed(PlateauDetector(), curve)]
+    skipped = [
+        (f.step - (2 if f.step > 100 else 0), f.detail["level"])
+        for f in feed(PlateauDetector(), with_nans)
+    ]
     assert skipped == plain != []
 
 
@@ -119,7 +148,9 @@ def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValidationError, match="mode"):
         PlateauConfig(mode="lowest")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="patience"):
-        PlateauConfig(patience=0)
+        PlateauConfig(patience=1)
+    with pytest.raises(ValidationError, match="patience 50 must not exceed max_window 40"):
+        PlateauConfig(patience=50, max_window=40)
     with pytest.raises(ValidationError, match="threshold"):
         PlateauConfig(threshold=-0.1)
     with pytest.raises(ValidationError, match="factor"):
@@ -147,7 +178,7 @@ def test_build_detectors_builds_it_fresh_unless_disabled() -> None:
 any_float = st.floats(allow_nan=True, allow_infinity=True)
 flat_ish = st.lists(st.floats(0.99, 1.01), max_size=120)  # so that findings do happen
 values = st.one_of(st.lists(any_float, max_size=120), flat_ish)
-small = PlateauConfig(patience=10, cooldown=5, smoothing=5)
+small = PlateauConfig(patience=10, cooldown=5, smoothing=5, max_window=24)
 
 
 @settings(max_examples=200, deadline=None)
@@ -158,12 +189,10 @@ def test_update_never_raises_and_details_are_strict_json(xs: list[float]) -> Non
 
 
 @settings(max_examples=200, deadline=None)
-@given(values, st.integers(1, 30), st.integers(1, 30))
-def test_no_finding_before_warmup_and_patience(
-    xs: list[float], smoothing: int, patience: int
-) -> None:
+@given(values, st.integers(2, 30), st.integers(2, 30))
+def test_no_finding_before_patience(xs: list[float], smoothing: int, patience: int) -> None:
     cfg = PlateauConfig(smoothing=smoothing, patience=patience, noise_z=0.0, threshold=1.0)
-    assert feed(PlateauDetector(cfg), xs[: smoothing + patience - 1]) == []
+    assert feed(PlateauDetector(cfg), xs[: patience - 1]) == []
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,0 +1,172 @@
+"""Overfit: the validation loss has passed its minimum and is climbing back.
+
+Why these statistics
+--------------------
+A rising *validation* loss is not a training divergence: the training loss may be falling
+nicely while the model memorises its training set. Cutting the LR does not cure that (more data,
+regularisation or stopping at the best checkpoint do), so it is a finding of its own, reported
+with the step of the best validation loss — the checkpoint to keep.
+
+The detector sees the validation series alone (detectors are per series; a cross-series check
+"and the training loss is still falling" would need the pipeline to pair the two series, and a
+validation loss that climbs for ``patience`` evaluations is worth a word either way). Validation
+losses are few (one per evaluation) and smooth, so:
+
+* the value compared is an exponential moving average over ``smoothing`` evaluations (a plain
+  mean until that many have arrived);
+* its *best* (lowest) value and step are kept, like ``EarlyStopping``'s;
+* a rise counts when the average sits above the best by more than both ``threshold`` (relative)
+  and ``noise_z`` standard errors of the average (the noise from the mean square successive
+  difference, as the plateau detector does) — so a noisy validation set needs a larger rise;
+* ``overfit`` (warning) once it has counted for ``patience`` evaluations in a row *and* the
+  average is higher than it was ``patience`` evaluations ago (still climbing, not a bump that is
+  settling back); ``onset_step`` is the best step.
+
+``active`` stays "overfit" until the average sets a new best. Non-finite values are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lrwatch.types import Finding, Severity
+
+
+class OverfitConfig(BaseModel):
+    """Knobs of :class:`OverfitDetector`; embedded in the daemon's config file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    smoothing: int = Field(default=5, ge=1, description="span of the moving average (evaluations)")
+    threshold: float = Field(
+        default=0.05, ge=0, description="rise above the best average that counts (relative)"
+    )
+    noise_z: float = Field(default=2.0, ge=0, description="... and in standard errors")
+    patience: int = Field(
+        default=8, ge=1, description="evaluations the rise must last (EarlyStopping's patience)"
+    )
+    min_history: int = Field(default=5, ge=1, description="evaluations before any finding")
+
+
+class OverfitDetector:
+    """Reports ``overfit`` (warning) on one validation-loss series."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("overfit",)
+
+    def __init__(self, config: OverfitConfig | None = None) -> None:
+        self.config = cfg = config or OverfitConfig()
+        self._alpha = 2.0 / (cfg.smoothing + 1.0)
+        self._n = 0
+        self._ema = 0.0
+        self._msd = 0.0
+        self._prev = 0.0
+        self._best = math.inf
+        self._best_step = 0
+        self._rising = 0
+        self._recent: deque[float] = deque(maxlen=cfg.patience + 1)  # the last averages
+        self._active = False
+
+    @property
+    def active(self) -> str | None:
+        return "overfit" if self._active else None
+
+    def update(self, step: int, value: float) -> Finding | None:
+        if not math.isfinite(value):
+            return None
+        self._n += 1
+        a = max(self._alpha, 1.0 / self._n)
+        if self._n == 1:
+            self._ema = value
+        else:
+            d = value - self._prev
+            self._msd += max(self._alpha, 1.0 / (self._n - 1)) * (d * d - self._msd)
+            self._ema += a * (value - self._ema)
+        self._prev = value
+        if not (math.isfinite(self._ema) and math.isfinite(self._msd)):
+            self._n, self._ema, self._msd, self._best, self._rising = 1, value, 0.0, math.inf, 0
+            self._recent.clear()
+        self._recent.append(self._ema)
+        if self._ema < self._best:
+            self._best, self._best_step, self._rising, self._active = self._ema, step, 0, False
+            return None
+        cfg = self.config
+        margin = self._margin()
+        if self._ema <= self._best + margin:
+            self._rising = 0
+            return None
+        self._rising += 1
+        if (
+            self._active
+            or self._n < cfg.min_history
+            or self._rising < cfg.patience
+            or not self._ema > self._recent[0]
+        ):
+            return None
+        self._active = True
+        return self._finding(step, margin)
+
+    def _margin(self) -> float:
+        a = self._alpha
+        stderr = math.sqrt(self._msd / 2.0 * a / (2.0 - a))
+        return max(self.config.threshold * abs(self._best), self.config.noise_z * stderr)
+
+    def _finding(self, step: int, margin: float) -> Finding:
+        rise = (self._ema - self._best) / abs(self._best) if self._best else math.inf
+        reason = (
+            f"validation loss (smoothed) {self._ema:.4g} is {rise:.1%} above its best "
+            f"{self._best:.4g} at step {self._best_step} and has stayed up for "
+            f"{self._rising} evaluations: overfitting; the best checkpoint is step "
+            f"{self._best_step}"
+        )
+        detail = {
+            "best": self._best,
+            "best_step": self._best_step,
+            "smoothed": self._ema,
+            "rise": rise if math.isfinite(rise) else "inf",
+            "margin": margin,
+            "evaluations": self._rising,
+        }
+        return Finding(
+            kind="overfit",
+            severity=Severity.WARNING,
+            step=step,
+            reason=reason,
+            detail=detail,
+            onset_step=self._best_step,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "detector": "overfit",
+            "version": 1,
+            "n": self._n,
+            "ema": self._ema,
+            "msd": self._msd,
+            "prev": self._prev,
+            "best": self._best if math.isfinite(self._best) else None,
+            "best_step": self._best_step,
+            "rising": self._rising,
+            "recent": list(self._recent),
+            "active": self._active,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if (state.get("detector"), state.get("version")) != ("overfit", 1):
+            found = (state.get("detector"), state.get("version"))
+            raise ValueError(f"not an overfit detector state (version 1): {found!r}")
+        self._n = int(state["n"])
+        self._ema = float(state["ema"])
+        self._msd = float(state["msd"])
+        self._prev = float(state["prev"])
+        best = state["best"]
+        self._best = math.inf if best is None else float(best)
+        self._best_step = int(state["best_step"])
+        self._rising = int(state["rising"])
+        self._recent = deque((float(v) for v in state["recent"]), maxlen=self.config.patience + 1)
+        self._active = bool(state["active"])

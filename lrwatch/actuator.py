@@ -8,6 +8,7 @@ the controller decides, the actuator delivers.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from lrwatch import channel
@@ -16,16 +17,24 @@ from lrwatch.types import Ack, Action, Command, Heartbeat
 
 log = logging.getLogger("lrwatch.actuator")
 
+CHANNEL_RECHECK_SECONDS = 10.0
+
 
 class Actuator:
     def __init__(self, run: str, run_dir: Path, key: bytes | None) -> None:
         self.run = run
         self.run_dir = run_dir
-        self._key = key
-        self.heartbeat: Heartbeat | None = None
+        self.key = key  # replaced when a config reload brings a new secret
+        # Read now, not at the first heartbeat poll: a run found with a live hook (a new run, or
+        # every run after a daemon restart) must be actionable by the very first batch, or the
+        # policy would decide "no live hook" and a restart would change what the daemon does.
+        self.heartbeat: Heartbeat | None = channel.read_heartbeat(run_dir)
         self.unacked: dict[int, Command] = {}
+        self.acked_seq = 0  # the highest sequence number acknowledged
         self._next_seq = channel.highest_command_seq(run_dir) + 1
         self._bad_acks: set[int] = set()
+        self._next_channel_check = 0.0
+        self._has_channel = False
 
     @property
     def channel_id(self) -> str | None:
@@ -40,10 +49,26 @@ class Actuator:
         """
         for item in stored:
             self._next_seq = max(self._next_seq, item.command.seq + 1)
-            if item.ack is None:
+            if item.ack is not None:
+                self.acked_seq = max(self.acked_seq, item.command.seq)
+            else:
                 self.unacked[item.command.seq] = item.command
                 if not channel.command_path(self.run_dir, item.command.seq).exists():
                     self.send(item.command)
+
+    @property
+    def has_channel(self) -> bool:
+        """Whether a hook ever attached (its ``.lrwatch/`` directory exists). Most runs of a big
+        fleet have none, and looking for one per run per batch or per second adds up, so the
+        answer is cached and looked at again every CHANNEL_RECHECK_SECONDS until it is yes (a
+        hook attaching later is seen within that time)."""
+        if self._has_channel or self.heartbeat is not None:
+            return True
+        now = time.monotonic()
+        if now >= self._next_channel_check:
+            self._next_channel_check = now + CHANNEL_RECHECK_SECONDS
+            self._has_channel = channel.channel_dir(self.run_dir).is_dir()
+        return self._has_channel
 
     def alive(self, now: float, timeout: float) -> bool:
         beat = self.heartbeat
@@ -60,12 +85,12 @@ class Actuator:
         if channel_id is None:
             log.warning("run %s: no channel id, command %d not written", self.run, command.seq)
             return False
-        channel.write_command(self.run_dir, command, channel=channel_id, key=self._key)
+        channel.write_command(self.run_dir, command, channel=channel_id, key=self.key)
         return True
 
     def poll(self, *, heartbeat: bool) -> list[Ack]:
         """Collect acks for outstanding commands (in order), and refresh the heartbeat."""
-        if heartbeat:
+        if heartbeat and self.has_channel:
             self.heartbeat = channel.read_heartbeat(self.run_dir) or self.heartbeat
         acks = []
         for seq in sorted(self.unacked):
@@ -78,5 +103,15 @@ class Actuator:
                 continue
             if ack is not None:
                 del self.unacked[seq]
+                self.acked_seq = max(self.acked_seq, seq)
                 acks.append(ack)
         return acks
+
+    def heartbeat_is_current(self) -> bool:
+        """Whether the last heartbeat was written after every ack the daemon has read.
+
+        Only such a heartbeat may overrule the daemon's view of the factor: one written just
+        before the latest ack still carries the factor from before it.
+        """
+        beat = self.heartbeat
+        return beat is not None and not self.unacked and beat.last_seq >= self.acked_seq

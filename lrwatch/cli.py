@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +21,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from lrwatch.config import DEFAULT_METRICS_PORT, ConfigError, Mode, load_config
+from lrwatch.config import DEFAULT_METRICS_PORT, Config, ConfigError, Mode, load_config
 
 app = typer.Typer(
     help="Watch training runs from their logs, detect trouble early, adjust the live LR.",
@@ -70,8 +75,9 @@ def run(
     setup_logging(json_format=log_format is LogFormat.JSON)
     if not logdir.is_dir():
         raise _fail(f"--logdir {logdir} is not a directory")
-    try:
-        cfg = load_config(
+
+    def load() -> Config:  # again on SIGHUP: the file anew, the flags on top as at start
+        return load_config(
             config,
             logdir=logdir,
             mode=mode,
@@ -79,11 +85,14 @@ def run(
             metrics_port=metrics_port,
             state=state,
         )
+
+    try:
+        cfg = load()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     try:
-        daemon = Daemon(cfg)
-    except OSError as exc:
+        daemon = Daemon(cfg, reload=load)
+    except OSError as exc:  # the port is taken, or another daemon holds the root or the state
         raise _fail(f"cannot start: {exc}") from None
     daemon.run()
 
@@ -109,25 +118,55 @@ def replay(
         raise _fail(str(exc)) from None
 
 
+_SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+_WHY_NOT = (
+    ("reported only", "report only"),
+    ("cooldown", "- (cooldown)"),
+    ("rate limit", "- (rate limit)"),
+    ("paused", "- (paused)"),
+    ("bound", "- (at LR bound)"),
+)
+
+
+def _why_not(decision: str) -> str:
+    """The controller's reason for doing nothing, in two words for a table cell."""
+    return next((short for key, short in _WHY_NOT if key in decision), "-")
+
+
 def _print_replay_table(rows: list[dict[str, Any]]) -> None:
+    """One table per run, headed by what was found; each row says when it began (onset), when
+    the detector was sure (step), why, and what act mode would have done — or why not."""
     if not rows:
         console.print("no findings")
         return
     for run in dict.fromkeys(r["run"] for r in rows):
-        table = Table(title=f"run {run}", title_justify="left", expand=False)
-        for col in ("step", "onset", "metric", "kind", "severity", "would do", "reason"):
+        mine = [r for r in rows if r["run"] == run]
+        counts = Counter(r["kind"] for r in mine)
+        acted = sum(1 for r in mine if r["action"])
+        summary = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+        title = f"run {run}: {summary}; {acted} LR adjustment{'s' if acted != 1 else ''}"
+        table = Table(title=title, title_justify="left", expand=False)
+        table.add_column("step", justify="right")
+        table.add_column("onset", justify="right")
+        for col in ("metric", "kind", "would do", "reason"):
             table.add_column(col, overflow="fold")
-        for r in (r for r in rows if r["run"] == run):
+        for r in mine:
             action = r["action"]
-            act = f"{action['type']} x{action['factor']:g}" if action else "-"
+            if action:
+                act = Text(f"{action['type']} x{action['factor']:g}", style="bold")
+            else:
+                act = Text(_why_not(r.get("decision") or ""), style="dim")
             onset = "" if r["onset_step"] is None else str(r["onset_step"])
-            table.add_row(
-                str(r["step"]), onset, r["metric"], r["kind"], r["severity"], act, r["reason"]
-            )
+            kind = Text(r["kind"], style=_SEVERITY_STYLE.get(r["severity"], ""))
+            table.add_row(str(r["step"]), onset, r["metric"], kind, act, r["reason"])
         console.print(table)
 
 
-def _api(host: str, port: int, path: str, body: dict[str, Any] | None = None) -> Any:
+class ApiError(Exception):
+    """A failed call to the daemon's API; the message says why (HTTP status, or no daemon)."""
+
+
+def _call(host: str, port: int, path: str, body: dict[str, Any] | None = None) -> Any:
     url = f"http://{host}:{port}{path}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
@@ -143,9 +182,16 @@ def _api(host: str, port: int, path: str, body: dict[str, Any] | None = None) ->
             message = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             message = exc.reason
-        raise _fail(f"{exc.code}: {message}") from None
+        raise ApiError(f"{exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise _fail(f"no daemon at {url}: {exc}") from None
+        raise ApiError(f"no daemon at {url}: {exc}") from None
+
+
+def _api(host: str, port: int, path: str, body: dict[str, Any] | None = None) -> Any:
+    try:
+        return _call(host, port, path, body)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command()
@@ -153,30 +199,100 @@ def status(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = DEFAULT_METRICS_PORT,
     as_json: Annotated[bool, typer.Option("--json", help="Raw JSON.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Keep the table live until Ctrl-C.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")
+    ] = 2.0,
+    count: Annotated[
+        int | None, typer.Option(min=1, help="With --watch: stop after this many refreshes.")
+    ] = None,
 ) -> None:
     """Runs, state, last step, loss, LR factor, open findings, unacked commands."""
-    answer = _api(host, port, "/api/status")
-    if as_json:
-        console.print_json(data=answer)
+    if watch and as_json:
+        raise _fail("--watch shows the table; use --json without it")
+    if not watch:
+        answer = _api(host, port, "/api/status")
+        if as_json:
+            console.print_json(data=answer)
+        else:
+            console.print(status_table(answer))
         return
-    table = Table(title=f"lrwatch {answer.get('mode', '')} — {answer.get('root', '')}")
+    if not _watch_status(lambda: _call(host, port, "/api/status"), interval, count):
+        raise typer.Exit(2)  # --count ran out while the daemon could not be reached
+
+
+_STATE_STYLES = {"active": "green", "stale": "yellow", "finished": "dim", "paused": "magenta"}
+_KIND_STYLES = {"divergence": "bold red", "stall": "red"}
+
+
+def status_table(answer: Mapping[str, Any], *, at: float | None = None) -> Table:
+    """The daemon's status as a table, colour only where something wants a look: a run going
+    wrong (non-finite loss, a divergence, commands the hook has not answered) or lrwatch having
+    changed its LR (a factor other than 1)."""
+    runs = sorted(answer.get("runs", []), key=lambda r: str(r["run"]))
+    counts = Counter(str(r["state"]) for r in runs)
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    stamp = time.strftime("%H:%M:%S", time.localtime(at))
+    table = Table(
+        title=f"lrwatch ({answer.get('mode', '?')} mode) watching {answer.get('root', '?')}",
+        title_justify="left",
+        caption=f"{len(runs)} run(s){': ' + summary if summary else ''} · as of {stamp}",
+        caption_justify="left",
+    )
     for col in ("run", "state", "step", "loss", "LR factor", "LR", "hook", "findings", "unacked"):
-        table.add_column(col)
-    for r in answer["runs"]:
-        loss = "-" if r["loss"] is None else f"{r['loss']:.4g}"
-        lr = ", ".join(f"{x:.3g}" for x in r["lrs"]) or "-"
+        table.add_column(col, justify="right" if col in ("step", "loss", "LR factor") else "left")
+    for r in runs:
+        loss = r["loss"]
+        state = str(r["state"])
+        factor = float(r["lr_scale"])
         table.add_row(
-            r["run"],
-            r["state"],
+            str(r["run"]),
+            f"[{_STATE_STYLES.get(state, 'default')}]{state}[/]",
             str(r["last_step"]),
-            loss,
-            f"{r['lr_scale']:g}",
-            lr,
-            "alive" if r["hook_alive"] else "-",
-            ", ".join(r["active_findings"]) or "-",
-            ", ".join(map(str, r["unacked_commands"])) or "-",
+            "-" if loss is None else _loss_cell(float(loss)),
+            f"{factor:g}" if factor == 1.0 else f"[bold yellow]{factor:g}[/]",
+            ", ".join(f"{x:.3g}" for x in r["lrs"]) or "-",
+            "[green]alive[/]" if r["hook_alive"] else "[dim]none[/]",
+            ", ".join(f"[{_KIND_STYLES.get(k, 'yellow')}]{k}[/]" for k in r["active_findings"])
+            or "-",
+            ", ".join(f"[yellow]#{seq}[/]" for seq in r["unacked_commands"]) or "-",
         )
-    console.print(table)
+    if not runs:
+        table.add_row("[dim]no runs yet[/]", *[""] * 8)
+    return table
+
+
+def _loss_cell(loss: float) -> str:
+    return f"{loss:.4g}" if math.isfinite(loss) else f"[bold red]{loss}[/]"
+
+
+def _watch_status(fetch: Callable[[], Any], interval: float, count: int | None) -> bool:
+    """Redraw the table every ``interval`` seconds until Ctrl-C (or ``count`` refreshes).
+
+    A daemon that cannot be reached shows as a message in place of the table, and the watch
+    goes on: it may be restarting. Returns whether the last refresh reached it.
+    """
+    from rich.live import Live
+
+    refreshes, ok = 0, False
+    try:
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                try:
+                    view: Table | Text = status_table(fetch())
+                    ok = True
+                except ApiError as exc:
+                    view = Text(f"{exc} (retrying every {interval:g} s, Ctrl-C stops)", "red")
+                    ok = False
+                live.update(view, refresh=True)
+                refreshes += 1
+                if count is not None and refreshes >= count:
+                    return ok
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return True  # the way out of a watch; Live has put the terminal back
 
 
 def _run_path(run: str, verb: str) -> str:

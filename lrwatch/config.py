@@ -93,6 +93,15 @@ class Config(_Strict):
     rescan_interval_seconds: float = Field(default=30.0, gt=0)
     poll_interval_seconds: float = Field(default=0.05, gt=0, le=5)
     use_polling_observer: bool = False
+    max_file_events_per_second: float = Field(
+        default=100.0, gt=0, description="above this, known files are swept instead (see README)"
+    )
+    sweep_interval_seconds: float = Field(
+        default=0.5, gt=0, le=5, description="how often known files are checked when sweeping"
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=30.0, gt=0, description="a run's state is saved at least this often"
+    )
     roles: RolesConfig = RolesConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     policy: PolicyConfig = PolicyConfig()

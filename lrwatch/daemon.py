@@ -1,60 +1,65 @@
 """The daemon: wiring and lifecycle, read as ``startup -> main_loop -> shutdown``.
 
 One thread runs the loop below; watchdog's observer thread and the HTTP threads only meet it at
-bounded queues (changed paths in, control requests in) and a status snapshot (out). Each loop
-turn: read what changed, analyse it, commit offsets + state + findings + commands in one
-transaction, then write the command files, then collect acks and heartbeats.
+bounded queues (changed paths in, control and status requests in, answers out). Each loop turn:
+find what changed (file events, or a sweep of the known files when events are too many: see
+LogWatcher), read and analyse it within a time budget (Follower), commit what must be committed
+in one transaction, then write the command files (store.py explains why in that order), then
+collect acks; once a second, heartbeats, run lifecycles and overdue checkpoints (runs.py).
+
+What is committed when (RunBook.checkpoint says why it is exact): a run whose batch produced a
+finding is checkpointed — state and file offsets together — in the same transaction as the
+finding and its commands; other runs at least every ``checkpoint_interval_seconds`` and at a
+clean shutdown. Saving every run's state on every batch cost more than all the rest at a
+thousand runs.
+
+Signals: SIGTERM/SIGINT stop the loop, the dirty runs are checkpointed and the WAL folded into
+the state file; a second signal forces the exit (the state on disk is consistent at any instant).
+SIGHUP reloads the config file (``_reload`` says what changes live).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lrwatch import channel
-from lrwatch.actuator import Actuator
-from lrwatch.config import Config, Mode
+from lrwatch import channel, manual
+from lrwatch.config import Config, ConfigError, Mode
 from lrwatch.exporter import Metrics
-from lrwatch.pipeline import RunMonitor
+from lrwatch.pipeline import Outcome
+from lrwatch.runs import Run, RunBook
 from lrwatch.server import ControlRequest, DaemonServer
-from lrwatch.sources.base import LogReader
-from lrwatch.sources.discovery import LogWatcher, open_reader, scan
-from lrwatch.store import Store
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Role, Sample
+from lrwatch.sources.base import Batch, LogReader
+from lrwatch.sources.discovery import LogWatcher, scan
+from lrwatch.sources.follow import Follower
+from lrwatch.store import StateInUse, Store, exclusive_lock
+from lrwatch.tbwriter import DecisionWriter
+from lrwatch.types import Command
 
 log = logging.getLogger("lrwatch.daemon")
 
-MAX_READS_PER_FILE_PER_TURN = 8
-HEARTBEAT_POLL_SECONDS = 1.0
-
-
-@dataclass(slots=True)
-class Run:
-    """A run the daemon knows: its analysis, its channel, and its place in the lifecycle."""
-
-    name: str
-    monitor: RunMonitor
-    actuator: Actuator
-    last_sample_at: float = 0.0
-    kinds_active: set[str] = field(default_factory=set)
-    labels: dict[int, str] = field(default_factory=dict)  # seq -> reason label, for metrics
-
-    def state(self, now: float, stale_after: float) -> str:
-        if now - self.last_sample_at <= stale_after:
-            return "active"
-        return "stale" if self.actuator.heartbeat else "finished"
+TURN_SECONDS = 0.2
+"""Reading and analysis per loop turn, at most (about: a read is not interrupted). A backlog, say
+a big log found at start-up, is spread over turns, so acks, control requests and heartbeats are
+never kept waiting, and a SIGTERM is obeyed within a turn."""
+TICK_SECONDS = 1.0
+"""Heartbeats and run lifecycles change on a scale of seconds: once a second is enough, and keeps
+a thousand runs from costing anything per turn."""
+STATUS_TIMEOUT_SECONDS = 5.0
+# The settings a SIGHUP cannot change (see Daemon._reload).
+_FIXED_AT_START: tuple[str, ...] = ("logdir", "state", "metrics_host", "metrics_port")
+_FIXED_AT_START += ("api_token_file", "use_polling_observer")
 
 
 class Daemon:
@@ -64,35 +69,51 @@ class Daemon:
         *,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        reload: Callable[[], Config] | None = None,
     ) -> None:
         if config.logdir is None:
             raise ValueError("config.logdir is required to run the daemon")
         self.config = config
         self.root = config.logdir.resolve()
         self.clock = clock
+        self._load_config = reload
         self.metrics = Metrics(registry or CollectorRegistry())
-        self.key = channel.load_secret(
-            config.secret_file.read_text().strip() if config.secret_file else None
-        )
         self.control: queue.Queue[ControlRequest] = queue.Queue(maxsize=64)
-        self.runs: dict[str, Run] = {}
-        self.readers: dict[Path, LogReader] = {}
+        self.follower = Follower(self.root)
+        self._reported: set[tuple[str, str]] = set()  # (file, error) already logged
         self._stop = threading.Event()
+        self._reload_requested = threading.Event()
         self._ready = threading.Event()
-        self._status: dict[str, Any] = {"runs": []}
-        self._status_lock = threading.Lock()
-        self.store = Store(config.state or self.root / ".lrwatch-state.sqlite")
-        self.watcher = LogWatcher(self.root, use_polling=config.use_polling_observer)
-        token = config.api_token_file.read_text().strip() if config.api_token_file else None
-        self.server = DaemonServer(
-            config.metrics_host,
-            config.metrics_port,
-            self.metrics.registry,
-            self.status,
-            self._ready.is_set,
-            self.control,
-            token,
-        )
+        self._root_lock = self._lock_root()
+        try:
+            self.store = Store(config.state or self.root / ".lrwatch-state.sqlite")
+        except BaseException:
+            self._unlock_root()
+            raise
+        try:
+            self.book = RunBook(
+                self.root, config, _load_key(config), self.store, self.metrics, self.follower
+            )
+            self.watcher = LogWatcher(
+                self.root,
+                use_polling=config.use_polling_observer,
+                max_events_per_second=config.max_file_events_per_second,
+            )
+            self.tensorboard = DecisionWriter(clock)  # RUN/lrwatch/: decisions as TB events
+            token = config.api_token_file.read_text().strip() if config.api_token_file else None
+            self.server = DaemonServer(
+                config.metrics_host,
+                config.metrics_port,
+                self.metrics.registry,
+                self.status,
+                self._ready.is_set,
+                self.control,
+                token,
+            )
+        except BaseException:  # a taken port, an unreadable token: release what we hold
+            self.store.close()
+            self._unlock_root()
+            raise
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -102,10 +123,13 @@ class Daemon:
         try:
             self.startup()
             self.main_loop()
+            self.book.flush()  # a clean stop: what was analysed since the last checkpoints
         finally:
-            self.shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            try:
+                self.shutdown()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     def startup(self) -> None:
         self.server.start()
@@ -118,128 +142,194 @@ class Daemon:
         self._restore()
         self.watcher.start()
         self._ingest(set(scan(self.root)))
+        self.book.tick(self.clock())
         self._ready.set()
 
     def main_loop(self) -> None:
         next_rescan = self.clock() + self.config.rescan_interval_seconds
-        next_beat = 0.0
+        next_tick = self.clock() + TICK_SECONDS
+        next_sweep = time.monotonic()
         while not self._stop.is_set():
-            changed, overflowed = self.watcher.drain(self.config.poll_interval_seconds)
+            if self.follower.backlog:
+                wait = 0.0
+            elif self.watcher.sweeping:  # new files still come as events, and wake the loop
+                wait = max(0.0, next_sweep - time.monotonic())
+            else:
+                wait = self.config.poll_interval_seconds
+            changed, overflowed = self.watcher.drain(wait)
             now = self.clock()
             if overflowed or now >= next_rescan:
                 changed |= set(scan(self.root))
                 next_rescan = now + self.config.rescan_interval_seconds
+            swept = 0
+            if self.watcher.sweeping and time.monotonic() >= next_sweep:
+                found = self.follower.sweep()
+                changed, swept = changed | found, len(found)
+                next_sweep = time.monotonic() + self.config.sweep_interval_seconds
+            self.watcher.adapt(swept)
             self._ingest(changed)
-            # Acks are awaited every turn (they end an adjustment); heartbeats, which only
-            # change liveness on a scale of seconds, once a second.
-            beats = now >= next_beat
-            if beats:
-                next_beat = now + HEARTBEAT_POLL_SECONDS
-            self._poll_channels(heartbeats=beats)
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._reload()
             self._serve_control()
-            if beats or changed:
-                self._publish(now)
+            now = self.clock()
+            tick = now >= next_tick
+            if tick:
+                next_tick = now + TICK_SECONDS
+            self.book.poll_channels(heartbeats=tick)
+            if tick:
+                self.book.tick(now)
 
     def stop(self) -> None:
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Reload the config at the next loop turn (what SIGHUP does)."""
+        self._reload_requested.set()
+
     def shutdown(self) -> None:
+        self._ready.clear()
         self.watcher.stop()
         self.server.stop()
         self.store.close()
+        self._unlock_root()
         log.info("stopped")
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous: dict[int, Any] = {}
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            if self._stop.is_set():
-                raise SystemExit(f"forced exit on second signal {signum}")
-            log.info("signal %d: shutting down (again to force)", signum)
-            self._stop.set()
-
         for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, handle)
+            previous[sig] = signal.signal(sig, self._on_stop_signal)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         return previous
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop.is_set():
+            # Whatever the loop or the shutdown is stuck in; the state on disk is consistent
+            # at every instant (one transaction per turn), so leaving now loses nothing.
+            raise SystemExit(f"lrwatch: forced exit on a second signal {signum}")
+        log.info("signal %d: shutting down (again to force)", signum)
+        self._stop.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested.set()
+
+    def _lock_root(self) -> int | None:
+        """One daemon per log root: two would both write commands into the same channels."""
+        try:
+            return exclusive_lock(self.root / ".lrwatch-daemon.lock", f"log root {self.root}")
+        except StateInUse:
+            raise
+        except OSError as exc:  # a read-only log root (say, observe mode over a mounted share)
+            log.info("cannot lock %s (%s); make sure no other daemon watches it", self.root, exc)
+            return None
+
+    def _unlock_root(self) -> None:
+        if self._root_lock is not None:
+            os.close(self._root_lock)
+            self._root_lock = None
 
     # --- state -------------------------------------------------------------------------------
 
     def _restore(self) -> None:
-        for path, (_run, state) in self.store.reader_states().items():
-            reader = open_reader(self.root, Path(path))
-            reader.load_state_dict(state)
-            self.readers[Path(path)] = reader
-        for name, state in self.store.run_states().items():
-            self._run(name).monitor.load_state_dict(state)
-        commands: dict[str, list[Any]] = defaultdict(list)
-        for item in self.store.commands():
-            commands[item.command.run].append(item)
-        for name, items in commands.items():
-            self._run(name).actuator.restore(items)
+        self.follower.restore(self.store.reader_states())
+        self.book.restore()
 
-    def _run(self, name: str) -> Run:
-        run = self.runs.get(name)
-        if run is None:
-            run_dir = self.root if name == "." else self.root / name
-            monitor = RunMonitor(name, self.config.for_run(name))
-            run = self.runs[name] = Run(name, monitor, Actuator(name, run_dir, self.key))
-            log.info("new run %s", name)
-        return run
+    def _reload(self) -> None:
+        """Apply a re-read config file. Live: mode, timeouts, intervals, the secret, roles,
+        detectors, policy and overrides (per run: see ``runs.reconfigure``). Not live, kept
+        until a restart: logdir, state, metrics host and port, the API token, the observer."""
+        if self._load_config is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            new = self._load_config()
+        except ConfigError as exc:
+            log.error("config reload refused, keeping the running config:\n%s", exc)
+            return
+        for name in _FIXED_AT_START:
+            if getattr(new, name) != getattr(self.config, name):
+                log.warning("config reload: %s changes only at a restart", name)
+        new = new.model_copy(update={n: getattr(self.config, n) for n in _FIXED_AT_START})
+        self.config = new
+        self.book.reconfigure(new, _load_key(new))
+        log.info("config reloaded (%d runs kept their state)", len(self.book.runs))
 
     # --- ingest and analysis -----------------------------------------------------------------
 
     def _ingest(self, paths: set[Path]) -> None:
-        batches: dict[str, list[Sample]] = defaultdict(list)
-        touched: list[LogReader] = []
-        for path in sorted(paths):
-            reader = self.readers.get(path)
-            if reader is None:
-                try:
-                    reader = self.readers[path] = open_reader(self.root, path)
-                except ValueError:
-                    continue  # not a log after all (e.g. renamed into .lrwatch)
-            before = dict(reader.stats)
-            for _ in range(MAX_READS_PER_FILE_PER_TURN):
-                samples = reader.read()
-                if not samples:
-                    break
-                batches[reader.run].extend(samples)
-                self.metrics.ingested_total.labels(reader.format).inc(len(samples))
-            self._count_source_errors(reader, before)
-            touched.append(reader)
-        if not touched:
+        """Read what changed (see Follower.turn) and analyse it; then, if anything was found,
+        commit it in one transaction with a checkpoint of each run concerned (RunBook.checkpoint
+        says why the others can wait: most turns need no transaction at all), and write the
+        commands that came of it."""
+        if not (paths or self.follower.backlog):
             return
-        now = self.clock()
-        sends: list[tuple[Run, Command]] = []
+        started = time.monotonic()
+        news: list[_News] = []
+        for read in self.follower.turn(paths, started + TURN_SECONDS, self._stop.is_set):
+            reader = read.reader
+            for batch, reread in read.batches:
+                run = self.book.get(reader.run)
+                if run.dirty_since is None:
+                    run.dirty_since = started
+                self.metrics.ingested(reader.format, len(batch))
+                found = self._analyse(run, batch, reread, read.source)
+                if found is not None:
+                    news.append(found)
+            self._count_source_errors(reader, read.errors)
+        if not news:
+            return
         with self.store.transaction():
-            for reader in touched:
-                self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
-            for name, samples in batches.items():
-                run = self._run(name)
-                sends.extend((run, c) for c in self._analyse(run, samples, now))
-                self.store.save_run(name, run.monitor.state_dict())
-        for run, command in sends:
-            run.actuator.send(command)
+            for item in news:
+                self._commit(item)
+            for run in {id(item.run): item.run for item in news}.values():
+                self.book.checkpoint(run)
+        for item in news:
+            for command in item.commands:
+                item.run.actuator.send(command)
 
-    def _analyse(self, run: Run, samples: list[Sample], now: float) -> list[Command]:
-        outcome = run.monitor.observe(samples, can_act=self._why_not(run, now))
+    def _analyse(self, run: Run, batch: Batch, reread: bool, source: str) -> _News | None:
+        """Feed one batch to the run's monitor; what it found (with the commands it numbered),
+        or None."""
+        now = self.clock()
+        outcome = run.monitor.observe(
+            batch, can_act=self._why_not(run, now), source=source, reread=reread
+        )
         run.last_sample_at = now
-        self._observe_samples(run, samples, now)
-        for finding in outcome.findings:
-            self.store.add_finding(finding)
-            self.metrics.findings_total.labels(run.name, finding.kind).inc()
+        if run.stall.active:  # data again: the stall is over now, not at the next tick
+            run.check_stall(now, self.config)
+        self.metrics.export_batch(run.name, batch, run.role_metrics, run.monitor.last_step(), now)
+        self.book.export_kinds(run)
+        for rewind in outcome.rewinds:
             log.warning(
-                "run %s: %s %s at step %d: %s",
+                "run %s: %s went back from step %d to %d (a restart from a checkpoint?): "
+                "its detectors start over",
                 run.name,
-                finding.severity.value,
-                finding.kind,
-                finding.step,
-                finding.reason,
+                rewind.metric,
+                rewind.from_step,
+                rewind.to_step,
             )
         commands = []
         for decision in outcome.decisions:
+            if decision.action is not None and decision.finding is not None:
+                command = run.actuator.new_command(
+                    decision.action, decision.reason, "controller", now
+                )
+                run.labels[command.seq] = decision.finding.kind
+                commands.append(command)
+        if run.actuator.has_channel:  # what record() writes for; cached, unlike its own check
+            self.tensorboard.record(run.actuator.run_dir, run.monitor, outcome, commands)
+        if not (outcome.findings or outcome.decisions):
+            return None
+        return _News(run, outcome, commands)
+
+    def _commit(self, news: _News) -> None:
+        """Into the open transaction: the findings, the decisions (audited) and commands."""
+        run = news.run
+        for finding in news.outcome.findings:
+            self.book.record_finding(run, finding)
+        for decision in news.outcome.decisions:
             self.store.audit(
                 run.name,
                 "decision",
@@ -250,14 +340,8 @@ class Daemon:
                     "action": decision.action.to_json() if decision.action else None,
                 },
             )
-            if decision.action is not None and decision.finding is not None:
-                command = run.actuator.new_command(
-                    decision.action, decision.reason, "controller", now
-                )
-                run.labels[command.seq] = decision.finding.kind
-                self.store.add_command(command)
-                commands.append(command)
-        return commands
+        for command in news.commands:
+            self.store.add_command(command)
 
     def _why_not(self, run: Run, now: float) -> str | None:
         """Why the daemon may not write to this run now, or None if it may."""
@@ -265,90 +349,20 @@ class Daemon:
             return "observe mode"
         if run.monitor.control.paused:
             return "run paused"
-        if not run.actuator.alive(now, self.config.heartbeat_timeout_seconds):
+        if not run.alive(now, self.config):
             return "no live hook"
         return None
 
-    def _observe_samples(self, run: Run, samples: list[Sample], now: float) -> None:
-        roles = run.monitor.settings.roles
-        last: dict[str, float] = {}
-        for sample in samples:
-            if roles.role_of(sample.metric) is not None:
-                last[sample.metric] = sample.value
-            if sample.wall_time is not None:
-                self.metrics.ingest_lag.observe(max(0.0, now - sample.wall_time))
-        for metric, value in last.items():
-            self.metrics.metric_value.labels(run.name, metric).set(value)
-        self.metrics.run_last_step.labels(run.name).set(run.monitor.last_step())
-        self.metrics.run_last_update.labels(run.name).set(now)
-        active = run.monitor.active_kinds()
-        for kind in active | run.kinds_active:
-            self.metrics.finding_active.labels(run.name, kind).set(1 if kind in active else 0)
-        run.kinds_active = active
-
-    def _count_source_errors(self, reader: LogReader, before: dict[str, int]) -> None:
-        for error, count in reader.stats.items():
-            new = count - before.get(error, 0)
-            if new > 0:
-                self.metrics.source_errors_total.labels(reader.format, error).inc(new)
-                log.warning("%s: %d new %s", reader.path, new, error.replace("_", " "))
-
-    # --- channel -----------------------------------------------------------------------------
-
-    def _poll_channels(self, *, heartbeats: bool) -> None:
-        for run in self.runs.values():
-            if not (heartbeats or run.actuator.unacked):
-                continue
-            acks = run.actuator.poll(heartbeat=heartbeats)
-            if acks:
-                with self.store.transaction():
-                    for ack in acks:
-                        self._record_ack(run, ack)
-                    self.store.save_run(run.name, run.monitor.state_dict())
-            beat = run.actuator.heartbeat
-            if beat is None:
-                continue
-            self.metrics.hook_heartbeat.labels(run.name).set(beat.written_at)
-            if not run.actuator.unacked:
-                # The job is the truth about its factor (it may have restored a checkpoint).
-                run.monitor.control.lr_scale = beat.lr_scale
-            self.metrics.lr_scale.labels(run.name).set(run.monitor.control.lr_scale)
-            for group, lr in enumerate(beat.lrs):
-                self.metrics.effective_lr.labels(run.name, str(group)).set(lr)
-            self.metrics.commands_unacked.labels(run.name).set(len(run.actuator.unacked))
-
-    def _record_ack(self, run: Run, ack: Ack) -> None:
-        self.store.record_ack(run.name, ack)
-        self.store.audit(
-            run.name,
-            "ack",
-            "hook",
-            {
-                "seq": ack.seq,
-                "status": ack.status.value,
-                "step": ack.step,
-                "lr_scale": ack.lr_scale,
-                "lrs": list(ack.lrs),
-                "reason": ack.reason,
-            },
-        )
-        if ack.status is AckStatus.APPLIED:
-            run.monitor.control.lr_scale = ack.lr_scale
-            label = run.labels.pop(ack.seq, "restored")
-            self.metrics.adjustments_total.labels(run.name, label).inc()
-            log.warning(
-                "run %s: command %d applied at step %d, LR factor now %g",
-                run.name,
-                ack.seq,
-                ack.step,
-                ack.lr_scale,
-            )
-        else:
-            log.warning(
-                "run %s: command %d %s: %s", run.name, ack.seq, ack.status.value, ack.reason
-            )
-
-    # --- manual control ----------------------------------------------------------------------
+    def _count_source_errors(self, reader: LogReader, errors: dict[str, int]) -> None:
+        """Every problem is counted; each kind is logged once per file, the first time (a
+        file that keeps failing the same way must not flood the log: the counter says how
+        often)."""
+        for error, new in errors.items():
+            self.metrics.source_errors_total.labels(reader.format, error).inc(new)
+            key = (str(reader.path), error)
+            level = logging.DEBUG if key in self._reported else logging.WARNING
+            self._reported.add(key)
+            log.log(level, "%s: %d new %s", reader.path, new, error.replace("_", " "))
 
     def _serve_control(self) -> None:
         while True:
@@ -357,97 +371,37 @@ class Daemon:
             except queue.Empty:
                 return
             try:
-                request.reply.set_result(self._control(request))
+                if request.verb == "status":
+                    answer = (200, self.book.status(self.clock()))
+                else:
+                    answer = manual.handle(request, self.book, self.config, self.clock())
             except Exception as exc:  # a bad request must not take the daemon down
                 log.exception("control request failed")
-                request.reply.set_result((HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)}))
-
-    def _control(self, req: ControlRequest) -> tuple[int, dict[str, Any]]:
-        run = self.runs.get(req.run)
-        if run is None:
-            return HTTPStatus.NOT_FOUND, {"error": f"no run named {req.run!r}"}
-        control = run.monitor.control
-        now = self.clock()
-        if req.verb in ("pause", "resume"):
-            with self.store.transaction():
-                control.paused = req.verb == "pause"
-                self.store.save_run(run.name, run.monitor.state_dict())
-                self.store.audit(run.name, req.verb, req.who, dict(req.body))
-            return HTTPStatus.OK, {"run": run.name, "paused": control.paused}
-        factor, error = self._manual_factor(run, req.body)
-        if error:
-            return HTTPStatus.BAD_REQUEST, {"error": error}
-        if not run.actuator.alive(now, self.config.heartbeat_timeout_seconds):
-            return HTTPStatus.CONFLICT, {"error": f"run {run.name} has no live hook"}
-        reason = str(req.body.get("reason") or f"manual set-lr by {req.who}")[:200]
-        with self.store.transaction():
-            command = run.actuator.new_command(
-                Action(ActionType.SCALE_LR, factor), reason, req.who, now
-            )
-            run.labels[command.seq] = "manual"
-            self.store.add_command(command)
-            self.store.audit(run.name, "set-lr", req.who, {**req.body, "factor": factor})
-        run.actuator.send(command)
-        return HTTPStatus.ACCEPTED, {"run": run.name, "seq": command.seq, "factor": factor}
-
-    def _manual_factor(self, run: Run, body: dict[str, Any]) -> tuple[float, str | None]:
-        """A manual --scale or --value as a factor on the current one, within the policy."""
-        policy = run.monitor.settings.policy
-        current = run.monitor.control.lr_scale
-        beat = run.actuator.heartbeat
-        try:
-            if "scale" in body:
-                target = current * float(body["scale"])
-            elif "value" in body and beat and beat.lrs and beat.lrs[0] > 0:
-                target = current * float(body["value"]) / beat.lrs[0]
-            else:
-                return 1.0, "give 'scale', or 'value' for a run whose hook reports its LR"
-        except (TypeError, ValueError):
-            return 1.0, "scale and value must be numbers"
-        if not (policy.min_lr_scale <= target <= policy.max_lr_scale) or target != target:
-            return 1.0, (
-                f"resulting LR factor {target:g} is outside "
-                f"[{policy.min_lr_scale:g}, {policy.max_lr_scale:g}]"
-            )
-        factor = target / current
-        if not (1 / policy.max_change <= factor <= policy.max_change):
-            return 1.0, f"change x{factor:g} exceeds the per-command limit {policy.max_change:g}"
-        return factor, None
-
-    # --- status and lifecycle of runs --------------------------------------------------------
-
-    def _publish(self, now: float) -> None:
-        counts = dict.fromkeys(("active", "stale", "finished"), 0)
-        rows = []
-        for run in list(self.runs.values()):
-            state = run.state(now, self.config.stale_after_seconds)
-            if state == "finished" and now - run.last_sample_at > self.config.run_ttl_seconds:
-                self.metrics.forget_run(run.name)
-                del self.runs[run.name]
-                continue
-            counts[state] += 1
-            rows.append(self._row(run, state, now))
-        for state, count in counts.items():
-            self.metrics.runs.labels(state).set(count)
-        with self._status_lock:
-            self._status = {"root": str(self.root), "mode": self.config.mode.value, "runs": rows}
-
-    def _row(self, run: Run, state: str, now: float) -> dict[str, Any]:
-        monitor = run.monitor
-        loss_metric = monitor.role_metric(Role.LOSS)
-        beat = run.actuator.heartbeat
-        return {
-            "run": run.name,
-            "state": "paused" if monitor.control.paused else state,
-            "last_step": monitor.last_step(),
-            "loss": monitor.series[loss_metric].last_value if loss_metric else None,
-            "lr_scale": monitor.control.lr_scale,
-            "lrs": list(beat.lrs) if beat else [],
-            "hook_alive": run.actuator.alive(now, self.config.heartbeat_timeout_seconds),
-            "active_findings": sorted(run.kinds_active),
-            "unacked_commands": sorted(run.actuator.unacked),
-        }
+                answer = (500, {"error": str(exc)})
+            request.reply.set_result(answer)
 
     def status(self) -> dict[str, Any]:
-        with self._status_lock:
-            return self._status
+        """For the HTTP threads: the main loop builds it (only it touches the runs) and answers
+        within a turn."""
+        request = ControlRequest("status", "", {}, "")
+        try:
+            self.control.put_nowait(request)
+            _, answer = request.reply.result(timeout=STATUS_TIMEOUT_SECONDS)
+        except (queue.Full, TimeoutError):
+            return {"error": "the daemon is busy", "runs": []}
+        return answer
+
+
+@dataclass(slots=True)
+class _News:
+    """What one batch of a run found, waiting for the turn's transaction."""
+
+    run: Run
+    outcome: Outcome
+    commands: list[Command]
+
+
+def _load_key(config: Config) -> bytes | None:
+    return channel.load_secret(
+        config.secret_file.read_text().strip() if config.secret_file else None
+    )

@@ -9,12 +9,24 @@ label cardinality bounded however many runs come and go.
 from __future__ import annotations
 
 import platform
+from collections.abc import Set
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lrwatch import __version__
+from lrwatch.sources.base import Batch
 
 RUN_STATES = ("active", "stale", "finished")
+
+
+@dataclass(slots=True)
+class _RunChildren:
+    """The labelled gauges a run updates on every batch, looked up once."""
+
+    last_step: Gauge
+    last_update: Gauge
+    values: dict[str, Gauge]
 
 
 class Metrics:
@@ -89,8 +101,9 @@ class Metrics:
         )
         self.ingest_lag = Histogram(
             "lrwatch_ingest_lag_seconds",
-            "Time from a sample's wall time in the log to its analysis by lrwatch.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            "Time from the wall time of the oldest new record of a read (a line, an event) to "
+            "its analysis: the worst lag of each batch, one observation per batch.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60),
             registry=r,
         )
         self.runs = Gauge(
@@ -100,11 +113,55 @@ class Metrics:
             "lrwatch_build_info", "lrwatch's version; always 1.", ["version", "python"], registry=r
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self._children: dict[str, _RunChildren] = {}
+        self._ingested: dict[str, Counter] = {}
         for state in RUN_STATES:
             self.runs.labels(state).set(0)
 
+    def export_batch(
+        self, run: str, batch: Batch, roles: Set[str], last_step: int, now: float
+    ) -> None:
+        """What one analysed batch changes: the last values of role metrics, the ingest lag,
+        the run's last step and update time.
+
+        The lag is observed once per batch, for its oldest record (the first with a wall time):
+        the worst of the batch, so quantiles are conservative, and one histogram update per read
+        rather than per record (3% of a core at 10,000 records/s)."""
+        last: dict[str, float] = {}
+        for values in batch.values:
+            for metric, value in values.items():
+                if metric in roles:
+                    last[metric] = value
+        oldest = next((t for t in batch.wall_times if t is not None), None)
+        if oldest is not None:
+            self.ingest_lag.observe(max(0.0, now - oldest))
+        children = self._children.get(run)
+        if children is None:  # labels() validates and locks: a dict lookup is 5x cheaper
+            children = self._children[run] = _RunChildren(
+                self.run_last_step.labels(run), self.run_last_update.labels(run), {}
+            )
+        for metric, value in last.items():
+            gauge = children.values.get(metric)
+            if gauge is None:
+                gauge = children.values[metric] = self.metric_value.labels(run, metric)
+            gauge.set(value)
+        children.last_step.set(last_step)
+        children.last_update.set(now)
+
+    def ingested(self, fmt: str, samples: int) -> None:
+        counter = self._ingested.get(fmt)
+        if counter is None:
+            counter = self._ingested[fmt] = self.ingested_total.labels(fmt)
+        counter.inc(samples)
+
+    def export_kinds(self, run: str, active: Set[str], before: Set[str]) -> None:
+        """``lrwatch_finding_active``: 1 for the kinds ongoing, 0 for those that just ended."""
+        for kind in active | before:
+            self.finding_active.labels(run, kind).set(1 if kind in active else 0)
+
     def forget_run(self, run: str) -> None:
         """Drop every label set naming ``run`` (it expired), keeping cardinality bounded."""
+        self._children.pop(run, None)
         for metric in (
             self.metric_value,
             self.run_last_step,

@@ -64,9 +64,12 @@ class DaemonServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
+        """Stop serving and close the socket; safe before ``start`` (``shutdown()`` would wait
+        forever for a serve loop that never ran)."""
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
         self._httpd.server_close()
-        self._thread.join(timeout=5)
 
 
 def _make_handler(

@@ -10,7 +10,9 @@ and (re)writes its file with the same sequence number, which the hook applies at
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -25,7 +27,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readers (
     path TEXT PRIMARY KEY, run TEXT NOT NULL, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
-    run TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL);
+    run TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL, lifecycle TEXT);
 CREATE TABLE IF NOT EXISTS findings (
     id INTEGER PRIMARY KEY, run TEXT NOT NULL, metric TEXT NOT NULL, step INTEGER NOT NULL,
     kind TEXT NOT NULL, severity TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
@@ -41,6 +43,25 @@ CREATE INDEX IF NOT EXISTS findings_run ON findings(run, id);
 """
 
 
+class StateInUse(OSError):
+    """Another daemon holds this state file (or this log root): two would both write commands."""
+
+
+def exclusive_lock(path: Path, what: str) -> int:
+    """Hold an exclusive ``flock`` on ``path`` for as long as the returned descriptor is open.
+
+    The kernel drops the lock when the process dies, SIGKILL included, so a crashed daemon never
+    leaves a stale lock behind (a pid file would). Raises StateInUse if another process has it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateInUse(f"{what} is in use by another lrwatch daemon (lock {path})") from None
+    return fd
+
+
 @dataclass(frozen=True, slots=True)
 class StoredCommand:
     command: Command
@@ -53,15 +74,25 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._lock = exclusive_lock(path.with_name(path.name + ".lock"), f"state file {path}")
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL keeps the WAL safe across process crashes (our SIGKILL case); only a power
         # loss can drop the last transactions, which then replay from older offsets.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "lifecycle" not in columns:  # a state file from lrwatch 0.1.0
+            self._db.execute("ALTER TABLE runs ADD COLUMN lifecycle TEXT")
 
     def close(self) -> None:
-        self._db.close()
+        """Fold the WAL into the database file, so that the state is one self-contained file
+        after a clean shutdown (a crash leaves the WAL beside it, which is just as safe)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+            os.close(self._lock)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -88,10 +119,29 @@ class Store:
         rows = self._db.execute("SELECT run, state FROM runs")
         return {run: json.loads(state) for run, state in rows}
 
-    def save_run(self, run: str, state: Mapping[str, Any]) -> None:
+    def lifecycles(self) -> dict[str, dict[str, Any]]:
+        """The daemon's own record of each run (when data last came, its stall episode)."""
+        rows = self._db.execute("SELECT run, lifecycle FROM runs WHERE lifecycle IS NOT NULL")
+        return {run: json.loads(lifecycle) for run, lifecycle in rows}
+
+    def save_run(
+        self, run: str, state: Mapping[str, Any], lifecycle: Mapping[str, Any] | None = None
+    ) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?)", (run, json.dumps(state), time.time())
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+            (
+                run,
+                json.dumps(state),
+                time.time(),
+                None if lifecycle is None else json.dumps(lifecycle),
+            ),
         )
+
+    def forget_run(self, run: str, paths: list[str]) -> None:
+        """Drop an expired run's analysis state and the offsets of its vanished files. Its
+        findings, commands and audit stay: they are history, and the audit log is the point."""
+        self._db.execute("DELETE FROM runs WHERE run = ?", (run,))
+        self._db.executemany("DELETE FROM readers WHERE path = ?", [(p,) for p in paths])
 
     # --- findings, commands, audit -----------------------------------------------------------
 

@@ -16,12 +16,13 @@ Rows already yielded are then yielded again: the consumer drops steps it has alr
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, FileTail, read_samples
-from lrwatch.types import Sample
+from lrwatch.sources.base import Batch
+from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, FileTail, read_batch
 
 MAX_LINE_BYTES = 64 << 20  # as for JSONL: beyond this a newline-less run of bytes is garbage
 
@@ -66,14 +67,21 @@ class CsvReader:
         self._corrupt = 0
         self._columns: _Columns | None = None  # parsed from self._tail.head, which persists
 
-    def read(self) -> list[Sample]:
-        samples, self.has_more = read_samples(self._tail, self._parse)
-        return samples
+    def read(self) -> Batch:
+        batch, self.has_more = read_batch(self._tail, self._parse, self.run)
+        return batch
 
     @property
     def header(self) -> str:
         """The header line in force ("" before it has been read)."""
         return self._tail.head.decode("utf-8", "replace").rstrip("\r\n")
+
+    @property
+    def rereading(self) -> bool:
+        return self._tail.rereading
+
+    def changed(self, st: os.stat_result) -> bool:
+        return self._tail.changed(st)
 
     @property
     def stats(self) -> Mapping[str, int]:
@@ -88,7 +96,7 @@ class CsvReader:
         if self._tail.offset and not self._tail.head:  # no header to parse rows by: start over
             self._tail.restart()
 
-    def _parse(self, data: bytes, out: list[Sample]) -> tuple[int, int]:
+    def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
         end = data.rfind(b"\n") + 1
         if not end:
             if len(data) >= MAX_LINE_BYTES:
@@ -110,8 +118,8 @@ class CsvReader:
         self._rows(csv.reader(lines), columns, out)
         return end, 0
 
-    def _rows(self, rows: Iterable[list[str]], columns: _Columns, out: list[Sample]) -> None:
-        run, metrics, step_at, time_at = self.run, columns.metrics, columns.step, columns.time
+    def _rows(self, rows: Iterable[list[str]], columns: _Columns, out: Batch) -> None:
+        metrics, step_at, time_at = columns.metrics, columns.step, columns.time
         for row in rows:
             if not row:
                 continue  # a blank line
@@ -126,6 +134,7 @@ class CsvReader:
                 except ValueError:
                     pass
             width = len(row)
+            found: dict[str, float] = {}
             for i, name in metrics:
                 if i >= width:
                     break
@@ -134,6 +143,8 @@ class CsvReader:
                     # try/except, not contextlib.suppress: this runs per cell, and the context
                     # manager would cost more than the parse.
                     try:  # noqa: SIM105
-                        out.append(Sample(run, name, step, float(cell), wall_time))
+                        found[name] = float(cell)
                     except ValueError:
                         pass  # a non-numeric cell (a note, a path): not a metric
+            if found:
+                out.add(step, wall_time, found)

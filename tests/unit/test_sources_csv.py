@@ -107,7 +107,7 @@ def test_cell_rules(path: Path) -> None:
         "4\n",  # a short row: no metrics
     )
     reader = CsvReader(path, "exp")
-    samples = reader.read()
+    samples = list(reader.read())
     got = [(s.metric, s.step, s.value) for s in samples]
     assert [p[:2] for p in got] == [("loss", 1), ("loss", 2), ("acc", 2), ("loss", 3), ("acc", 3)]
     assert math.isnan(got[1][2]) and got[2][2] == math.inf and got[3][2] == -math.inf
@@ -162,8 +162,8 @@ def test_truncation_and_replacement_restart(path: Path) -> None:
 
 def test_vanished_file_reads_nothing(path: Path) -> None:
     reader = CsvReader(path, "exp")
-    assert reader.read() == []
+    assert list(reader.read()) == []
     append(path, "step,loss\n1,0.5\n")
     points(reader)
     path.unlink()
-    assert reader.read() == []
+    assert list(reader.read()) == []

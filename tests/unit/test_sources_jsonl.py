@@ -42,7 +42,7 @@ def test_format_rules(path: Path) -> None:
     )
     reader = JsonlReader(path, "exp")
     assert isinstance(reader, LogReader)
-    samples = reader.read()
+    samples = list(reader.read())
     assert [(s.metric, s.step, s.value) for s in samples] == [
         ("loss", 1, 0.5),
         ("lr", 1, 1.0),
@@ -184,9 +184,9 @@ def test_replacement_restarts(path: Path) -> None:
 
 def test_vanished_and_not_regular_files_read_nothing(path: Path) -> None:
     reader = JsonlReader(path, "exp")
-    assert reader.read() == []
+    assert list(reader.read()) == []
     os.mkfifo(path)  # opening a FIFO for reading would block without O_NONBLOCK
-    assert reader.read() == []
+    assert list(reader.read()) == []
 
 
 @settings(
@@ -215,7 +215,7 @@ def test_any_split_of_the_stream_reads_the_same(
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
     whole = tmp_path / "whole.jsonl"
     whole.write_bytes(data)
-    expected = JsonlReader(whole, "exp").read()
+    expected = list(JsonlReader(whole, "exp").read())
     split = tmp_path / "split.jsonl"
     split.write_bytes(b"")
     reader = JsonlReader(split, "exp", chunk_bytes=chunk)

@@ -91,10 +91,10 @@ def test_reads_scalars_and_skips_other_summaries(tmp_path: Path, canonical: byte
     path.write_bytes(canonical)
     reader = TensorBoardReader(path, "exp")
     assert isinstance(reader, LogReader)
-    samples = reader.read()
+    samples = list(reader.read())
     assert [(s.metric, s.step, s.value) for s in samples] == expected(range(10))
     assert all(s.run == "exp" and s.wall_time and s.wall_time > 1e9 for s in samples)
-    assert reader.read() == []
+    assert list(reader.read()) == []
     assert reader.stats == {
         "corrupt_records": 0,
         "truncations": 0,
@@ -223,11 +223,11 @@ def test_replacement_restarts_from_zero(log_path: Path, canonical: bytes) -> Non
 
 def test_vanished_file_reads_nothing(log_path: Path, canonical: bytes) -> None:
     reader = TensorBoardReader(log_path, "exp")
-    assert reader.read() == []  # never existed
+    assert list(reader.read()) == []  # never existed
     log_path.write_bytes(canonical)
     read_all(reader)
     log_path.unlink()
-    assert reader.read() == [] and not reader.has_more
+    assert list(reader.read()) == [] and not reader.has_more
 
 
 def test_small_chunks_spread_a_backlog_over_calls(log_path: Path, canonical: bytes) -> None:
@@ -269,7 +269,7 @@ def test_tf2_tensor_scalars(tmp_path: Path) -> None:
     writer.close()
     [path] = tmp_path.glob("*tfevents*")
     reader = TensorBoardReader(path, "exp")
-    samples = reader.read()
+    samples = list(reader.read())
     assert [(s.metric, s.step, s.value) for s in samples] == [
         ("loss", 0, 0.25),
         ("loss", 1, 0.25),

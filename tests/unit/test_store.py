@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from lrwatch.store import Store
+from lrwatch.store import StateInUse, Store
 from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Finding, Severity
 
 
@@ -62,3 +63,46 @@ def test_non_finite_detail_is_stored(tmp_path: Path) -> None:
             )
         )
     assert math.isnan(store.findings()[0]["detail"]["value"])
+
+
+def test_lifecycle_is_stored_beside_the_run_state(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    with store.transaction():
+        store.save_run("a", {"x": 1}, {"last_sample_at": 12.5})
+        store.save_run("b", {"x": 2})
+    assert store.lifecycles() == {"a": {"last_sample_at": 12.5}}
+    with store.transaction():
+        store.save_reader("/logs/a/m.jsonl", "a", {"offset": 3})
+        store.save_reader("/logs/a/old.jsonl", "a", {"offset": 9})
+        store.forget_run("a", ["/logs/a/old.jsonl"])
+    assert set(store.run_states()) == {"b"}
+    assert set(store.reader_states()) == {"/logs/a/m.jsonl"}  # a file still there keeps its place
+    store.close()
+
+
+def test_a_state_file_from_before_the_lifecycle_column_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE runs (run TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL)")
+    db.execute("INSERT INTO runs VALUES ('a', '{}', 1.0)")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.run_states() == {"a": {}} and store.lifecycles() == {}
+    with store.transaction():
+        store.save_run("a", {}, {"last_sample_at": 2.0})
+    assert store.lifecycles() == {"a": {"last_sample_at": 2.0}}
+    store.close()
+
+
+def test_one_store_per_file_and_a_clean_close_folds_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    with pytest.raises(StateInUse, match="in use by another lrwatch daemon"):
+        Store(path)
+    with store.transaction():
+        store.save_run("a", {"x": 1})
+    store.close()
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    Store(path).close()  # the lock went with the first one

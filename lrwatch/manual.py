@@ -1,0 +1,79 @@
+"""Manual overrides through the daemon: ``set-lr``, ``pause`` and ``resume``.
+
+They come in on the HTTP threads and are answered here, on the daemon's main thread (the only one
+that touches runs and the store), so a manual command is numbered, committed and written exactly
+like the controller's: in one transaction with its audit record, the file after the commit.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from lrwatch.config import Config, Mode
+from lrwatch.runs import Run, RunBook
+from lrwatch.server import ControlRequest
+from lrwatch.types import Action, ActionType
+
+
+def handle(
+    req: ControlRequest, book: RunBook, config: Config, now: float
+) -> tuple[int, dict[str, Any]]:
+    """The HTTP answer to one request; the command is sent when there is one."""
+    run, store = book.runs.get(req.run), book.store
+    if run is None:
+        return HTTPStatus.NOT_FOUND, {"error": f"no run named {req.run!r}"}
+    control = run.monitor.control
+    if req.verb in ("pause", "resume"):
+        with store.transaction():
+            control.paused = req.verb == "pause"
+            book.checkpoint(run)
+            store.audit(run.name, req.verb, req.who, dict(req.body))
+        return HTTPStatus.OK, {"run": run.name, "paused": control.paused}
+    if config.mode is Mode.OBSERVE:
+        # Observe mode never writes a command, whoever asks (DESIGN.md, "Modes and safety").
+        # Pause does not stop a human: it holds back lrwatch's own adjustments only.
+        return HTTPStatus.CONFLICT, {"error": "observe mode: lrwatch writes no commands"}
+    factor, error = manual_factor(run, req.body)
+    if error:
+        return HTTPStatus.BAD_REQUEST, {"error": error}
+    if not run.alive(now, config):
+        return HTTPStatus.CONFLICT, {"error": f"run {run.name} has no live hook"}
+    reason = str(req.body.get("reason") or f"manual set-lr by {req.who}")[:200]
+    with store.transaction():
+        command = run.actuator.new_command(
+            Action(ActionType.SCALE_LR, factor), reason, req.who, now
+        )
+        run.labels[command.seq] = "manual"
+        store.add_command(command)
+        book.checkpoint(run)  # restore() gives commands back only to runs with a saved state
+        store.audit(run.name, "set-lr", req.who, {**req.body, "factor": factor})
+    run.actuator.send(command)
+    return HTTPStatus.ACCEPTED, {"run": run.name, "seq": command.seq, "factor": factor}
+
+
+def manual_factor(run: Run, body: dict[str, Any]) -> tuple[float, str | None]:
+    """A manual --scale or --value as a factor on the current one, within the policy."""
+    policy = run.monitor.settings.policy
+    current = run.monitor.control.lr_scale
+    beat = run.actuator.heartbeat
+    try:
+        if "scale" in body:
+            target = current * float(body["scale"])
+        elif "value" in body and beat and beat.lrs and beat.lrs[0] > 0:
+            # The heartbeat's LR goes with the heartbeat's factor, not with the daemon's (which
+            # an ack may have moved since): the schedule alone gives lrs[0] / beat.lr_scale.
+            target = beat.lr_scale * float(body["value"]) / beat.lrs[0]
+        else:
+            return 1.0, "give 'scale', or 'value' for a run whose hook reports its LR"
+    except (TypeError, ValueError):
+        return 1.0, "scale and value must be numbers"
+    if not (policy.min_lr_scale <= target <= policy.max_lr_scale) or target != target:
+        return 1.0, (
+            f"resulting LR factor {target:g} is outside "
+            f"[{policy.min_lr_scale:g}, {policy.max_lr_scale:g}]"
+        )
+    factor = target / current
+    if not (1 / policy.max_change <= factor <= policy.max_change):
+        return 1.0, f"change x{factor:g} exceeds the per-command limit {policy.max_change:g}"
+    return factor, None

@@ -1,0 +1,337 @@
+"""The runs a daemon knows, and their lifecycle: active, stale, finished, then forgotten.
+
+Split from daemon.py so that the daemon reads as wiring. What a run's lifecycle is:
+
+- **active**: a sample arrived within ``stale_after_seconds``;
+- **stale**: no sample for that long while the hook heartbeats (the job steps but does not log:
+  a ``stall`` finding, see detectors/stall.py);
+- **finished**: no sample for that long and no live hook (the job ended, or never had a hook:
+  from the logs alone lrwatch cannot tell a hung job from a finished one, so it does not guess);
+- **forgotten**: no sample and no heartbeat for ``run_ttl_seconds``: the run leaves /metrics and
+  the state file, so label cardinality and the database stay bounded however many runs come and
+  go. Its findings, commands and audit stay in the database. If its logs grow again, it comes
+  back as a new run whose files are read on from where they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lrwatch.actuator import Actuator
+from lrwatch.config import Config
+from lrwatch.detectors.stall import StallDetector
+from lrwatch.exporter import Metrics
+from lrwatch.pipeline import RunMonitor
+from lrwatch.sources.follow import Follower
+from lrwatch.store import Store, StoredCommand
+from lrwatch.types import Ack, AckStatus, Finding, Role
+
+log = logging.getLogger("lrwatch.daemon")
+
+RUN_STATES = ("active", "stale", "finished")
+
+
+@dataclass(slots=True)
+class Run:
+    """A run the daemon knows: its analysis, its channel, and its place in the lifecycle."""
+
+    name: str
+    monitor: RunMonitor
+    actuator: Actuator
+    stall: StallDetector
+    last_sample_at: float = 0.0  # the daemon's clock when data last came; persisted
+    kinds_active: set[str] = field(default_factory=set)
+    labels: dict[int, str] = field(default_factory=dict)  # seq -> reason label, for metrics
+    role_metrics: frozenset[str] = frozenset()  # names that are role metrics, for /metrics
+    dirty_since: float | None = None  # monotonic time of the first analysis not checkpointed
+
+    def alive(self, now: float, config: Config) -> bool:
+        return self.actuator.alive(now, config.heartbeat_timeout_seconds)
+
+    def state(self, now: float, config: Config) -> str:
+        if now - self.last_sample_at <= config.stale_after_seconds:
+            return "active"
+        return "stale" if self.alive(now, config) else "finished"
+
+    def expired(self, now: float, config: Config) -> bool:
+        beat = self.actuator.heartbeat
+        last_sign = max(self.last_sample_at, beat.written_at if beat else 0.0)
+        return not self.alive(now, config) and now - last_sign > config.run_ttl_seconds
+
+    def check_stall(self, now: float, config: Config) -> Finding | None:
+        found = self.stall.check(now, self.last_sample_at, self.alive(now, config))
+        if found is None:
+            return None
+        return replace(found, run=self.name, step=self.monitor.last_step())
+
+    def active_kinds(self) -> set[str]:
+        kinds = self.monitor.active_kinds()
+        if self.stall.active:
+            kinds.add(self.stall.active)
+        return kinds
+
+    def lifecycle_dict(self) -> dict[str, Any]:
+        return {"last_sample_at": self.last_sample_at, "stall": self.stall.state_dict()}
+
+    def load_lifecycle(self, state: Mapping[str, Any]) -> None:
+        self.last_sample_at = float(state.get("last_sample_at", 0.0))
+        if "stall" in state:
+            self.stall.load_state_dict(state["stall"])
+
+    def row(self, now: float, config: Config) -> dict[str, Any]:
+        """This run's line in ``lrwatch status``."""
+        monitor = self.monitor
+        loss_metric = monitor.role_metric(Role.LOSS)
+        beat = self.actuator.heartbeat
+        return {
+            "run": self.name,
+            "state": "paused" if monitor.control.paused else self.state(now, config),
+            "last_step": monitor.last_step(),
+            "loss": monitor.series[loss_metric].last_value if loss_metric else None,
+            "lr_scale": monitor.control.lr_scale,
+            "lrs": list(beat.lrs) if beat else [],
+            "hook_alive": self.alive(now, config),
+            "active_findings": sorted(self.kinds_active),
+            "unacked_commands": sorted(self.actuator.unacked),
+        }
+
+
+def role_metrics(monitor: RunMonitor) -> frozenset[str]:
+    """Every metric name that plays a role under ``monitor``'s settings: those are exported."""
+    roles = monitor.settings.roles
+    return frozenset(name for role in Role for name in getattr(roles, role.value))
+
+
+def reconfigure(monitor: RunMonitor, config: Config) -> RunMonitor:
+    """``monitor`` under the settings ``config`` gives its run now (a config reload).
+
+    A policy change keeps everything: the controller is rebuilt, the detectors and the run's
+    control state (LR factor, cooldown, pause) carry over. A change of the detectors' knobs or of
+    the roles rebuilds the detectors, which warm up again as on a new run (their saved state
+    belongs to other knobs); the control state still carries over.
+    """
+    settings = config.for_run(monitor.run)
+    if settings == monitor.settings:
+        return monitor
+    fresh = RunMonitor(monitor.run, settings)
+    old = monitor.settings
+    if settings.detectors == old.detectors and settings.roles == old.roles:
+        fresh.load_state_dict(monitor.state_dict())
+    else:
+        fresh.control = monitor.control
+    return fresh
+
+
+class RunBook:
+    """Every run the daemon knows, with what touches all of them: creation and restoration,
+    the channel polls (acks, heartbeats), the once-a-second lifecycle tick and the status
+    snapshot. Runs only on the daemon's main thread, like the store it writes to."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: Config,
+        key: bytes | None,
+        store: Store,
+        metrics: Metrics,
+        follower: Follower,
+    ) -> None:
+        self.root, self.config, self.key = root, config, key
+        self.store, self.metrics, self.follower = store, metrics, follower
+        self.runs: dict[str, Run] = {}
+
+    def get(self, name: str) -> Run:
+        """The run called ``name``, created on first sight."""
+        run = self.runs.get(name)
+        if run is None:
+            run_dir = self.root if name == "." else self.root / name
+            monitor = RunMonitor(name, self.config.for_run(name))
+            run = self.runs[name] = Run(
+                name,
+                monitor,
+                Actuator(name, run_dir, self.key),
+                StallDetector(self.config.stale_after_seconds),
+                role_metrics=role_metrics(monitor),
+            )
+            log.info("new run %s", name)
+        return run
+
+    def restore(self) -> None:
+        lifecycles = self.store.lifecycles()
+        for name, state in self.store.run_states().items():
+            run = self.get(name)
+            try:
+                run.monitor.load_state_dict(state)
+            except (ValueError, KeyError, TypeError) as exc:  # e.g. an older detector version
+                log.warning("run %s: saved analysis unusable (%s); starting it afresh", name, exc)
+                run.monitor = RunMonitor(name, self.config.for_run(name))
+            run.load_lifecycle(lifecycles.get(name, {}))
+        commands: dict[str, list[StoredCommand]] = defaultdict(list)
+        for item in self.store.commands():
+            commands[item.command.run].append(item)
+        for name, items in commands.items():
+            if name in self.runs:
+                self.runs[name].actuator.restore(items)
+
+    def reconfigure(self, config: Config, key: bytes | None) -> None:
+        self.config, self.key = config, key
+        for run in self.runs.values():
+            run.monitor = reconfigure(run.monitor, config)
+            run.role_metrics = role_metrics(run.monitor)
+            run.actuator.key = key
+            run.stall.stale_after_seconds = config.stale_after_seconds
+
+    def checkpoint(self, run: Run) -> None:
+        """Inside the caller's transaction: the run's state, with the offsets of all its files.
+
+        Always both together. State ahead of its offsets would see the same samples again after
+        a crash (and could take a file's repeat for a rewind); offsets ahead of the state would
+        lose samples. Between checkpoints both may lag the daemon's memory: after a crash the
+        samples since are simply analysed again, from the same state, to the same outcome
+        (detectors are deterministic), and since anything that produced a finding was
+        checkpointed at once (the daemon does so), nothing is reported twice or lost.
+        """
+        self.store.save_run(run.name, run.monitor.state_dict(), run.lifecycle_dict())
+        for reader in self.follower.readers_of(run.name):
+            self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
+        run.dirty_since = None
+
+    def flush(self) -> None:
+        """Checkpoint every run with analysis not yet saved (a clean shutdown)."""
+        dirty = [run for run in self.runs.values() if run.dirty_since is not None]
+        if dirty:
+            with self.store.transaction():
+                for run in dirty:
+                    self.checkpoint(run)
+
+    def record_finding(self, run: Run, finding: Finding) -> None:
+        """Inside the caller's transaction: store, count, log."""
+        self.store.add_finding(finding)
+        self.metrics.findings_total.labels(run.name, finding.kind).inc()
+        log.warning(
+            "run %s: %s %s at step %d: %s",
+            run.name,
+            finding.severity.value,
+            finding.kind,
+            finding.step,
+            finding.reason,
+        )
+
+    def export_kinds(self, run: Run) -> None:
+        active = run.active_kinds()
+        self.metrics.export_kinds(run.name, active, run.kinds_active)
+        run.kinds_active = active
+
+    # --- channels ----------------------------------------------------------------------------
+
+    def poll_channels(self, *, heartbeats: bool) -> None:
+        """Acks of the runs waiting for one (every turn: they end an adjustment) and, when
+        ``heartbeats``, every run's heartbeat (once a tick: liveness is a matter of seconds)."""
+        runs = list(self.runs.values())
+        for run in runs if heartbeats else [r for r in runs if r.actuator.unacked]:
+            acks = run.actuator.poll(heartbeat=heartbeats)
+            if acks:
+                with self.store.transaction():
+                    for ack in acks:
+                        self._record_ack(run, ack)
+                    self.checkpoint(run)
+            beat = run.actuator.heartbeat
+            if beat is None:
+                continue
+            name = run.name
+            self.metrics.hook_heartbeat.labels(name).set(beat.written_at)
+            if run.actuator.heartbeat_is_current():
+                # The job is the truth about its factor (it may have restored a checkpoint).
+                run.monitor.control.lr_scale = beat.lr_scale
+            self.metrics.lr_scale.labels(name).set(run.monitor.control.lr_scale)
+            for group, lr in enumerate(beat.lrs):
+                self.metrics.effective_lr.labels(name, str(group)).set(lr)
+            self.metrics.commands_unacked.labels(name).set(len(run.actuator.unacked))
+
+    def _record_ack(self, run: Run, ack: Ack) -> None:
+        self.store.record_ack(run.name, ack)
+        self.store.audit(
+            run.name,
+            "ack",
+            "hook",
+            {
+                "seq": ack.seq,
+                "status": ack.status.value,
+                "step": ack.step,
+                "lr_scale": ack.lr_scale,
+                "lrs": list(ack.lrs),
+                "reason": ack.reason,
+            },
+        )
+        if ack.status is not AckStatus.APPLIED:
+            log.warning(
+                "run %s: command %d %s: %s", run.name, ack.seq, ack.status.value, ack.reason
+            )
+            return
+        run.monitor.control.lr_scale = ack.lr_scale
+        label = run.labels.pop(ack.seq, "restored")
+        self.metrics.adjustments_total.labels(run.name, label).inc()
+        log.warning(
+            "run %s: command %d applied at step %d, LR factor now %g",
+            run.name,
+            ack.seq,
+            ack.step,
+            ack.lr_scale,
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Once a second: stalls, expiry, overdue checkpoints and the runs gauge."""
+        config = self.config
+        counts = dict.fromkeys(RUN_STATES, 0)
+        stalls, expired, overdue = [], [], []
+        due = time.monotonic() - config.checkpoint_interval_seconds
+        for run in self.runs.values():
+            if run.expired(now, config):
+                expired.append(run)
+                continue
+            found = run.check_stall(now, config)
+            if found is not None or bool(run.stall.active) != ("stall" in run.kinds_active):
+                stalls.append((run, found))
+            elif run.dirty_since is not None and run.dirty_since <= due:
+                overdue.append(run)
+            counts[run.state(now, config)] += 1
+        if stalls or expired or overdue:
+            self._settle(stalls, expired, overdue)
+        for state, count in counts.items():
+            self.metrics.runs.labels(state).set(count)
+
+    def status(self, now: float) -> dict[str, Any]:
+        """What ``lrwatch status`` shows. Built on demand: rows for a thousand runs every
+        second, for nobody, cost 3% of a core."""
+        rows = [run.row(now, self.config) for run in self.runs.values()]
+        return {"root": str(self.root), "mode": self.config.mode.value, "runs": rows}
+
+    def _settle(
+        self, stalls: list[tuple[Run, Finding | None]], expired: list[Run], overdue: list[Run]
+    ) -> None:
+        with self.store.transaction():
+            for run, found in stalls:
+                if found is not None:
+                    self.record_finding(run, found)
+                self.checkpoint(run)
+            for run in overdue:
+                self.checkpoint(run)
+            for run in expired:
+                gone = self.follower.forget(run.name)
+                self.store.forget_run(run.name, [str(p) for p in gone])
+                for reader in self.follower.readers_of(run.name):  # files still there: keep
+                    self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
+        for run, _ in stalls:
+            self.export_kinds(run)
+        for run in expired:
+            log.info("run %s: gone for over %g s, forgotten", run.name, self.config.run_ttl_seconds)
+            self.metrics.forget_run(run.name)
+            del self.runs[run.name]

@@ -1,0 +1,267 @@
+"""lrwatch's own decisions as TensorBoard scalars and text, beside the job's own curves.
+
+For every run whose hook is attached, the daemon appends to one events file in ``RUN/lrwatch/``
+(``OUTPUT_DIR``, which discovery skips, so the daemon never reads its own output back):
+
+=============================  ===============================================================
+``lrwatch/lr_scale``           the LR factor lrwatch has applied on top of the job's schedule
+``lrwatch/finding/<kind>``     1 from a finding's onset while it lasts, 0 before and after
+``lrwatch/action``             the factor of each command, at the step the hook applied it
+``lrwatch/decisions`` (text)   findings, decisions (also the ones *not* acted on) and acks,
+                               each with its reason
+=============================  ===============================================================
+
+All on the job's own step axis, so ``tensorboard --logdir RUN`` lines a factor change up with the
+loss curve that caused it. Only runs with an attached hook (a ``.lrwatch/`` channel) are written
+to: attaching is the user's consent to lrwatch writing into that directory; a run that is only
+observed may live on a read-only mount and is left untouched.
+
+Why not tensorboard's ``EventFileWriter``: it starts a writer thread per file and flushes on a
+timer, so the daemon would need a shutdown step per run, and importing ``tensorboard.summary``
+costs half a second. Decisions are rare (a few per run), so each batch of them is appended here
+as whole records in one ``write()`` to a file opened with ``O_APPEND`` and closed again: readers
+see complete records or a short tail that TensorBoard treats as "not yet", and there is nothing
+to flush or stop. The record framing reuses the CRC of lrwatch's own TensorBoard reader.
+
+Acks are read from the run's channel here (read-only, only while a command this writer saw is
+unacknowledged) so that the daemon hands this module everything at one call site, ``record``;
+the factor drawn is the one the hook acknowledged. Manual ``lrwatch set-lr`` commands do not pass
+through that call site and are not drawn here (``lrwatch report`` shows them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tensorboard.compat.proto import (
+    event_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
+
+from lrwatch import channel
+from lrwatch.pipeline import Outcome, RunMonitor
+from lrwatch.sources.discovery import CHANNEL_DIR, OUTPUT_DIR
+from lrwatch.sources.tensorboard import masked_crc32c
+from lrwatch.types import Ack, AckStatus, Command
+
+log = logging.getLogger("lrwatch.tbwriter")
+
+TAG_LR_SCALE = "lrwatch/lr_scale"
+TAG_ACTION = "lrwatch/action"
+TAG_DECISIONS = "lrwatch/decisions"
+FINDING_TAG_PREFIX = "lrwatch/finding/"
+# The factor is re-written this many steps after its last point even when unchanged, so its line
+# in TensorBoard runs on beside the job's curves instead of stopping at the last change.
+LR_SCALE_EVERY_STEPS = 100
+
+
+def events_path(run_dir: Path, clock: Callable[[], float] = time.time) -> Path:
+    """A new events file name in TensorBoard's convention (one per daemon incarnation)."""
+    name = f"events.out.tfevents.{int(clock())}.{socket.gethostname()}.{os.getpid()}.lrwatch"
+    return run_dir / OUTPUT_DIR / name
+
+
+def frame(data: bytes) -> bytes:
+    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
+    header = struct.pack("<Q", len(data))
+    return (
+        header
+        + struct.pack("<I", masked_crc32c(header))
+        + data
+        + struct.pack("<I", masked_crc32c(data))
+    )
+
+
+def scalar_event(tag: str, step: int, value: float, wall_time: float) -> event_pb2.Event:
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)])
+    return event_pb2.Event(wall_time=wall_time, step=step, summary=summary)
+
+
+def text_event(tag: str, step: int, text: str, wall_time: float) -> event_pb2.Event:
+    """A text-plugin summary (a scalar string tensor), which TensorBoard renders as markdown."""
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+        string_val=[text.encode()],
+    )
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="text")
+    )
+    value = summary_pb2.Summary.Value(tag=tag, metadata=metadata, tensor=tensor)
+    return event_pb2.Event(
+        wall_time=wall_time, step=step, summary=summary_pb2.Summary(value=[value])
+    )
+
+
+@dataclass(slots=True)
+class _RunState:
+    """What this writer has already shown for one run, so it writes edges, not every batch."""
+
+    path: Path
+    started: bool = False
+    lr_scale: float | None = None
+    lr_scale_step: int = -1
+    open_kinds: set[str] = field(default_factory=set)
+    pending: dict[int, Command] = field(default_factory=dict)  # sent, ack not yet seen
+    failed: bool = False
+
+
+class DecisionWriter:
+    """Appends each watched run's lrwatch decisions to ``RUN/lrwatch/events.out.tfevents.*``.
+
+    Never raises into the daemon: a directory it cannot write is reported once and skipped.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._runs: dict[Path, _RunState] = {}
+
+    def record(
+        self,
+        run_dir: Path,
+        monitor: RunMonitor,
+        outcome: Outcome,
+        commands: Sequence[Command] = (),
+    ) -> None:
+        """Called once per analysed batch of a run's samples, with the findings, decisions and
+        commands it led to: writes what changed since the last call, if anything.
+
+        The daemon calls this inside the transaction that commits them; should the daemon die
+        before the commit, it analyses the batch again and TensorBoard shows the finding twice,
+        which is harmless (nothing here is read back)."""
+        if not (run_dir / CHANNEL_DIR).is_dir():
+            return  # no hook attached: observed only, and its directory is not ours to write
+        state = self._runs.get(run_dir)
+        if state is None:
+            state = self._runs[run_dir] = _RunState(events_path(run_dir, self._clock))
+        if state.failed:
+            return
+        events = self._events(run_dir, state, monitor, outcome, commands)
+        if not events:
+            return
+        try:
+            self._append(state, events)
+        except OSError as exc:
+            state.failed = True
+            log.warning("cannot write lrwatch's TensorBoard events into %s: %s", run_dir, exc)
+
+    def _events(
+        self,
+        run_dir: Path,
+        state: _RunState,
+        monitor: RunMonitor,
+        outcome: Outcome,
+        commands: Sequence[Command],
+    ) -> list[event_pb2.Event]:
+        now = self._clock()
+        step = monitor.last_step()
+        events: list[event_pb2.Event] = []
+        lines: list[str] = []
+        for finding in outcome.findings:
+            onset = finding.onset_step if finding.onset_step is not None else finding.step
+            tag = FINDING_TAG_PREFIX + finding.kind
+            if finding.kind not in state.open_kinds:
+                events.append(scalar_event(tag, max(onset - 1, 0), 0.0, now))
+            events += [
+                scalar_event(tag, onset, 1.0, now),
+                scalar_event(tag, finding.step, 1.0, now),
+            ]
+            state.open_kinds.add(finding.kind)
+            lines.append(
+                f"**{finding.kind}** ({finding.severity.value}) at step {finding.step} "
+                f"on `{finding.metric}`: {finding.reason}"
+            )
+        for decision in outcome.decisions:
+            if decision.action is None:
+                lines.append(f"no action: {decision.reason}")
+        for command in commands:
+            state.pending[command.seq] = command
+            lines.append(f"command #{command.seq} sent: {command.reason}")
+        # Kinds whose episode ended: a spike is never "active", so it closes right after it.
+        active = monitor.active_kinds()
+        for kind in sorted(state.open_kinds - active):
+            events += [
+                scalar_event(FINDING_TAG_PREFIX + kind, step, 1.0, now),
+                scalar_event(FINDING_TAG_PREFIX + kind, step + 1, 0.0, now),
+            ]
+            state.open_kinds.discard(kind)
+        acks = self._new_acks(run_dir, state)
+        for ack in acks:
+            events += self._ack_events(state, ack, now)
+            lines.append(_ack_line(ack, state.pending.pop(ack.seq, None)))
+        # The factor is the one the hook acknowledged. The daemon's own view is read once, at
+        # first sight of the run (it may have been restored from the store); after that it is
+        # not trusted: it lags an ack this call has just read, and for up to a heartbeat
+        # interval after an ack it may show the previous heartbeat's factor again.
+        if not acks and state.lr_scale is None:
+            state.lr_scale = monitor.control.lr_scale
+            events.append(scalar_event(TAG_LR_SCALE, max(step, 0), state.lr_scale, now))
+            state.lr_scale_step = step
+        elif not acks and step - state.lr_scale_step >= LR_SCALE_EVERY_STEPS:
+            scale = state.lr_scale if state.lr_scale is not None else 1.0
+            events.append(scalar_event(TAG_LR_SCALE, step, scale, now))  # keep the line going
+            state.lr_scale_step = step
+        if lines:
+            events.append(text_event(TAG_DECISIONS, max(step, 0), "\n\n".join(lines), now))
+        return events
+
+    def _new_acks(self, run_dir: Path, state: _RunState) -> list[Ack]:
+        acks = []
+        for seq in sorted(state.pending):
+            try:
+                ack = channel.read_ack(run_dir, seq)
+            except channel.ChannelError:
+                continue  # the daemon's actuator reports a garbled ack; nothing to show
+            if ack is not None:
+                acks.append(ack)
+        return acks
+
+    @staticmethod
+    def _ack_events(state: _RunState, ack: Ack, now: float) -> list[event_pb2.Event]:
+        if ack.status is not AckStatus.APPLIED:
+            return []
+        command = state.pending.get(ack.seq)
+        factor = command.action.factor if command and command.action.factor else ack.lr_scale
+        before = state.lr_scale if state.lr_scale is not None else 1.0
+        state.lr_scale, state.lr_scale_step = ack.lr_scale, ack.step
+        return [
+            # The old factor up to the step before, the new one from the ack's step: a step
+            # function in TensorBoard's line plot rather than a ramp between two points.
+            scalar_event(TAG_LR_SCALE, max(ack.step - 1, 0), before, now),
+            scalar_event(TAG_LR_SCALE, ack.step, ack.lr_scale, now),
+            scalar_event(TAG_ACTION, ack.step, factor, now),
+        ]
+
+    def _append(self, state: _RunState, events: list[event_pb2.Event]) -> None:
+        if not state.started:
+            state.path.parent.mkdir(exist_ok=True)
+            version = event_pb2.Event(wall_time=self._clock(), file_version="brain.Event:2")
+            events = [version, *events]
+        data = b"".join(frame(e.SerializeToString()) for e in events)
+        fd = os.open(state.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        state.started = True
+
+
+def _ack_line(ack: Ack, command: Command | None) -> str:
+    what = command.reason if command else f"command #{ack.seq}"
+    lrs = ", ".join(f"{lr:.4g}" for lr in ack.lrs)
+    return (
+        f"ack #{ack.seq} **{ack.status.value}** at step {ack.step} ({what}): "
+        f"LR factor {ack.lr_scale:g}, LR {lrs or '-'}; {ack.reason}"
+    )

@@ -1,0 +1,79 @@
+"""Real ``lrwatch run`` daemon processes for the integration tests, and reading them from outside
+(HTTP, the state file) the way a supervisor or Prometheus would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def spawn(root: Path, state: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lrwatch",
+                "run",
+                "--logdir",
+                str(root),
+                "--state",
+                str(state),
+                "--metrics-port",
+                str(port),
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def get(port: int, path: str, timeout: float = 5) -> bytes:
+    with urllib.request.urlopen(f"{url(port)}{path}", timeout=timeout) as response:
+        data: bytes = response.read()
+        return data
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            get(port, "/readyz", timeout=1)
+            return
+        except OSError:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"daemon not ready in {timeout} s"
+            time.sleep(0.05)
+
+
+def status(port: int) -> dict[str, Any]:
+    answer: dict[str, Any] = json.loads(get(port, "/api/status"))
+    return answer
+
+
+def scrape(port: int) -> dict[str, float]:
+    samples = {}
+    for line in get(port, "/metrics").decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def wait_for(
+    predicate: Any, timeout: float, what: str, interval: float = 0.1, show: Any = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {show() if show else ''}")
+        time.sleep(interval)

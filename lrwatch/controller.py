@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lrwatch.types import Action, ActionType, Decision, Finding
+from lrwatch.types import Action, ActionType, Decision, Finding, Severity
 
 
 class PolicyConfig(BaseModel):
@@ -49,25 +49,33 @@ class PolicyConfig(BaseModel):
         return self
 
 
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
 @dataclass(slots=True)
 class ControlState:
     """What the controller remembers of one run. ``lr_scale`` is the factor the job runs with,
-    as the hook last acknowledged it (the daemon's view; replay assumes every action lands)."""
+    as the hook last acknowledged it (the daemon's view; replay assumes every action lands).
+    ``actions`` are the (step, severity of the finding) of the adjustments sent, oldest first."""
 
     lr_scale: float = 1.0
-    action_steps: list[int] = field(default_factory=list)
+    actions: list[tuple[int, Severity]] = field(default_factory=list)
     paused: bool = False
+
+    def forget_from(self, step: int) -> None:
+        """Drop the actions at or after ``step``: the job went back to before them."""
+        self.actions = [a for a in self.actions if a[0] < step]
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "lr_scale": self.lr_scale,
-            "action_steps": list(self.action_steps),
+            "actions": [[step, severity.value] for step, severity in self.actions],
             "paused": self.paused,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.lr_scale = float(state["lr_scale"])
-        self.action_steps = [int(s) for s in state["action_steps"]]
+        self.actions = [(int(step), Severity(sev)) for step, sev in state.get("actions", [])]
         self.paused = bool(state["paused"])
 
 
@@ -86,12 +94,15 @@ class Controller:
             return self._none(finding, f"{finding.kind}: reported only (no action in policy)")
         if state.paused:
             return self._none(finding, "run is paused: observed only")
-        last = state.action_steps[-1] if state.action_steps else None
+        # The cooldown holds back findings no more severe than the action that started it: a
+        # plateau cut must not stop the divergence that follows it from being answered.
+        rank = _RANK[finding.severity]
+        last = max((s for s, sev in state.actions if _RANK[sev] >= rank), default=None)
         if last is not None and finding.step - last < policy.cooldown_steps:
             return self._none(
                 finding, f"cooldown: last adjustment at step {last}, {policy.cooldown_steps} apart"
             )
-        recent = [s for s in state.action_steps if finding.step - s < policy.rate_window_steps]
+        recent = [s for s, _ in state.actions if finding.step - s < policy.rate_window_steps]
         if len(recent) >= policy.max_adjustments:
             return self._none(
                 finding,
@@ -115,8 +126,9 @@ class Controller:
     def record(state: ControlState, decision: Decision) -> None:
         """Account for an adjustment that is being sent (cooldown and rate limit)."""
         if decision.action is not None:
-            state.action_steps.append(decision.step)
-            del state.action_steps[:-64]  # the rate limit never needs more than this
+            severity = decision.finding.severity if decision.finding else Severity.CRITICAL
+            state.actions.append((decision.step, severity))
+            del state.actions[:-64]  # the rate limit never needs more than this
 
     @staticmethod
     def _none(finding: Finding, reason: str) -> Decision:

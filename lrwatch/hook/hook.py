@@ -104,6 +104,9 @@ class Hook:
         self._check_every = 1  # check at the first call: a resumed job finds commands at once
         self._last_check = self._last_beat = clock()
         self._exit: BaseException | None = None
+        # Acks whose write failed (disk full, say): retried at each check, since the daemon
+        # counts a command as outstanding until its ack appears.
+        self._unwritten_acks: list[Ack] = []
         self._closed = False
         self._beat()  # the daemon acts only on runs whose hook it sees
 
@@ -209,6 +212,8 @@ class Hook:
             now = self._clock()
             every = next_check_every(every, calls, now - self._last_check, self._check_interval)
             self._last_check = now
+            if self._unwritten_acks:
+                self._write_acks([])
             batch, read_ok = self._read_batch() if self._leader else ([], True)
         except Exception as exc:
             self._report("checking the channel", exc)
@@ -302,10 +307,18 @@ class Hook:
         ack = Ack(
             incoming.seq, status, self._step_int(), self.lr_scale, self.lrs, reason, time.time()
         )
-        try:
-            channel.write_ack(self.run_dir, ack)
-        except OSError as exc:
-            self._report("writing an ack", exc)
+        self._write_acks([ack])
+
+    def _write_acks(self, new: list[Ack]) -> None:
+        """Write the acks still owed, oldest first; keep those that fail for the next check."""
+        pending, self._unwritten_acks = [*self._unwritten_acks, *new], []
+        for i, ack in enumerate(pending):
+            try:
+                channel.write_ack(self.run_dir, ack)
+            except OSError as exc:
+                self._report("writing an ack", exc)
+                self._unwritten_acks = pending[i:][-_MAX_PER_CHECK * 16 :]
+                return
 
     def _apply(self, incoming: Incoming) -> tuple[AckStatus, str]:
         command = incoming.command

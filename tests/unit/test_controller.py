@@ -12,9 +12,16 @@ from pydantic import ValidationError
 from lrwatch.controller import Controller, ControlState, PolicyConfig
 from lrwatch.types import ActionType, Finding, Severity
 
+SEVERITY = {
+    "divergence": Severity.CRITICAL,
+    "spike": Severity.WARNING,
+    "oscillation": Severity.WARNING,
+    "plateau": Severity.INFO,
+}
+
 
 def finding(kind: str, step: int) -> Finding:
-    return Finding(kind, Severity.CRITICAL, step, "test", run="r", metric="loss")
+    return Finding(kind, SEVERITY[kind], step, "test", run="r", metric="loss")
 
 
 def act(controller: Controller, state: ControlState, kind: str, step: int) -> float | None:
@@ -47,6 +54,18 @@ def test_cooldown_counts_steps() -> None:
     assert act(controller, state, "divergence", 150) is not None
 
 
+def test_a_mild_action_does_not_hold_back_a_critical_one() -> None:
+    controller = Controller(PolicyConfig(cooldown_steps=50))
+    state = ControlState()
+    assert act(controller, state, "plateau", 700) == pytest.approx(0.5)
+    # A divergence 5 steps after a plateau cut is still answered ...
+    assert act(controller, state, "divergence", 705) == pytest.approx(0.1)
+    # ... and starts a cooldown that holds back everything after it.
+    for kind in ("plateau", "oscillation", "divergence"):
+        decision = controller.decide(finding(kind, 720), state, can_act=None)
+        assert decision.action is None and "cooldown" in decision.reason
+
+
 def test_rate_limit() -> None:
     controller = Controller(
         PolicyConfig(cooldown_steps=0, max_adjustments=2, rate_window_steps=100, min_lr_scale=1e-9)
@@ -76,7 +95,7 @@ def test_cannot_act_still_explains_what_it_would_do() -> None:
     assert decision.action is None
     assert "x0.1" in decision.reason and "observe mode" in decision.reason
     controller.record(state, decision)
-    assert state.action_steps == []  # nothing sent, no cooldown started
+    assert state.actions == []  # nothing sent, no cooldown started
 
 
 def test_paused_run_is_only_observed() -> None:
@@ -96,7 +115,9 @@ def test_invalid_policy_names_the_field() -> None:
 
 
 def test_state_round_trip() -> None:
-    state = ControlState(lr_scale=0.25, action_steps=[3, 40], paused=True)
+    state = ControlState(
+        lr_scale=0.25, actions=[(3, Severity.INFO), (40, Severity.CRITICAL)], paused=True
+    )
     restored = ControlState()
     restored.load_state_dict(json.loads(json.dumps(state.state_dict())))
     assert restored == state

@@ -1,0 +1,73 @@
+"""Actions beyond the LR, in a real hooked job process: a registered ``rollback`` handler runs
+and its command is acked ``applied``; unregistered ``stop`` and ``checkpoint`` are acked
+``unsupported`` and the job goes on, its LR untouched. The commands are written as the daemon
+writes them (``channel.write_command`` with the run's channel id)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lrwatch import channel
+from lrwatch.types import Ack, Action, ActionType, Command
+from tests.integration import actuation_job as job
+from tests.integration import daemons
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        job.stop(proc)
+
+
+def send(run: Path, seq: int, kind: ActionType) -> Ack:
+    channel_id = channel.channel_id(run)
+    assert channel_id is not None
+    command = Command(run.name, seq, Action(kind), "test", time.time(), "controller")
+    channel.write_command(run, command, channel=channel_id, key=None)
+    daemons.wait_for(lambda: channel.read_ack(run, seq) is not None, 10, f"ack {seq}")
+    ack = channel.read_ack(run, seq)
+    assert ack is not None
+    return ack
+
+
+def test_registered_handler_runs_and_unregistered_actions_are_unsupported(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    run = tmp_path / "exp"
+    proc = job.start(run, "--step-time", "0.01", "--on", "rollback")
+    procs.append(proc)
+    daemons.wait_for(
+        lambda: (b := channel.read_heartbeat(run)) is not None and b.handlers == ("rollback",),
+        30,
+        "the heartbeat listing the rollback handler",
+    )
+
+    ack = send(run, 1, ActionType.ROLLBACK)
+    assert ack.status.value == "applied", ack
+    assert ack.lr_scale == 1.0
+    handled = [json.loads(line) for line in (run / "handled.jsonl").read_text().splitlines()]
+    assert handled == [{"event": "rollback", "step": ack.step, "seq": 1}]
+
+    for seq, kind in ((2, ActionType.STOP), (3, ActionType.CHECKPOINT)):
+        ack = send(run, seq, kind)
+        assert ack.status.value == "unsupported", ack
+        assert kind.value in ack.reason and "no handler" in ack.reason
+        assert ack.lr_scale == 1.0
+
+    time.sleep(0.3)
+    assert proc.poll() is None, "an unsupported stop must not end the job"
+    handled = [json.loads(line) for line in (run / "handled.jsonl").read_text().splitlines()]
+    assert len(handled) == 1, "the handler ran again"
+    beat = channel.read_heartbeat(run)
+    assert beat is not None and beat.last_seq == 3 and beat.lr_scale == 1.0
+    assert all(r["lr"] == pytest.approx(0.1) for r in job.read_log(run))

@@ -97,7 +97,11 @@ class Config(_Strict):
         default=100.0, gt=0, description="above this, known files are swept instead (see README)"
     )
     sweep_interval_seconds: float = Field(
-        default=0.5, gt=0, le=5, description="how often known files are checked when sweeping"
+        default=0.5,
+        gt=0,
+        le=5,
+        description="the longest interval between sweeps of known files (a fleet's); "
+        "fewer files are swept more often, down to 0.1 s",
     )
     checkpoint_interval_seconds: float = Field(
         default=30.0, gt=0, description="a run's state is saved at least this often"

@@ -36,6 +36,12 @@ class PolicyConfig(BaseModel):
     max_change: float = Field(
         default=10.0, ge=1.0, description="one command changes the factor at most by this ratio"
     )
+    requests: dict[str, ActionType] = Field(
+        default_factory=dict,
+        description="with an adjustment for this kind, also ask the job's handler for this "
+        "(rollback, checkpoint or stop), e.g. {divergence: rollback}; a job without the "
+        "handler acks it as unsupported",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
@@ -46,6 +52,9 @@ class PolicyConfig(BaseModel):
         for kind, factor in self.factors.items():
             if not factor > 0:
                 raise ValueError(f"factors.{kind} must be > 0, got {factor}")
+        for kind, request in self.requests.items():
+            if request is ActionType.SCALE_LR:
+                raise ValueError(f"requests.{kind}: scale_lr is what factors are for")
         return self
 
 
@@ -115,12 +124,16 @@ class Controller:
         if abs(effective - 1.0) < 1e-9:
             return self._none(finding, f"LR factor already at its bound {state.lr_scale:g}")
         action = Action(ActionType.SCALE_LR, round(effective, 12))
-        reason = f"{finding.kind} at step {finding.step}: LR x{effective:g}"
+        request = policy.requests.get(finding.kind)
+        requests = (Action(request),) if request is not None else ()
+        reason = f"{finding.kind} at step {finding.step}: LR x{effective:g}" + "".join(
+            f" and {r.type.value}" for r in requests
+        )
         if can_act is not None:
             return Decision(
                 finding.run, finding.step, None, f"{reason} not sent: {can_act}", finding
             )
-        return Decision(finding.run, finding.step, action, reason, finding)
+        return Decision(finding.run, finding.step, action, reason, finding, requests)
 
     @staticmethod
     def record(state: ControlState, decision: Decision) -> None:

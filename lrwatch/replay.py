@@ -37,6 +37,7 @@ class ReplayedFinding:
             "onset_step": f.onset_step,
             "detail": {k: _json_safe(v) for k, v in f.detail.items()},
             "action": d.action.to_json() if d and d.action else None,
+            "requests": [r.to_json() for r in d.requests] if d else [],
             "decision": d.reason if d else None,
         }
 

@@ -276,7 +276,8 @@ class RunBook:
             return
         run.monitor.control.lr_scale = ack.lr_scale
         label = run.labels.pop(ack.seq, "restored")
-        self.metrics.adjustments_total.labels(run.name, label).inc()
+        if label:  # empty for a rollback/checkpoint/stop request: not an LR adjustment
+            self.metrics.adjustments_total.labels(run.name, label).inc()
         log.warning(
             "run %s: command %d applied at step %d, LR factor now %g",
             run.name,

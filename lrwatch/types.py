@@ -105,6 +105,9 @@ class Decision:
     action: Action | None
     reason: str
     finding: Finding | None = None
+    # Requests to the job's own handlers that go with ``action`` (rollback, checkpoint, stop),
+    # each sent as a command of its own after the LR change.
+    requests: tuple[Action, ...] = ()
 
 
 class AckStatus(enum.StrEnum):

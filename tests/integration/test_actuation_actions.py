@@ -71,3 +71,26 @@ def test_registered_handler_runs_and_unregistered_actions_are_unsupported(
     beat = channel.read_heartbeat(run)
     assert beat is not None and beat.last_seq == 3 and beat.lr_scale == 1.0
     assert all(r["lr"] == pytest.approx(0.1) for r in job.read_log(run))
+
+
+def test_the_policy_asks_for_a_rollback_with_the_cut(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """`policy.requests: {divergence: rollback}`: the daemon sends the LR cut and, right after
+    it, a rollback request, which the job's registered handler receives once."""
+    from tests.integration.test_actuation_manual import start_daemon
+
+    config = tmp_path / "lrwatch.yaml"
+    config.write_text("policy:\n  requests: {divergence: rollback}\n")
+    daemon, _, root, _ = start_daemon(tmp_path, "--config", str(config))
+    procs.append(daemon)
+    run = root / "wild"
+    # Full-batch least squares at LR 0.9, past 2/lambda_max (~0.75): the loss grows ~1.4x a step.
+    procs.append(job.start(run, "--step-time", "0.02", "--lr", "0.9", "--on", "rollback"))
+    daemons.wait_for(lambda: channel.read_ack(run, 2) is not None, 60, "acks 1 and 2")
+    cut, rollback = channel.read_ack(run, 1), channel.read_ack(run, 2)
+    assert cut is not None and rollback is not None
+    assert cut.status.value == "applied" and cut.lr_scale == 0.1
+    assert rollback.status.value == "applied" and rollback.lr_scale == 0.1
+    handled = [json.loads(line) for line in (run / "handled.jsonl").read_text().splitlines()]
+    assert handled == [{"event": "rollback", "step": rollback.step, "seq": 2}]

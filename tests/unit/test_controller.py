@@ -141,3 +141,18 @@ def test_scale_never_leaves_bounds_and_change_is_limited(
         if factor is not None:
             assert 1 / max_change - 1e-9 <= factor <= max_change + 1e-9
         assert min_scale * (1 - 1e-9) <= state.lr_scale <= 1.0 + 1e-9
+
+
+def test_requests_go_with_the_adjustment_only() -> None:
+    controller = Controller(PolicyConfig(requests={"divergence": ActionType.ROLLBACK}))
+    state = ControlState()
+    decision = controller.decide(finding("divergence", 10), state, can_act=None)
+    assert decision.action is not None and decision.action.factor == pytest.approx(0.1)
+    assert [r.type for r in decision.requests] == [ActionType.ROLLBACK]
+    assert "rollback" in decision.reason
+    assert controller.decide(finding("plateau", 10), state, can_act=None).requests == ()
+    controller.record(state, decision)
+    held = controller.decide(finding("divergence", 11), state, can_act=None)
+    assert held.action is None and held.requests == ()  # cooldown holds both back
+    with pytest.raises(ValidationError, match="scale_lr"):
+        PolicyConfig(requests={"divergence": ActionType.SCALE_LR})

@@ -23,6 +23,7 @@ import pytest
 
 from lrwatch import channel
 from lrwatch.demo.showcase import free_port
+from tests.integration import daemons
 
 pytestmark = pytest.mark.slow
 
@@ -60,40 +61,13 @@ class Daemon:
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     root = tmp_path / "runs"
     root.mkdir()
-    port = free_port()
-    state = tmp_path / "state.sqlite"
-    log = (tmp_path / "daemon.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lrwatch",
-            "run",
-            "--logdir",
-            str(root),
-            "--metrics-port",
-            str(port),
-            "--state",
-            str(state),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1):
-                break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
-            assert time.monotonic() < deadline, "daemon not ready in 30 s"
-            time.sleep(0.1)
-    yield Daemon(proc, url, state)
+    port, state, log = free_port(), tmp_path / "state.sqlite", tmp_path / "daemon.log"
+    proc = daemons.spawn(root, state, port, log)
+    daemons.wait_ready(proc, port, log)
+    yield Daemon(proc, daemons.url(port), state)
     if proc.poll() is None:
         proc.kill()
         proc.wait()
-    log.close()
 
 
 def test_divergence_is_detected_cut_acknowledged_and_exported(

@@ -33,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from lrwatch.demo.showcase import daemon_argv
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -115,18 +117,7 @@ def measure(runs: int, width: int, warmup: float, window: float, port: int) -> d
         (root / f"run{i:04d}").mkdir(parents=True)
     log = (work / "daemon.log").open("wb")
     daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lrwatch",
-            "run",
-            "--logdir",
-            str(root),
-            "--metrics-port",
-            str(port),
-            "--state",
-            str(work / "state.sqlite"),
-        ],
+        daemon_argv(root, port, work / "state.sqlite"),
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,

@@ -26,11 +26,12 @@ import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from lrwatch.demo.showcase import daemon_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -57,20 +58,7 @@ def trials(polling: bool, count: int, port: int) -> list[float]:
     config.write_text(f"use_polling_observer: {'true' if polling else 'false'}\n")
     log = (work / "daemon.log").open("wb")
     daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lrwatch",
-            "run",
-            "--logdir",
-            str(root),
-            "--config",
-            str(config),
-            "--metrics-port",
-            str(port),
-            "--state",
-            str(work / "state.sqlite"),
-        ],
+        daemon_argv(root, port, work / "state.sqlite", "--config", str(config)),
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,

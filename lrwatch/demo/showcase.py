@@ -31,6 +31,12 @@ from rich.text import Text
 RESCUED, UNAIDED = "with-lrwatch", "without-lrwatch"
 
 
+def daemon_argv(root: Path, port: int, state: Path, *extra: str) -> list[str]:
+    """The command line of a real ``lrwatch run`` daemon process over ``root``."""
+    return [sys.executable, "-m", "lrwatch", "run", "--logdir", str(root),
+            "--metrics-port", str(port), "--state", str(state), *extra]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -132,18 +138,7 @@ def run_demo(*, steps: int, port: int, workdir: Path | None, console: Console) -
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     daemon_log = (root / "daemon.log").open("w")
     daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lrwatch",
-            "run",
-            "--logdir",
-            str(root),
-            "--metrics-port",
-            str(port),
-            "--state",
-            str(state),
-        ],
+        daemon_argv(root, port, state),
         stdout=daemon_log,
         stderr=subprocess.STDOUT,
         env=env,

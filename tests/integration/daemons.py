@@ -5,29 +5,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lrwatch.demo.showcase import daemon_argv
+
 
 def spawn(root: Path, state: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lrwatch",
-                "run",
-                "--logdir",
-                str(root),
-                "--state",
-                str(state),
-                "--metrics-port",
-                str(port),
-                *extra,
-            ],
+            daemon_argv(root, port, state, *extra),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lrwatch.demo.showcase import free_port
+from lrwatch.demo.showcase import daemon_argv, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -106,18 +106,7 @@ def test_prometheus_fires_the_divergence_alert_for_the_diverging_run_only(
     with daemon_log.open("w") as out:  # the child keeps its own copy of the descriptor
         processes.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "lrwatch",
-                    "run",
-                    "--logdir",
-                    str(root),
-                    "--metrics-port",
-                    str(daemon_port),
-                    "--state",
-                    str(tmp_path / "state.sqlite"),
-                ],
+                daemon_argv(root, daemon_port, tmp_path / "state.sqlite"),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -23,7 +23,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lrwatch.config import DEFAULT_METRICS_PORT, Config, ConfigError, Mode, load_config
+from lrwatch.config import (
+    DEFAULT_METRICS_PORT,
+    Config,
+    ConfigError,
+    Mode,
+    load_config,
+    plugin_problems,
+)
 
 app = typer.Typer(
     help="Watch training runs from their logs, detect trouble early, adjust the live LR.",
@@ -108,14 +115,17 @@ def replay(
 
     try:
         cfg = load_config(config)
-        results = replay_mod.replay(paths, cfg)
+        problems = plugin_problems(cfg)
+        results = replay_mod.replay(paths, cfg, problems)
         if format is OutputFormat.JSONL:
             for item in results:
                 sys.stdout.write(json.dumps(item.to_json()) + "\n")
-            return
-        _print_replay_table([item.to_json() for item in results])
+        else:
+            _print_replay_table([item.to_json() for item in results])
     except (ConfigError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
+    for problem in dict.fromkeys(problems):  # on stderr: the findings went on without it
+        err.print(f"lrwatch: {problem}; replayed without it", style="yellow", highlight=False)
 
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -363,10 +373,44 @@ def report(
 def config_check(path: Path) -> None:
     """Validate a config file; errors name the field and the value."""
     try:
-        load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         raise _fail(str(exc), code=1) from None
+    problems = plugin_problems(cfg)
+    if problems:
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        raise _fail(f"{path}: {len(problems)} plugin(s) cannot be used\n{lines}", code=1)
     console.print(f"{path}: ok")
+
+
+@app.command()
+def plugins() -> None:
+    """Installed detectors, policies, sources and notifiers: package, version, whether each loads.
+
+    Built-ins are listed like any plugin (they are entry points of the lrwatch package); the exit
+    status is 1 when one cannot be used."""
+    from lrwatch import registry
+
+    table = Table("group", "name", "package", "object", "status", box=None)
+    broken = 0
+    for group in registry.GROUPS:
+        for info in registry.available(group):
+            try:
+                registry.load(group, info.name)
+                status = Text("ok", style="green")
+            except registry.PluginError as exc:
+                broken += 1
+                status = Text(exc.problem.message, style="bold red")
+            package = f"{info.distribution} {info.version}" + ("" if info.builtin else " (plugin)")
+            table.add_row(group, info.name, package, info.value, status)
+        for info in registry.shadowed(group):
+            broken += 1
+            package = f"{info.distribution} {info.version} (plugin)"
+            status = Text("refused: a built-in has this name", style="bold red")
+            table.add_row(group, info.name, package, info.value, status)
+    console.print(table)
+    if broken:
+        raise typer.Exit(1)
 
 
 @app.command()

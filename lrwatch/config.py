@@ -16,8 +16,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lrwatch import registry
 from lrwatch.controller import PolicyConfig
 from lrwatch.detectors import DetectorsConfig
+from lrwatch.notify import NotifierSettings
+from lrwatch.registry import PluginProblem
 from lrwatch.types import Role
 
 DEFAULT_METRICS_PORT = 9708
@@ -109,6 +112,14 @@ class Config(_Strict):
     roles: RolesConfig = RolesConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     policy: PolicyConfig = PolicyConfig()
+    sources: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="options of installed log formats by name; `enabled: false` turns one off "
+        "(every installed source is read by default: see `lrwatch plugins`)",
+    )
+    notifiers: dict[str, NotifierSettings] = Field(
+        default_factory=dict, description="where findings and actions are sent (notify.py)"
+    )
     overrides: tuple[RunOverride, ...] = ()
 
     def for_run(self, run: str) -> RunSettings:
@@ -119,6 +130,29 @@ class Config(_Strict):
                 detectors = override.detectors or detectors
                 policy = override.policy or policy
         return RunSettings(roles=roles, detectors=detectors, policy=policy)
+
+
+def plugin_problems(config: Config) -> list[PluginProblem]:
+    """Every plugin the config names that cannot be used: not installed, failing to import, or
+    given options its config model rejects. ``lrwatch config check`` fails on them; the daemon
+    logs them and runs without those plugins."""
+    checks: list[tuple[str, str, dict[str, Any]]] = []
+    detectors = [config.detectors, *(o.detectors for o in config.overrides if o.detectors)]
+    policies = [config.policy, *(o.policy for o in config.overrides if o.policy)]
+    for section in detectors:
+        checks += [("detectors", name, raw) for name, raw in section.plugins.items()]
+    for policy in policies:
+        checks += [("policies", name, raw) for name, raw in policy.plugins.items()]
+    for name, raw in config.sources.items():
+        checks.append(("sources", name, {k: v for k, v in raw.items() if k != "enabled"}))
+    for instance, settings in config.notifiers.items():
+        checks.append(("notifiers", settings.plugin or instance, settings.options()))
+    problems: list[PluginProblem] = []
+    for group, name, raw in checks:
+        problem = registry.check(group, name, raw)
+        if problem is not None and problem not in problems:
+            problems.append(problem)
+    return problems
 
 
 class ConfigError(Exception):
@@ -162,6 +196,8 @@ def format_validation_error(exc: ValidationError, path: Path | None) -> str:
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        # Notifier options hold webhook URLs and tokens: never echoed, not even in an error.
+        secret = bool(err["loc"]) and err["loc"][0] == "notifiers"
+        shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"  {field}: {err['msg']}{shown}")
     return "\n".join(lines)

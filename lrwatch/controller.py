@@ -8,12 +8,15 @@ job — the split Lightning's EarlyStopping makes between deciding and stopping.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lrwatch import registry
+from lrwatch.policies import Policy, Proposal
+from lrwatch.registry import PluginProblem
 from lrwatch.types import Action, ActionType, Decision, Finding, Severity
 
 
@@ -36,6 +39,11 @@ class PolicyConfig(BaseModel):
     max_change: float = Field(
         default=10.0, ge=1.0, description="one command changes the factor at most by this ratio"
     )
+    plugins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="policy plugins by registered name (see `lrwatch plugins`), asked in this "
+        "order before the factors above; each with the options its own config model takes",
+    )
     requests: dict[str, ActionType] = Field(
         default_factory=dict,
         description="with an adjustment for this kind, also ask the job's handler for this "
@@ -52,6 +60,8 @@ class PolicyConfig(BaseModel):
         for kind, factor in self.factors.items():
             if not factor > 0:
                 raise ValueError(f"factors.{kind} must be > 0, got {factor}")
+        if "factors" in self.plugins:
+            raise ValueError("plugins: 'factors' is built in: configure it as policy.factors")
         for kind, request in self.requests.items():
             if request is ActionType.SCALE_LR:
                 raise ValueError(f"requests.{kind}: scale_lr is what factors are for")
@@ -65,11 +75,13 @@ _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 class ControlState:
     """What the controller remembers of one run. ``lr_scale`` is the factor the job runs with,
     as the hook last acknowledged it (the daemon's view; replay assumes every action lands).
-    ``actions`` are the (step, severity of the finding) of the adjustments sent, oldest first."""
+    ``actions`` are the (step, severity of the finding) of the adjustments sent, oldest first;
+    ``memory`` what each policy keeps of its own (policies.py)."""
 
     lr_scale: float = 1.0
     actions: list[tuple[int, Severity]] = field(default_factory=list)
     paused: bool = False
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # each policy's own
 
     def forget_from(self, step: int) -> None:
         """Drop the actions at or after ``step``: the job went back to before them."""
@@ -80,69 +92,129 @@ class ControlState:
             "lr_scale": self.lr_scale,
             "actions": [[step, severity.value] for step, severity in self.actions],
             "paused": self.paused,
+            "memory": self.memory,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.lr_scale = float(state["lr_scale"])
         self.actions = [(int(step), Severity(sev)) for step, sev in state.get("actions", [])]
         self.paused = bool(state["paused"])
+        self.memory = {str(k): dict(v) for k, v in state.get("memory", {}).items()}
 
 
 class Controller:
-    """Turns findings into decisions under one run's policy."""
+    """Turns findings into decisions under one run's policy: the policies propose (the plugins
+    listed under ``policy.plugins`` first, then ``factors``), the controller bounds.
+
+    A plugin policy that raises is dropped from this controller and said in ``problems`` (the
+    daemon logs and counts it); the others go on.
+    """
 
     def __init__(self, policy: PolicyConfig) -> None:
         self.policy = policy
+        self.problems: list[PluginProblem] = []
+        self.policies: dict[str, Policy] = {}
+        for name, raw in policy.plugins.items():
+            try:
+                plugin = registry.load("policies", name)
+                self.policies[name] = plugin(registry.validate_config("policies", name, raw))
+            except registry.PluginError as exc:
+                self.problems.append(exc.problem)
+            except Exception as exc:  # its constructor's own bug
+                self._failed(name, exc)
+        self.policies["factors"] = registry.load("policies", "factors")(policy)
 
     def decide(self, finding: Finding, state: ControlState, *, can_act: str | None) -> Decision:
         """``can_act`` is None when the daemon may write to this run, else why it may not
         ("observe mode", "no live hook", "paused"): the decision still says what it would do."""
-        policy = self.policy
-        factor = policy.factors.get(finding.kind)
-        if factor is None or factor == 1.0:
+        proposal = self._ask(lambda p, memory: p.propose(finding, state, memory), state)
+        if proposal is None:
             return self._none(finding, f"{finding.kind}: reported only (no action in policy)")
+        return self._bound(proposal, finding.run, finding.step, state, can_act, finding)
+
+    def on_step(
+        self, run: str, step: int, state: ControlState, *, can_act: str | None
+    ) -> Decision | None:
+        """A step-driven change some policy wants by ``step`` (None: nothing due)."""
+        if len(self.policies) == 1:  # only ``factors``, which never acts on steps alone
+            return None
+        proposal = self._ask(lambda p, memory: p.on_step(step, state, memory), state)
+        if proposal is None:
+            return None
+        return self._bound(proposal, run, step, state, can_act, None)
+
+    def _ask(
+        self, call: Callable[[Policy, dict[str, Any]], Proposal | None], state: ControlState
+    ) -> Proposal | None:
+        for name, policy in list(self.policies.items()):
+            try:
+                proposal = call(policy, state.memory.setdefault(name, {}))
+            except Exception as exc:
+                if name == "factors":
+                    raise  # lrwatch's own bug: let it be seen
+                self._failed(name, exc)
+                continue
+            if proposal is not None:
+                return proposal
+        return None
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        self.policies.pop(name, None)
+        message = f"raised {type(exc).__name__}: {exc}; no longer asked for this run"
+        self.problems.append(PluginProblem("policies", name, "run", message))
+
+    def _bound(
+        self,
+        proposal: Proposal,
+        run: str,
+        step: int,
+        state: ControlState,
+        can_act: str | None,
+        finding: Finding | None,
+    ) -> Decision:
+        """The proposal held to the config's bounds: pause, cooldown, rate limit, LR bounds."""
+        policy = self.policy
+
+        def none(reason: str) -> Decision:
+            return Decision(run, step, None, reason, finding, label=proposal.label)
+
         if state.paused:
-            return self._none(finding, "run is paused: observed only")
-        # The cooldown holds back findings no more severe than the action that started it: a
+            return none("run is paused: observed only")
+        # The cooldown holds back proposals no more severe than the action that started it: a
         # plateau cut must not stop the divergence that follows it from being answered.
-        rank = _RANK[finding.severity]
+        rank = _RANK[proposal.severity]
         last = max((s for s, sev in state.actions if _RANK[sev] >= rank), default=None)
-        if last is not None and finding.step - last < policy.cooldown_steps:
-            return self._none(
-                finding, f"cooldown: last adjustment at step {last}, {policy.cooldown_steps} apart"
-            )
-        recent = [s for s, _ in state.actions if finding.step - s < policy.rate_window_steps]
+        if last is not None and step - last < policy.cooldown_steps:
+            return none(f"cooldown: last adjustment at step {last}, {policy.cooldown_steps} apart")
+        recent = [s for s, _ in state.actions if step - s < policy.rate_window_steps]
         if len(recent) >= policy.max_adjustments:
-            return self._none(
-                finding,
+            return none(
                 f"rate limit: {len(recent)} adjustments in the last "
-                f"{policy.rate_window_steps} steps",
+                f"{policy.rate_window_steps} steps"
             )
-        factor = min(max(factor, 1.0 / policy.max_change), policy.max_change)
+        factor = min(max(proposal.factor, 1.0 / policy.max_change), policy.max_change)
         target = min(max(state.lr_scale * factor, policy.min_lr_scale), policy.max_lr_scale)
         effective = target / state.lr_scale
         if abs(effective - 1.0) < 1e-9:
-            return self._none(finding, f"LR factor already at its bound {state.lr_scale:g}")
+            return none(f"LR factor already at its bound {state.lr_scale:g}")
         action = Action(ActionType.SCALE_LR, round(effective, 12))
-        request = policy.requests.get(finding.kind)
-        requests = (Action(request),) if request is not None else ()
-        reason = f"{finding.kind} at step {finding.step}: LR x{effective:g}" + "".join(
+        requests = tuple(Action(r) for r in proposal.requests)
+        reason = f"{proposal.reason}: LR x{effective:g}" + "".join(
             f" and {r.type.value}" for r in requests
         )
         if can_act is not None:
-            return Decision(
-                finding.run, finding.step, None, f"{reason} not sent: {can_act}", finding
-            )
-        return Decision(finding.run, finding.step, action, reason, finding, requests)
+            return none(f"{reason} not sent: {can_act}")
+        return Decision(
+            run, step, action, reason, finding, requests, proposal.label, proposal.severity
+        )
 
     @staticmethod
     def record(state: ControlState, decision: Decision) -> None:
         """Account for an adjustment that is being sent (cooldown and rate limit)."""
         if decision.action is not None:
-            severity = decision.finding.severity if decision.finding else Severity.CRITICAL
-            state.actions.append((decision.step, severity))
+            state.actions.append((decision.step, decision.severity))
             del state.actions[:-64]  # the rate limit never needs more than this
 
     @staticmethod
     def _none(finding: Finding, reason: str) -> Decision:
-        return Decision(finding.run, finding.step, None, reason, finding)
+        return Decision(finding.run, finding.step, None, reason, finding, label=finding.kind)

@@ -35,17 +35,20 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lrwatch import channel, manual
-from lrwatch.config import Config, ConfigError, Mode
+from lrwatch.config import Config, ConfigError, Mode, plugin_problems
 from lrwatch.exporter import Metrics
+from lrwatch.notify import Notice, Outlet, build_outlets
 from lrwatch.pipeline import Outcome
+from lrwatch.registry import PluginProblem
 from lrwatch.runs import Run, RunBook
 from lrwatch.server import ControlRequest, DaemonServer
+from lrwatch.sources import discovery
 from lrwatch.sources.base import Batch, LogReader
 from lrwatch.sources.discovery import LogWatcher, scan
 from lrwatch.sources.follow import Follower
 from lrwatch.store import StateInUse, Store, exclusive_lock
 from lrwatch.tbwriter import DecisionWriter
-from lrwatch.types import ActionType, Command
+from lrwatch.types import ActionType, Command, Decision
 
 log = logging.getLogger("lrwatch.daemon")
 
@@ -82,6 +85,8 @@ class Daemon:
         self.control: queue.Queue[ControlRequest] = queue.Queue(maxsize=64)
         self.follower = Follower(self.root)
         self._reported: set[tuple[str, str]] = set()  # (file, error) already logged
+        self._plugin_failures: set[tuple[str, str, str]] = set()  # (group, name, stage) logged
+        self.outlets: list[Outlet] = []
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
         self._ready = threading.Event()
@@ -140,6 +145,7 @@ class Daemon:
             self.config.mode.value,
             self.root,
         )
+        self._start_plugins()
         self._restore()
         self.watcher.start()
         self._ingest(set(scan(self.root)))
@@ -201,6 +207,8 @@ class Daemon:
         self._ready.clear()
         self.watcher.stop()
         self.server.stop()
+        for outlet in self.outlets:
+            outlet.close()
         self.store.close()
         self._unlock_root()
         log.info("stopped")
@@ -263,8 +271,74 @@ class Daemon:
                 log.warning("config reload: %s changes only at a restart", name)
         new = new.model_copy(update={n: getattr(self.config, n) for n in _FIXED_AT_START})
         self.config = new
+        for outlet in self.outlets:
+            outlet.close()
+        self._start_plugins()
         self.book.reconfigure(new, _load_key(new))
         log.info("config reloaded (%d runs kept their state)", len(self.book.runs))
+
+    # --- plugins -----------------------------------------------------------------------------
+
+    def _start_plugins(self) -> None:
+        """The configured sources and notifiers, and a check of every plugin the config names:
+        one that cannot be used is reported (see ``_plugin_failed``) and left out; the daemon
+        runs on with the rest."""
+        problems = plugin_problems(self.config)
+        problems += discovery.configure_sources(self.config.sources)
+        self.outlets, more = build_outlets(self.config.notifiers, self._count_notice)
+        for problem in dict.fromkeys([*problems, *more]):
+            self._plugin_failed(problem)
+
+    def _plugin_failed(self, problem: PluginProblem) -> None:
+        """Logged once per plugin and stage; counted once too when it cannot be loaded or
+        configured (each new series would only repeat that), and at each failure while running
+        (a plugin that keeps failing must not flood the log: the counter says how often)."""
+        key = (problem.group, problem.name, problem.stage)
+        if key in self._plugin_failures:
+            if problem.stage == "run":
+                self.metrics.plugin_errors_total.labels(*key).inc()
+            log.debug("%s; running without it", problem)
+            return
+        self._plugin_failures.add(key)
+        self.metrics.plugin_errors_total.labels(*key).inc()
+        log.error("%s; running without it", problem)
+
+    def _count_notice(self, notifier: str, outcome: str) -> None:
+        self.metrics.notifications_total.labels(notifier, outcome).inc()
+
+    def _notices(self, outcome: Outcome, sent: list[tuple[Command, Decision]]) -> list[Notice]:
+        """What the notifiers are told of one batch: its findings, and the commands sent."""
+        now = self.clock()
+        notices = [
+            Notice(
+                "finding",
+                f.run,
+                f.step,
+                f.kind,
+                f.severity,
+                f.reason,
+                now,
+                f.metric,
+                {**f.detail, "onset_step": f.onset_step},
+            )
+            for f in outcome.findings
+        ]
+        for command, decision in sent:
+            detail = {"action": command.action.to_json(), "seq": command.seq}
+            kind = decision.label or command.action.type.value
+            notices.append(
+                Notice(
+                    "action",
+                    command.run,
+                    decision.step,
+                    kind,
+                    decision.severity,
+                    command.reason,
+                    now,
+                    detail=detail,
+                )
+            )
+        return notices
 
     # --- ingest and analysis -----------------------------------------------------------------
 
@@ -298,6 +372,9 @@ class Daemon:
         for item in news:
             for command in item.commands:
                 item.run.actuator.send(command)
+            for outlet in self.outlets:
+                for notice in item.notices:
+                    outlet.offer(notice)
 
     def _analyse(self, run: Run, batch: Batch, reread: bool, source: str) -> _News | None:
         """Feed one batch to the run's monitor; what it found (with the commands it numbered),
@@ -320,20 +397,24 @@ class Daemon:
                 rewind.from_step,
                 rewind.to_step,
             )
-        commands = []
+        for problem in outcome.problems:
+            self._plugin_failed(problem)
+        sent: list[tuple[Command, Decision]] = []
         for decision in outcome.decisions:
-            if decision.action is not None and decision.finding is not None:
+            if decision.action is not None:
                 for action in (decision.action, *decision.requests):
                     command = run.actuator.new_command(action, decision.reason, "controller", now)
                     # Only LR changes count as adjustments; a request's label is empty.
                     is_lr = action.type is ActionType.SCALE_LR
-                    run.labels[command.seq] = decision.finding.kind if is_lr else ""
-                    commands.append(command)
+                    run.labels[command.seq] = decision.label if is_lr else ""
+                    sent.append((command, decision))
+        commands = [command for command, _ in sent]
         if run.actuator.has_channel:  # what record() writes for; cached, unlike its own check
             self.tensorboard.record(run.actuator.run_dir, run.monitor, outcome, commands)
         if not (outcome.findings or outcome.decisions):
             return None
-        return _News(run, outcome, commands)
+        notices = self._notices(outcome, sent) if self.outlets else []
+        return _News(run, outcome, commands, notices)
 
     def _commit(self, news: _News) -> None:
         """Into the open transaction: the findings, the decisions (audited) and commands."""
@@ -411,6 +492,7 @@ class _News:
     run: Run
     outcome: Outcome
     commands: list[Command]
+    notices: list[Notice]
 
 
 def _load_key(config: Config) -> bytes | None:

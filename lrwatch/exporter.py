@@ -106,6 +106,20 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.plugin_errors_total = Counter(
+            "lrwatch_plugin_errors",
+            "Plugins that failed (stage: load = not installed or failed to import or build, "
+            "config = invalid options, run = raised while running) and were left out.",
+            ["group", "plugin", "stage"],
+            registry=r,
+        )
+        self.notifications_total = Counter(
+            "lrwatch_notifications",
+            "Notices (findings, actions) by notifier instance and outcome: sent, failed "
+            "(the notifier gave up), dropped (its queue was full).",
+            ["notifier", "outcome"],
+            registry=r,
+        )
         self.runs = Gauge(
             "lrwatch_runs", "Runs known to the daemon, by state.", ["state"], registry=r
         )

@@ -17,6 +17,8 @@ from lrwatch.config import RunSettings
 from lrwatch.controller import Controller, ControlState
 from lrwatch.detectors import build_detectors
 from lrwatch.detectors.base import Detector
+from lrwatch.detectors.schedule import ScheduleMotion
+from lrwatch.registry import PluginProblem
 from lrwatch.types import Decision, Finding, Role, Sample
 
 # Which detectors look at which role is decided in lrwatch.detectors.build_detectors (the loss
@@ -30,7 +32,7 @@ class Series:
     """The last point of one metric, and the detectors watching it (if it has a role)."""
 
     role: Role | None
-    detectors: list[Detector]
+    detectors: dict[str, Detector]  # by registered name (lrwatch.detectors)
     last_step: int = -1
     last_value: float = math.nan
     out_of_order: int = 0
@@ -47,7 +49,7 @@ class Series:
             "last_wall_time": self.last_wall_time,
             "source": self.source,
             "rewinds": self.rewinds,
-            "detectors": [d.state_dict() for d in self.detectors],
+            "detectors": {name: d.state_dict() for name, d in self.detectors.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -58,8 +60,12 @@ class Series:
         self.last_wall_time = None if wall_time is None else float(wall_time)
         self.source = str(state.get("source", ""))
         self.rewinds = int(state.get("rewinds", 0))
-        for detector, sub in zip(self.detectors, state["detectors"], strict=True):
-            detector.load_state_dict(sub)
+        saved = state["detectors"]
+        if isinstance(saved, list):  # lrwatch 0.1.0 saved them as a list in building order
+            saved = dict(zip(self.detectors, saved, strict=False))
+        for name, detector in self.detectors.items():
+            if name in saved:  # else a plugin installed since: it starts fresh
+                detector.load_state_dict(saved[name])
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,7 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     rewinds: list[Rewind] = field(default_factory=list)
+    problems: list[PluginProblem] = field(default_factory=list)  # plugins that failed here
 
 
 def _is_rewind(series: Series, sample: Sample, source: str, reread: bool) -> bool:
@@ -90,18 +97,25 @@ def _is_rewind(series: Series, sample: Sample, source: str, reread: bool) -> boo
 class RunMonitor:
     """Everything lrwatch knows about one run, minus its files and its channel."""
 
-    def __init__(self, run: str, settings: RunSettings) -> None:
+    def __init__(self, run: str, settings: RunSettings, *, assume_landed: bool = False) -> None:
+        """``assume_landed``: each LR action is taken to land at once (replay, which has no
+        hook to ack it); the daemon leaves it False and learns the factor from the acks."""
         self.run = run
         self.settings = settings
+        self.assume_landed = assume_landed
         self.controller = Controller(settings.policy)
         self.control = ControlState()
         self.series: dict[str, Series] = {}
+        # Plugins that failed (not installed, bad config, raised), until the next observe()
+        # hands them to its caller: the daemon logs and counts them, replay prints them.
+        self._problems: list[PluginProblem] = list(self.controller.problems)
+        self.controller.problems = self._problems
 
     def _series(self, metric: str) -> Series:
         series = self.series.get(metric)
         if series is None:
             role = self.settings.roles.role_of(metric)
-            detectors = build_detectors(self.settings.detectors, role)
+            detectors = build_detectors(self.settings.detectors, role, self._problems)
             series = self.series[metric] = Series(role, detectors)
         return series
 
@@ -147,18 +161,73 @@ class RunMonitor:
             series.last_value = sample.value
             series.last_wall_time = sample.wall_time
             series.source = source
-            found_here = [f for d in series.detectors if (f := d.update(sample.step, sample.value))]
-            if found_here and any(d.active == "divergence" for d in series.detectors):
+            found_here: list[Finding] = []
+            ran = 0
+            try:
+                for detector in series.detectors.values():
+                    found = detector.update(sample.step, sample.value)
+                    ran += 1
+                    if found is not None:
+                        found_here.append(found)
+            except Exception as exc:
+                found_here += self._isolate(series, sample, ran, exc)
+            if series.role is Role.LOSS:
+                due = self.controller.on_step(self.run, sample.step, self.control, can_act=can_act)
+                if due is not None:
+                    self._record(due)
+                    outcome.decisions.append(due)
+            if found_here and any(d.active == "divergence" for d in series.detectors.values()):
                 # A diverging loss also "stops improving" and may swing: those findings would
                 # only repeat the divergence in a weaker voice, and must not win the policy.
                 found_here = [f for f in found_here if f.kind not in _MASKED_BY_DIVERGENCE]
+            # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
+            # is reported, not acted on: the schedule is already doing the plateau's job.
+            lr_series = self.series.get(self.role_metric(Role.LR) or "") if found_here else None
+            watch = lr_series.detectors.get("schedule") if lr_series is not None else None
+            held = isinstance(watch, ScheduleMotion) and watch.moving
             for found in found_here:
                 found = replace(found, run=self.run, metric=sample.metric)
                 outcome.findings.append(found)
-                decision = self.controller.decide(found, self.control, can_act=can_act)
-                self.controller.record(self.control, decision)
+                if held and found.kind == "plateau":
+                    why = "plateau: reported only while the LR schedule is still moving the LR"
+                    decision = Decision(self.run, found.step, None, why, found, label=found.kind)
+                else:
+                    decision = self.controller.decide(found, self.control, can_act=can_act)
+                self._record(decision)
                 outcome.decisions.append(decision)
+        if self._problems:
+            outcome.problems, self._problems[:] = list(self._problems), []
         return outcome
+
+    def _record(self, decision: Decision) -> None:
+        self.controller.record(self.control, decision)
+        action = decision.action
+        if self.assume_landed and action is not None and action.factor is not None:
+            self.control.lr_scale *= action.factor
+
+    def _isolate(self, series: Series, sample: Sample, ran: int, error: Exception) -> list[Finding]:
+        """The detector after the first ``ran`` raised ``error`` on ``sample``: drop it from
+        this series (said in ``problems``); run the rest one by one, dropping any that raises."""
+        found: list[Finding] = []
+        rest = list(series.detectors.items())[ran:]
+        self._drop(series, rest[0][0], sample, error)
+        for name, detector in rest[1:]:
+            try:
+                finding = detector.update(sample.step, sample.value)
+            except Exception as exc:
+                self._drop(series, name, sample, exc)
+                continue
+            if finding is not None:
+                found.append(finding)
+        return found
+
+    def _drop(self, series: Series, name: str, sample: Sample, error: Exception) -> None:
+        del series.detectors[name]
+        message = (
+            f"raised {type(error).__name__}: {error} at step {sample.step} of "
+            f"{self.run}/{sample.metric}; no longer run on that series"
+        )
+        self._problems.append(PluginProblem("detectors", name, "run", message))
 
     def _rewind(self, old: Series, sample: Sample, outcome: Outcome) -> Series:
         """Start ``sample.metric`` over at ``sample.step`` (see ``observe``)."""
@@ -170,7 +239,7 @@ class RunMonitor:
         return series
 
     def active_kinds(self) -> set[str]:
-        return {k for s in self.series.values() for d in s.detectors if (k := d.active)}
+        return {k for s in self.series.values() for d in s.detectors.values() if (k := d.active)}
 
     def role_metric(self, role: Role) -> str | None:
         """The metric playing ``role`` in this run (the first configured name it logs)."""

@@ -16,7 +16,14 @@ from typing import Any
 
 from lrwatch.config import Config
 from lrwatch.pipeline import RunMonitor
-from lrwatch.sources.discovery import open_reader, run_name, scan
+from lrwatch.registry import PluginProblem
+from lrwatch.sources.discovery import (
+    configure_sources,
+    open_reader,
+    run_name,
+    scan,
+    take_problems,
+)
 from lrwatch.types import Decision, Finding, Sample
 
 
@@ -76,10 +83,17 @@ def read_run(run: str, files: list[Path]) -> list[Sample]:
     return samples
 
 
-def replay(paths: Iterable[Path], config: Config) -> Iterator[ReplayedFinding]:
+def replay(
+    paths: Iterable[Path], config: Config, problems: list[PluginProblem] | None = None
+) -> Iterator[ReplayedFinding]:
+    """The findings of each run under ``paths``, with what act mode would have done. Plugins
+    that cannot be used are left out and appended to ``problems`` (as the daemon does)."""
+    problems = [] if problems is None else problems
+    problems += configure_sources(config.sources)
     for run, files in sorted(discover_runs(paths).items()):
-        monitor = RunMonitor(run, config.for_run(run))
+        monitor = RunMonitor(run, config.for_run(run), assume_landed=True)
         outcome = monitor.observe(read_run(run, files), can_act=None)
+        problems += outcome.problems + take_problems()
         decisions = {id(d.finding): d for d in outcome.decisions}
         for finding in outcome.findings:
             yield ReplayedFinding(finding, decisions.get(id(finding)))

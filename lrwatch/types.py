@@ -108,6 +108,10 @@ class Decision:
     # Requests to the job's own handlers that go with ``action`` (rollback, checkpoint, stop),
     # each sent as a command of its own after the LR change.
     requests: tuple[Action, ...] = ()
+    # The reason label of lrwatch_adjustments_total: the finding's kind, or a policy's own word
+    # for a change no finding caused (see policies.py); and the severity its cooldown ranks.
+    label: str = ""
+    severity: Severity = Severity.CRITICAL
 
 
 class AckStatus(enum.StrEnum):

@@ -303,8 +303,8 @@ def plateau_scores(runs: list[Run], scores: Scores) -> None:
     rl = "ReduceLROnPlateau(10)"
     scores.add(
         f"plateau: median steps from onset to flag ({len(plateaus)} plateau runs)",
-        lrwatch=fmt(pct(ours, 0.5)),
-        **{rl: fmt(pct(theirs, 0.5))},
+        lrwatch=fmt(pct(ours, 0.5), 1),
+        **{rl: fmt(pct(theirs, 0.5), 1)},
         target="≤ ReduceLROnPlateau",
     )
     scores.add(
@@ -483,7 +483,8 @@ def throughput(runs: list[Run], n: int = 400_000) -> list[tuple[str, float]]:
     cfg = DetectorsConfig()
     seen: set[str] = set()
     for role in (Role.LOSS, Role.GRAD_NORM, Role.VAL_LOSS):
-        for det in build_detectors(cfg, role):
+        built = build_detectors(cfg, role)
+        for det in built.values() if isinstance(built, dict) else built:
             name = f"{type(det).__name__} ({role.value})"
             if type(det).__name__ in seen and role is not Role.GRAD_NORM:
                 continue

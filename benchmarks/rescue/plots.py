@@ -1,6 +1,7 @@
 """One picture per scenario: validation loss and LR over steps for the three methods, with what
 lrwatch found (shaded by kind, from its detectors replayed over the run's log) and did (each
-command, at the step the hook applied it).
+command, at the step the hook applied it). A drift scenario gets an inset of the steps around
+the drift, where its recovery is decided (at the full scale it is a few pixels wide).
 
 The first seed is drawn bold, the others faint, so the spread is visible without a legend per
 seed; the well-tuned run is the dashed black reference where a scenario is held to it.
@@ -24,8 +25,8 @@ from lrwatch.config import Config
 from lrwatch.report import KIND_COLOURS, OTHER_KIND_COLOUR, collect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scenarios import REFERENCE, SCENARIOS
-from summary import Cell, load_log, val_curve
+from scenarios import DRIFT_KEYS, DRIFT_STEP, REFERENCE, SCENARIOS
+from summary import RECOVERY_TOLERANCE, Cell, load_log, val_curve
 
 COLOURS = {"fixed": "tab:gray", "plateau": "tab:blue", "lrwatch": "tab:green"}
 ZORDER = {"fixed": 1, "plateau": 2, "lrwatch": 3}
@@ -65,7 +66,10 @@ def plot_scenario(key: str, cells: dict[str, Cell], reference: Cell | None, out:
                 )
             bottom.plot([int(r["step"]) for r in log], [r["lr"] for r in log], **style)
     shown = [v for runs in curves.values() for _, log in runs for _, v in val_curve(log)]
-    if reference is not None and key != REFERENCE:
+    # The well-tuned run is a yardstick only for the scenarios of its own task.
+    held_to = reference is not None and key != REFERENCE
+    held_to = held_to and scenario.task == SCENARIOS[REFERENCE].task
+    if reference is not None and held_to:
         first = min(reference.results, key=lambda r: int(r["seed"]))
         curve = val_curve(load_log(Path(first["run_dir"])))
         top.plot([s for s, _ in curve], [v for _, v in curve], "--", color="black", lw=1.0)
@@ -74,7 +78,7 @@ def plot_scenario(key: str, cells: dict[str, Cell], reference: Cell | None, out:
     top.set_ylim(low * 0.9, top_limit)
     bottom.set_yscale("log")
     handles: list[Any] = [Line2D([], [], color=COLOURS[m], lw=1.6, label=NAMES[m]) for m in cells]
-    if reference is not None and key != REFERENCE:
+    if held_to:
         handles.append(Line2D([], [], ls="--", color="black", label="well-tuned run"))
     if "lrwatch" in cells:
         handles += _lrwatch_marks(cells["lrwatch"], (top, bottom))
@@ -90,6 +94,8 @@ def plot_scenario(key: str, cells: dict[str, Cell], reference: Cell | None, out:
             fontsize=8,
             va="bottom",
         )
+    if key in DRIFT_KEYS:
+        _drift_inset(top, curves)
     handles.append(Line2D([], [], ls="", marker="x", color="black", label="first NaN/inf"))
     top.legend(handles=handles, fontsize=8, loc="upper right", framealpha=0.85)
     top.set_ylabel("validation loss")
@@ -99,6 +105,39 @@ def plot_scenario(key: str, cells: dict[str, Cell], reference: Cell | None, out:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def _drift_inset(top: Any, curves: dict[str, list[tuple[int, list[dict[str, float]]]]]) -> None:
+    """The validation loss from just before the drift to 400 steps after, every seed, with the
+    line the recovery is measured against (10 % above the first seed's pre-drift loss)."""
+    inset = top.inset_axes((0.1, 0.33, 0.42, 0.6))
+    lo, hi = DRIFT_STEP - 60, DRIFT_STEP + 400
+    shown = []
+    for method, runs in curves.items():
+        for i, (_, log) in enumerate(runs):
+            part = [(s, v) for s, v in val_curve(log) if lo <= s <= hi and math.isfinite(v)]
+            shown += [v for _, v in part]
+            inset.plot(
+                [s for s, _ in part],
+                [v for _, v in part],
+                color=COLOURS[method],
+                zorder=ZORDER[method],
+                lw=1.4 if i == 0 else 0.7,
+                alpha=1.0 if i == 0 else 0.4,
+            )
+    first = curves.get("fixed", next(iter(curves.values())))[0][1]
+    before = [v for s, v in val_curve(first) if s < DRIFT_STEP]
+    if before:
+        inset.axhline(RECOVERY_TOLERANCE * before[-1], color="black", ls=":", lw=0.8)
+    inset.axvline(DRIFT_STEP, color="tab:red", ls=":", lw=1.0)
+    if shown:
+        inset.set_ylim(min(shown) * 0.9, min(max(shown), 4 * min(shown)) * 1.05)
+    inset.set_xlim(lo, hi)
+    inset.tick_params(labelsize=7)
+    inset.set_title(
+        f"around the drift; dotted: {RECOVERY_TOLERANCE - 1:.0%} above the pre-drift loss",
+        fontsize=7,
+    )
 
 
 def _lrwatch_marks(cell: Cell, axes: tuple[Any, Any]) -> list[Any]:
@@ -131,7 +170,7 @@ def _lrwatch_marks(cell: Cell, axes: tuple[Any, Any]) -> list[Any]:
         )
     marks: list[Any] = [Patch(color=c, alpha=0.3, label=f"lrwatch: {k}") for k, c in kinds.items()]
     if applied:
-        marks.append(Line2D([], [], ls="--", color="tab:green", label="lrwatch: LR cut applied"))
+        marks.append(Line2D([], [], ls="--", color="tab:green", label="lrwatch: LR change applied"))
     return marks
 
 

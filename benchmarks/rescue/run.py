@@ -2,7 +2,7 @@
 
     python benchmarks/rescue/run.py --seeds 3
 
-Five scenarios (scenarios.py), each trained for real on CPU three ways — a fixed LR, torch's
+Six scenarios (scenarios.py), each trained for real on CPU three ways — a fixed LR, torch's
 ReduceLROnPlateau in the loop, and the lrwatch daemon plus the hook — over several seeds, then
 the validation loss and accuracy/R²/AUC at the end, mean ± std over seeds, into
 ``benchmarks/results/rescue.md`` (+ ``rescue.json``) and one ``rescue_<scenario>.png`` each.
@@ -13,7 +13,9 @@ Two phases, never more than two busy processes (the machine is shared):
    worker process, two jobs at a time, *unpaced*: nothing watches them from outside, so their
    result does not depend on wall-clock time (each job is deterministic given its seed);
 2. the lrwatch jobs, all at once as threads of one worker process, each its own run directory
-   under one root watched by one real ``python -m lrwatch run`` daemon (default config). These
+   under one root watched by one real ``python -m lrwatch run`` daemon, configured by
+   ``lrwatch.yaml`` beside this file: lrwatch's defaults, and for the drift (stream) jobs the
+   continual policy plugin (``plugins/lrwatch-continual``, which must be installed). These
    are *paced*: each step sleeps ``--step-time`` (20 ms by default), since a real GPU step takes
    tens of milliseconds and the daemon's reaction (it tails the log, the hook checks its channel
    every ~0.1 s) should be a few steps, as in production, not hundreds of 1 ms CPU steps.
@@ -45,10 +47,12 @@ from summary import Stat, markdown, summarise, targets
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+DAEMON_CONFIG = HERE / "lrwatch.yaml"  # defaults, plus the continual plugin for the streams
 
 
 def main() -> None:
     args = _parse()
+    _check_config(args.daemon_config)
     started = time.monotonic()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="lrwatch-rescue-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temp dir")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default="rescue", help="output file prefix")
-    parser.add_argument("--daemon-config", type=Path, default=None, help="a what-if config")
+    parser.add_argument(
+        "--daemon-config",
+        type=Path,
+        default=DAEMON_CONFIG,
+        help="the daemon's config (a what-if one); default: lrwatch.yaml beside this file",
+    )
     parser.add_argument(
         "--lrwatch-src",
         type=Path,
@@ -129,6 +138,17 @@ def _parse() -> argparse.Namespace:
         "to compare detector or policy versions on the very same jobs",
     )
     return parser.parse_args()
+
+
+def _check_config(path: Path) -> None:
+    """Fail before training anything if the daemon's config names a plugin that is not
+    installed: the daemon would go on without it, and the numbers would quietly be another's."""
+    from lrwatch.config import load_config, plugin_problems
+
+    problems = plugin_problems(load_config(path))
+    if problems:
+        listed = "; ".join(str(p) for p in problems)
+        sys.exit(f"{path}: {listed} (pip install -e plugins/lrwatch-continual)")
 
 
 def _out(args: argparse.Namespace, suffix: str) -> Path:
@@ -157,15 +177,14 @@ def _result(spec: JobSpec) -> dict[str, Any]:
 class _daemon:
     """A real ``python -m lrwatch run`` over ``root``, ready on entry, stopped on exit."""
 
-    def __init__(self, root: Path, work: Path, config: Path | None, src: Path | None) -> None:
+    def __init__(self, root: Path, work: Path, config: Path, src: Path | None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         from lrwatch.demo.showcase import free_port
 
         self.port = free_port()
         self.cmd = [sys.executable, "-m", "lrwatch", "run", "--logdir", str(root)]
         self.cmd += ["--metrics-port", str(self.port), "--state", str(work / "lrwatch.sqlite")]
-        if config is not None:
-            self.cmd += ["--config", str(config)]
+        self.cmd += ["--config", str(config.resolve())]
         self.log_path = work / "daemon.log"
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.cwd: Path | None = None
@@ -210,15 +229,28 @@ def _notes(args: argparse.Namespace, paced: list[float], jobs: int) -> list[str]
         f"{1000 * args.step_time:g} ms (a real GPU step's pace); measured {ms:.1f} ms/step "
         "on average including the CPU work of all jobs on a shared 2-core machine.",
         "lrwatch: one `python -m lrwatch run` daemon over all of them, "
-        + (f"config `{args.daemon_config}`" if args.daemon_config else "default config")
+        + _config_note(args.daemon_config)
         + (f", lrwatch from `{args.lrwatch_src}`." if args.lrwatch_src else "."),
         "fixed LR and ReduceLROnPlateau jobs: unpaced (nothing watches them; each job is "
         "deterministic given its seed). ReduceLROnPlateau: torch's defaults (factor 0.1, "
         "patience 10, threshold 1e-4), stepped every 20 steps on the validation loss "
-        "(drift: on the prequential loss, the mean training loss of the last 20 batches).",
+        "(streams: on the prequential loss, the mean training loss of the last 20 batches).",
         "all: SGD with momentum 0.9, one torch thread per job; data from scikit-learn's "
         "generators (fixed), the seed sets initialisation and batch order.",
     ]
+
+
+def _config_note(config: Path) -> str:
+    if config.resolve() != DAEMON_CONFIG:
+        return f"config `{config}` (a what-if)"
+    return (
+        f"config `{DAEMON_CONFIG.relative_to(REPO)}`: lrwatch's defaults, and for the two "
+        "stream jobs (d) and (f) (runs `drift*/*`), as a continual-learning pipeline would "
+        "configure its stream jobs, the continual policy plugin (`plugins/lrwatch-continual`: "
+        "after a drift, the LR at 3x the job's own for 300 steps, then back to the job's "
+        "schedule), `max_lr_scale: 3` so that the boost is let through, and plateaus reported "
+        "but not cut (a stream's loss floor is its data's; a cut LR cannot re-learn)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from job import METHODS
-from scenarios import DRIFT_STEP, REFERENCE, SCENARIOS
+from scenarios import DRIFT_KEYS, DRIFT_STEP, REFERENCE, SCENARIOS
 
 RECOVERY_TOLERANCE = 1.10  # "recovered" = validation loss back within 10 % of its pre-drift value
+SCORE_AFTER = 100  # the AUC this many steps after the drift: how well it catches the new fraud
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Cell:
     score: Stat
     results: list[dict[str, Any]]
     recovery: Stat = field(default_factory=lambda: Stat([]))
+    score_after: Stat = field(default_factory=lambda: Stat([]))  # drift: AUC at +SCORE_AFTER
     commands: list[int] = field(default_factory=list)
     reactions: list[int] = field(default_factory=list)  # steps from finding to applied ack
 
@@ -82,15 +84,26 @@ def recovery_steps(log: list[dict[str, float]]) -> float:
     return math.inf
 
 
+def score_after_drift(log: list[dict[str, float]]) -> float:
+    """The validation score (AUC) at the first evaluation ``SCORE_AFTER`` steps or more after
+    the drift: the final score says where a stream job ends, this one what it missed meanwhile."""
+    for r in log:
+        if "val/score" in r and r["step"] >= DRIFT_STEP + SCORE_AFTER - 1:
+            return float(r["val/score"])
+    return math.nan
+
+
 def lrwatch_actions(run_dir: Path) -> tuple[int, list[int]]:
-    """How many commands the daemon sent, and for each applied one the steps from the finding
-    (named in the command's reason, "divergence at step 143: LR x0.1") to the hook's ack."""
+    """How many commands the daemon sent, and for each applied one answering a finding the steps
+    from the finding (named at the start of the command's reason, "divergence at step 143: LR
+    x0.1") to the hook's ack. A step-driven command (the continual policy's return after its
+    boost, "boost for the drift of step 1520 over: ...") is counted, but is no reaction."""
     from lrwatch.report import adjustments_of
 
     reactions = []
     adjustments = adjustments_of(run_dir)
     for a in adjustments:
-        found = re.search(r"at step (\d+)", a.reason)
+        found = re.match(r"[\w-]+ at step (\d+)", a.reason)
         if a.step is not None and found:
             reactions.append(a.step - int(found.group(1)))
     return len(adjustments), reactions
@@ -112,8 +125,10 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, Cell]]:
                 Stat([float(r["score"]) for r in rows]),
                 rows,
             )
-            if key == "drift":
-                cell.recovery = Stat([recovery_steps(load_log(Path(r["run_dir"]))) for r in rows])
+            if key in DRIFT_KEYS:
+                logs = [load_log(Path(r["run_dir"])) for r in rows]
+                cell.recovery = Stat([recovery_steps(log) for log in logs])
+                cell.score_after = Stat([score_after_drift(log) for log in logs])
             if method == "lrwatch":
                 for r in rows:
                     count, reactions = lrwatch_actions(Path(r["run_dir"]))
@@ -147,15 +162,18 @@ def targets(table: dict[str, dict[str, Cell]]) -> list[tuple[str, bool, str]]:
         out.append(
             ("plateau", lw <= rl, f"lrwatch {_num(lw)} vs ReduceLROnPlateau {_num(rl)} (<=)")
         )
-    if {"lrwatch", "fixed"} <= set(table.get("drift", {})):
-        lw, fx = (table["drift"][m].recovery.mean for m in ("lrwatch", "fixed"))
-        out.append(
-            (
-                "drift",
-                lw < fx,
-                f"recovery in {_steps(lw)} with lrwatch vs {_steps(fx)} with the fixed LR (<)",
+    for key in DRIFT_KEYS:
+        if {"lrwatch", "fixed"} <= set(table.get(key, {})):
+            lw, fx = (table[key][m].recovery.mean for m in ("lrwatch", "fixed"))
+            auc = (table[key][m].score_after.show(3) for m in ("lrwatch", "fixed"))
+            out.append(
+                (
+                    key,
+                    lw < fx,
+                    f"recovery in {_steps(lw)} with lrwatch vs {_steps(fx)} with the fixed LR "
+                    f"(<); AUC {SCORE_AFTER} steps after the drift {' vs '.join(auc)}",
+                )
             )
-        )
     if {"lrwatch", "fixed"} <= set(table.get("healthy", {})):
         lw, fx = (table["healthy"][m].val_loss.mean for m in ("lrwatch", "fixed"))
         change = (lw - fx) / fx
@@ -196,7 +214,7 @@ def markdown(
         "## All numbers",
         "",
         "| scenario | method | final val loss | accuracy / R² / AUC | lrwatch commands "
-        "| drift: recovery of the pre-drift loss |",
+        f"| drift: recovery of the pre-drift loss; AUC {SCORE_AFTER} steps after |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, cells in table.items():
@@ -206,7 +224,9 @@ def markdown(
             commands = (
                 f"{statistics.fmean(cell.commands):.1f} per run" if method == "lrwatch" else ""
             )
-            recovery = _recovery(cell.recovery) if key == "drift" else ""
+            recovery = ""
+            if key in DRIFT_KEYS:
+                recovery = f"{_recovery(cell.recovery)}; AUC {cell.score_after.show(3)}"
             lines.append(
                 f"| {scenario.title} | {names[method]} | {cell.val_loss.show()} "
                 f"| {score_name} {cell.score.show(3)} | {commands} | {recovery} |"
@@ -224,8 +244,8 @@ def markdown(
     if reactions:
         lines.append(
             f"- lrwatch's reaction, from the step a detector fired to the step the hook applied "
-            f"the cut: median {statistics.median(reactions):g} steps, max {max(reactions)} "
-            f"({len(reactions)} applied commands)."
+            f"the command answering it: median {statistics.median(reactions):g} steps, "
+            f"max {max(reactions)} ({len(reactions)} applied commands)."
         )
     return "\n".join(lines) + "\n"
 
@@ -258,7 +278,7 @@ def compact_table(
                 shown.append("")
                 continue
             text = cell.val_loss.show()
-            if key == "drift":
+            if key in DRIFT_KEYS:
                 text += f"; recovery {_recovery(cell.recovery)}"
             shown.append(text)
         target = SCENARIOS[key].target

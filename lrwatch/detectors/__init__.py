@@ -3,59 +3,65 @@
 Each detector module owns its config model, so a knob is defined in exactly one place;
 :class:`DetectorsConfig` only gathers them for the daemon's config file, and
 :func:`build_detectors` turns it into fresh runtime objects (Vector's config -> ``build()``)
-for a series of a given role:
+for a series of a given role. The built-ins are entry points of the ``lrwatch.detectors`` group
+like any plugin (registry.py); each says which roles it watches:
 
 =============  =========================================================================
 role           detectors (in this order)
 =============  =========================================================================
 ``loss``       divergence (and spike), oscillation, plateau, drift
-``grad_norm``  divergence, with the ``grad_norm`` knobs: an exploding gradient norm is the
-               earliest sign of a step size past the stability edge; its spikes are not
-               reported (gradient norms spike all the time)
+``grad_norm``  grad_norm: divergence with its own defaults (grad_norm.py); an exploding
+               gradient norm is the earliest sign of a step size past the stability edge
 ``val_loss``   overfit: a rising validation loss is overfitting, not a training divergence
-``lr``         none (it is exported, not judged)
+``lr``         schedule: no findings, it says whether the job's own schedule is still moving
+               the LR (a plateau is then not acted on: schedule.py)
 =============  =========================================================================
+
+then the plugins named under ``detectors.plugins``, in the order they are listed there.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
-from lrwatch.detectors.base import Detector
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lrwatch import registry
+from lrwatch.detectors.base import Detector, DetectorPlugin
 from lrwatch.detectors.divergence import DivergenceConfig, DivergenceDetector
 from lrwatch.detectors.drift import DriftConfig, DriftDetector
+from lrwatch.detectors.grad_norm import GradNormConfig, GradNormDetector
 from lrwatch.detectors.oscillation import OscillationConfig, OscillationDetector
 from lrwatch.detectors.overfit import OverfitConfig, OverfitDetector
 from lrwatch.detectors.plateau import PlateauConfig, PlateauDetector
+from lrwatch.detectors.schedule import ScheduleConfig, ScheduleMotion
+from lrwatch.registry import PluginProblem
 from lrwatch.types import Role
 
+# The built-ins, in the order a series runs them; each is a section of DetectorsConfig.
+BUILTIN = registry.builtin_names("detectors")
+
 __all__ = [
+    "BUILTIN",
     "Detector",
+    "DetectorPlugin",
     "DetectorsConfig",
     "DivergenceConfig",
     "DivergenceDetector",
     "DriftConfig",
     "DriftDetector",
+    "GradNormConfig",
+    "GradNormDetector",
     "OscillationConfig",
     "OscillationDetector",
     "OverfitConfig",
     "OverfitDetector",
     "PlateauConfig",
     "PlateauDetector",
+    "ScheduleConfig",
+    "ScheduleMotion",
     "build_detectors",
 ]
-
-# Gradient norms are noisier than losses and move a lot early in training (they often grow
-# for a while as the loss falls, so no warm-up blow-up test): a longer history, and only big
-# sustained jumps, or a creep of 2x before the leap, count. Their spikes are not reported.
-GRAD_NORM_DEFAULTS = DivergenceConfig(
-    window=100,
-    min_history=50,
-    big_ratio=10.0,
-    creep_ratio=2.0,
-    warmup_rises=0,
-    report_spikes=False,
-)
 
 
 class DetectorsConfig(BaseModel):
@@ -64,30 +70,54 @@ class DetectorsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     divergence: DivergenceConfig = DivergenceConfig()
-    grad_norm: DivergenceConfig = GRAD_NORM_DEFAULTS
+    grad_norm: GradNormConfig = GradNormConfig()
     oscillation: OscillationConfig = OscillationConfig()
     plateau: PlateauConfig = PlateauConfig()
     drift: DriftConfig = DriftConfig()
     overfit: OverfitConfig = OverfitConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    plugins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="detector plugins by registered name (see `lrwatch plugins`), each with "
+        "the options its own config model takes",
+    )
+
+    @field_validator("plugins")
+    @classmethod
+    def _not_builtin(cls, plugins: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in plugins:
+            if name in BUILTIN:
+                raise ValueError(f"{name!r} is built in: configure it as detectors.{name}")
+        return plugins
 
 
-def build_detectors(cfg: DetectorsConfig, role: Role | None = Role.LOSS) -> list[Detector]:
-    """Fresh detectors for one series of ``role``, the enabled ones, always in the same order.
-
-    The order is part of the contract: a series' saved state is a list matched to this one.
+def build_detectors(
+    cfg: DetectorsConfig,
+    role: Role | None = Role.LOSS,
+    problems: list[PluginProblem] | None = None,
+) -> dict[str, Detector]:
+    """Fresh detectors for one series of ``role``, by registered name: the enabled built-ins in
+    their fixed order, then the configured plugins. A plugin that cannot be built (not
+    installed, bad config, its constructor raised) is left out and said in ``problems``.
     """
-    detectors: list[Detector] = []
-    if role is Role.LOSS:
-        if cfg.divergence.enabled:
-            detectors.append(DivergenceDetector(cfg.divergence))
-        if cfg.oscillation.enabled:
-            detectors.append(OscillationDetector(cfg.oscillation))
-        if cfg.plateau.enabled:
-            detectors.append(PlateauDetector(cfg.plateau))
-        if cfg.drift.enabled:
-            detectors.append(DriftDetector(cfg.drift))
-    elif role is Role.GRAD_NORM and cfg.grad_norm.enabled:
-        detectors.append(DivergenceDetector(cfg.grad_norm))
-    elif role is Role.VAL_LOSS and cfg.overfit.enabled:
-        detectors.append(OverfitDetector(cfg.overfit))
+    detectors: dict[str, Detector] = {}
+    if role is None:
+        return detectors
+    for name in BUILTIN:
+        section = getattr(cfg, name)
+        plugin = registry.load("detectors", name)
+        if section.enabled and role in plugin.roles:
+            detectors[name] = plugin(section)
+    for name, raw in cfg.plugins.items():
+        try:
+            plugin = registry.load("detectors", name)
+            if role in plugin.roles:
+                detectors[name] = plugin(registry.validate_config("detectors", name, raw))
+        except registry.PluginError as exc:
+            if problems is not None:
+                problems.append(exc.problem)
+        except Exception as exc:  # its roles or its constructor: the plugin's own bug
+            if problems is not None:
+                message = f"cannot be built: {type(exc).__name__}: {exc}"
+                problems.append(PluginProblem("detectors", name, "load", message))
     return detectors

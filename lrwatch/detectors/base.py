@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from lrwatch.types import Finding
+from pydantic import BaseModel
+
+from lrwatch.types import Finding, Role
 
 
 @runtime_checkable
@@ -32,3 +34,17 @@ class Detector(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class DetectorPlugin(Protocol):
+    """What an entry point of the ``lrwatch.detectors`` group names: usually the detector class
+    itself, with two class attributes. lrwatch builds one detector per series of a role in
+    ``roles``, as ``plugin(config)``: ``config`` is the ``detectors.plugins.NAME`` section
+    validated by ``config_model`` (a pydantic model; ``extra="forbid"`` is advised so that a
+    misspelt knob is an error, not a silent default)."""
+
+    roles: ClassVar[tuple[Role, ...]]
+    config_model: ClassVar[type[BaseModel]]
+
+    def __call__(self, config: Any) -> Detector: ...

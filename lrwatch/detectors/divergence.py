@@ -57,6 +57,16 @@ An excursion becomes a **divergence** (critical) in one of three ways:
   ``warmup_rises`` times in a row to ``min_ratio``² times its lowest value is blowing up from the
   first step (an LR far too high), and waiting for a level would let it reach inf first.
 
+*Higher than the recent swings.* A rising or sustained excursion must also clear what the loss
+recently went up to and came back from by itself: the highest value in the window, and
+``min_ratio`` times the peak of any spike among the last ``window`` accepted values (see
+``_came_back_from``). The bursts of a step size at the edge of stability, a minibatch loss made
+bimodal by a concept shift (each return to the old level ends an excursion, the next starts
+afresh, and the low post-shift values creep into the window as a "creep") and the bumps of a
+late Adam run had paged 5 of the corpus' 81 non-diverging runs; with this test none, and of
+the 31 diverging runs one is paged 3 steps later (on its loss, not its gradient norm), the
+median and p90 delays unchanged. A non-finite value needs no such proof.
+
 If the loss comes back sooner it was a **spike** (warning), reported on return (only then is it
 known not to be a divergence) if at least ``min_spike_length`` of its samples cleared the full
 thresholds: one high sample is one bad minibatch. A spike is therefore never ``active``
@@ -87,7 +97,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lrwatch.types import Finding, Severity
+from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
+from lrwatch.types import Finding, Role, Severity
 
 _Q3_SIGMA = 0.6744897501960817  # Q3 - median of a standard normal
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds
@@ -172,23 +183,12 @@ class _Excursion:
     values: list[float]  # its samples (at most ``window``: then it is a new level)
 
 
-def _json_float(x: float) -> float | str:
-    """Finding details must be strict JSON; non-finite floats become strings."""
-    if math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def _plain_median(xs: list[float]) -> float:
-    s = sorted(xs)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else s[mid - 1] / 2 + s[mid] / 2
-
-
 class DivergenceDetector:
     """Reports ``divergence`` (critical) and ``spike`` (warning) on one loss series."""
 
     kinds: ClassVar[tuple[str, ...]] = ("divergence", "spike")
+    roles: ClassVar[tuple[Role, ...]] = (Role.LOSS,)
+    config_model: ClassVar[type[DivergenceConfig]] = DivergenceConfig
 
     def __init__(self, config: DivergenceConfig | None = None) -> None:
         self.config = config or DivergenceConfig()
@@ -198,6 +198,8 @@ class DivergenceDetector:
         self._diverging = False
         self._calm = 0  # consecutive samples near the level during an episode
         self._held: list[float] = []  # elevated finite values of the ongoing episode
+        # Recent spikes' peaks, for as long as ``window`` accepted values (the level's memory).
+        self._returned = ReturnedPeaks(self.config.window)
         # Warm-up only: the lowest value so far, and the rise in progress (start step, length).
         self._low = math.inf
         self._rise_start = 0
@@ -252,9 +254,9 @@ class DivergenceDetector:
         detail = {
             "nonfinite": False,
             "trigger": "warmup",
-            "value": _json_float(value),
-            "level": _json_float(low),
-            "ratio": _json_float(value / low),
+            "value": json_float(value),
+            "level": json_float(low),
+            "ratio": json_float(value / low),
             "samples": self._rise_len,
         }
         return Finding(
@@ -292,9 +294,10 @@ class DivergenceDetector:
         if z is None:  # back near the level before patience ran out: it was a spike
             self._exc = None
             self._accept(value)
-            if exc.strong >= cfg.min_spike_length and cfg.report_spikes:
-                return self._spike(step, exc)
-            return None
+            if exc.strong < cfg.min_spike_length:
+                return None  # one bad batch says nothing about the loss's swings
+            self._returned.add(exc.peak)
+            return self._spike(step, exc) if cfg.report_spikes else None
         exc.length += 1
         exc.values.append(value)
         exc.strong += self._z_above(value, level, 1.0) is not None
@@ -302,7 +305,7 @@ class DivergenceDetector:
         exc.prev = value
         if value > exc.peak:
             exc.peak, exc.peak_z = value, z
-        if exc.rises >= cfg.fast_rises:
+        if exc.rises >= cfg.fast_rises and value > self._came_back_from(level):
             return self._diverge(step, value, z, "rising")
         found = self._confirm(step, value, z)
         if found is None and exc.length >= cfg.window:
@@ -332,8 +335,10 @@ class DivergenceDetector:
         if level > 0:
             if exc.length < 3 * patience and self._decaying(exc, level):
                 return None
-            typical = _plain_median(exc.values)
+            typical = plain_median(exc.values)
             if math.log(typical / level) < cfg.confirm_z * self._log_spread():
+                return None
+            if typical <= self._came_back_from(level):
                 return None
             if typical < cfg.big_ratio * level and not (self._climbing(exc) or self._crept(level)):
                 return None
@@ -349,7 +354,7 @@ class DivergenceDetector:
         half = len(v) // 2
         if half == 0:
             return False
-        early, late = _plain_median(v[:half]), _plain_median(v[half:])
+        early, late = plain_median(v[:half]), plain_median(v[half:])
         if not late >= self.config.climb_ratio * early or max(v[:half]) > max(v[half:]):
             return False
         # ... and significantly so: the two medians' log difference has a standard error of
@@ -361,7 +366,7 @@ class DivergenceDetector:
         """Had the loss been creeping up before the excursion? The median of the last
         ``_CREEP`` accepted values is ``creep_ratio`` above the level, and significantly so (a
         median of k values has a standard error of about 1.25 spread / sqrt(k))."""
-        recent = _plain_median(list(itertools.islice(reversed(self._order), _CREEP)))
+        recent = plain_median(list(itertools.islice(reversed(self._order), _CREEP)))
         if not recent >= self.config.creep_ratio * level:
             return False
         se = 1.25 * self._log_spread() / math.sqrt(_CREEP)
@@ -373,8 +378,22 @@ class DivergenceDetector:
         v = exc.values
         if len(v) >= 3 and v[-1] < v[-2] < v[-3]:
             return True
-        recent = _plain_median(v[-self.config.patience :])
+        recent = plain_median(v[-self.config.patience :])
         return recent * recent < exc.peak * level
+
+    def _came_back_from(self, level: float) -> float:
+        """How high the loss recently went and came back from by itself: an excursion must
+        clear it to be a divergence. That is the highest value in the window (swings accepted
+        during the warm-up, or kept when the window re-based) and ``min_ratio`` times the peak
+        of any spike of the last ``window`` samples (a spike is measured from the level, so the
+        next swing must leave the spike's height as an excursion leaves the level). Without
+        it, the bursts of a step size at the edge of stability, and a minibatch loss made
+        bimodal by a concept shift (its returns to the old level end one excursion after
+        another, and its low values creep into the window), page again and again. A divergence
+        soon goes higher than anything recent; a non-finite value needs no such proof."""
+        if not level > 0:
+            return -math.inf
+        return max(self._sorted[-1], self.config.min_ratio * self._returned.highest())
 
     def _during_episode(self, value: float) -> None:
         if self._z_above(value, self._median(), _HYSTERESIS) is None:
@@ -387,7 +406,7 @@ class DivergenceDetector:
         if len(self._held) < w:
             return
         half = w // 2
-        before, after = _plain_median(self._held[:half]), _plain_median(self._held[half:])
+        before, after = plain_median(self._held[:half]), plain_median(self._held[half:])
         if after - before >= (self.config.min_ratio - 1.0) * abs(before):
             del self._held[:half]  # still climbing: keep watching (O(log w) amortised)
             return
@@ -418,7 +437,7 @@ class DivergenceDetector:
         onset = self._exc.onset if self._exc is not None else step
         self._exc = None
         self._diverging = True
-        shown = _json_float(value)
+        shown = json_float(value)
         if self._sorted:
             level = self._median()
             since = f", rising since step {onset}" if onset != step else ""
@@ -430,7 +449,7 @@ class DivergenceDetector:
             severity=Severity.CRITICAL,
             step=step,
             reason=f"loss is {shown} at step {step}{context}",
-            detail={"nonfinite": True, "value": shown, "level": _json_float(level)},
+            detail={"nonfinite": True, "value": shown, "level": json_float(level)},
             onset_step=onset,
         )
 
@@ -452,12 +471,12 @@ class DivergenceDetector:
         detail = {
             "nonfinite": False,
             "trigger": trigger,
-            "value": _json_float(value),
-            "level": _json_float(level),
-            "spread": _json_float(self._spread()),
-            "z": _json_float(z),
-            "ratio": _json_float(ratio),
-            "peak": _json_float(exc.peak),
+            "value": json_float(value),
+            "level": json_float(level),
+            "spread": json_float(self._spread()),
+            "z": json_float(z),
+            "ratio": json_float(ratio),
+            "peak": json_float(exc.peak),
             "samples": exc.length,
         }
         return Finding(
@@ -478,11 +497,11 @@ class DivergenceDetector:
             f"{exc.length} samples"
         )
         detail = {
-            "peak": _json_float(exc.peak),
-            "level": _json_float(level),
-            "spread": _json_float(self._spread()),
-            "z": _json_float(exc.peak_z),
-            "ratio": _json_float(ratio),
+            "peak": json_float(exc.peak),
+            "level": json_float(level),
+            "spread": json_float(self._spread()),
+            "z": json_float(exc.peak_z),
+            "ratio": json_float(ratio),
             "samples": exc.length,
         }
         return Finding(
@@ -497,6 +516,7 @@ class DivergenceDetector:
     # -- the running level ------------------------------------------------------------------
 
     def _accept(self, value: float) -> None:
+        self._returned.tick()  # spikes are remembered as long as the values around them
         self._order.append(value)
         bisect.insort(self._sorted, value)
         if len(self._order) > self.config.window:
@@ -540,24 +560,25 @@ class DivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "divergence",
-            "version": 2,
+            "version": 3,
             "window": list(self._order),
             "excursion": asdict(self._exc) if self._exc is not None else None,
             "diverging": self._diverging,
             "calm": self._calm,
             "held": list(self._held),
             "warmup": [
-                _json_float(self._low),
+                json_float(self._low),
                 self._rise_start,
                 self._rise_len,
-                _json_float(self._prev),
+                json_float(self._prev),
             ],
+            "returned": self._returned.state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if (state.get("detector"), state.get("version")) != ("divergence", 2):
-            found = (state.get("detector"), state.get("version"))
-            raise ValueError(f"not a divergence detector state (version 2): {found!r}")
+        found = (state.get("detector"), state.get("version"))
+        if found not in (("divergence", 2), ("divergence", 3)):
+            raise ValueError(f"not a divergence detector state (version 2 or 3): {found!r}")
         self._order = deque(float(v) for v in state["window"][-self.config.window :])
         self._sorted = sorted(self._order)
         exc = state["excursion"]
@@ -579,3 +600,5 @@ class DivergenceDetector:
         low, self._rise_start, self._rise_len, prev = state["warmup"]
         self._low, self._prev = float(low), float(prev)
         self._rise_start, self._rise_len = int(self._rise_start), int(self._rise_len)
+        self._returned = ReturnedPeaks(self.config.window)  # version 2 kept none
+        self._returned.load(state.get("returned", []))

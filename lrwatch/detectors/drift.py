@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.types import Finding, Severity
+from lrwatch.types import Finding, Role, Severity
 
 _MAD_TO_SD = math.sqrt(math.pi) / 2.0  # sigma = E|x_t - x_(t-1)| * sqrt(pi) / 2
 _SIGMA_FLOOR = 1e-3  # a 0.1 % scatter at least: a constant loss is not infinitely sensitive
@@ -85,6 +85,8 @@ class DriftDetector:
     """Reports ``drift`` (info) on one loss series."""
 
     kinds: ClassVar[tuple[str, ...]] = ("drift",)
+    roles: ClassVar[tuple[Role, ...]] = (Role.LOSS,)
+    config_model: ClassVar[type[DriftConfig]] = DriftConfig
 
     def __init__(self, config: DriftConfig | None = None) -> None:
         self.config = cfg = config or DriftConfig()

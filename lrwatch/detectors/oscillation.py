@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.types import Finding, Severity
+from lrwatch.types import Finding, Role, Severity
 
 _EVERY = 32  # the recurrence test runs on every 32nd sample
 
@@ -103,6 +103,8 @@ class OscillationDetector:
     """Reports ``oscillation`` (warning) on one loss series."""
 
     kinds: ClassVar[tuple[str, ...]] = ("oscillation",)
+    roles: ClassVar[tuple[Role, ...]] = (Role.LOSS,)
+    config_model: ClassVar[type[OscillationConfig]] = OscillationConfig
 
     def __init__(self, config: OscillationConfig | None = None) -> None:
         self.config = config or OscillationConfig()

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.types import Finding, Severity
+from lrwatch.types import Finding, Role, Severity
 
 
 class OverfitConfig(BaseModel):
@@ -58,6 +58,8 @@ class OverfitDetector:
     """Reports ``overfit`` (warning) on one validation-loss series."""
 
     kinds: ClassVar[tuple[str, ...]] = ("overfit",)
+    roles: ClassVar[tuple[Role, ...]] = (Role.VAL_LOSS,)
+    config_model: ClassVar[type[OverfitConfig]] = OverfitConfig
 
     def __init__(self, config: OverfitConfig | None = None) -> None:
         self.config = cfg = config or OverfitConfig()

@@ -8,8 +8,8 @@ position round-trips through ``state_dict()`` so a restarted daemon goes on wher
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePath
 from typing import Any, Protocol, runtime_checkable
 
 from lrwatch.types import Sample
@@ -90,3 +90,50 @@ class LogReader(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A log format: which files it reads, which run each belongs to, and the reader for one.
+
+    ``claims`` is asked of every file name under the watched root (at each scan and file
+    event), so it must be cheap and do no I/O: a test of the path's name and parts.
+    """
+
+    def claims(self, path: PurePath) -> bool: ...
+
+    def run_dir(self, path: PurePath) -> PurePath:
+        """The directory that is ``path``'s run: for most formats the file's own directory;
+        MLflow's ``<run>/metrics/<name>`` files belong to ``<run>``."""
+        ...
+
+    def open(self, path: Path, run: str) -> LogReader: ...
+
+
+@runtime_checkable
+class SourcePlugin(Protocol):
+    """What an entry point of ``lrwatch.sources`` names: usually the Source class, built as
+    ``plugin(config)`` with the ``sources.NAME`` section validated by ``config_model`` (None
+    when it has no options). Installed sources are active unless ``sources.NAME.enabled`` is
+    false; the built-in formats are asked last, so a plugin may claim a file they would."""
+
+    def __call__(self, config: Any) -> Source: ...
+
+
+class FileSource:
+    """The built-in formats: a file-name test and a reader class; a file's run is its directory.
+    A plugin may subclass it too."""
+
+    reader: Callable[[Path, str], LogReader]
+
+    def __init__(self, config: None = None) -> None:
+        del config  # the built-in formats take no options
+
+    def claims(self, path: PurePath) -> bool:
+        raise NotImplementedError
+
+    def run_dir(self, path: PurePath) -> PurePath:
+        return path.parent
+
+    def open(self, path: Path, run: str) -> LogReader:
+        return type(self).reader(path, run)

@@ -16,13 +16,12 @@ Rows already yielded are then yielded again: the consumer drops steps it has alr
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from lrwatch.sources.base import Batch
-from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, FileTail, read_batch
+from lrwatch.sources.base import Batch, FileSource
+from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, TailedReader
 
 MAX_LINE_BYTES = 64 << 20  # as for JSONL: beyond this a newline-less run of bytes is garbage
 
@@ -54,38 +53,19 @@ class _Columns:
         ]
 
 
-class CsvReader:
+class CsvReader(TailedReader):
     """Tails one CSV file; see the module docstring for the format and the header rewrite."""
 
     format = "csv"
 
     def __init__(self, path: Path, run: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
-        self.path = Path(path)
-        self.run = run
-        self.has_more = False  # the last read() stopped at its byte budget: call again
-        self._tail = FileTail(self.path, chunk_bytes=chunk_bytes)
-        self._corrupt = 0
+        super().__init__(path, run, chunk_bytes=chunk_bytes)
         self._columns: _Columns | None = None  # parsed from self._tail.head, which persists
-
-    def read(self) -> Batch:
-        batch, self.has_more = read_batch(self._tail, self._parse, self.run)
-        return batch
 
     @property
     def header(self) -> str:
         """The header line in force ("" before it has been read)."""
         return self._tail.head.decode("utf-8", "replace").rstrip("\r\n")
-
-    @property
-    def rereading(self) -> bool:
-        return self._tail.rereading
-
-    def changed(self, st: os.stat_result) -> bool:
-        return self._tail.changed(st)
-
-    @property
-    def stats(self) -> Mapping[str, int]:
-        return {"corrupt_records": self._corrupt, **self._tail.counters}
 
     def state_dict(self) -> dict[str, Any]:
         return {**self._tail.state_dict(), "header": self.header}
@@ -148,3 +128,12 @@ class CsvReader:
                         pass  # a non-numeric cell (a note, a path): not a metric
             if found:
                 out.add(step, wall_time, found)
+
+
+class CsvSource(FileSource):
+    """The built-in ``csv`` format (registry.py)."""
+
+    reader = CsvReader
+
+    def claims(self, path: PurePath) -> bool:
+        return path.name.endswith(".csv")

@@ -15,7 +15,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path, PurePath
+from typing import Any
 
 from watchdog.events import (
     DirMovedEvent,
@@ -30,10 +32,9 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from lrwatch.sources.base import LogReader
-from lrwatch.sources.csv import CsvReader
-from lrwatch.sources.jsonl import JsonlReader
-from lrwatch.sources.tensorboard import TensorBoardReader
+from lrwatch import registry
+from lrwatch.registry import PluginProblem
+from lrwatch.sources.base import LogReader, Source
 
 log = logging.getLogger("lrwatch.sources")
 
@@ -41,36 +42,89 @@ CHANNEL_DIR = ".lrwatch"  # the hook's control channel inside a run directory
 OUTPUT_DIR = "lrwatch"  # lrwatch's own output inside a run directory
 _SKIPPED_DIRS = frozenset({CHANNEL_DIR, OUTPUT_DIR})
 ADAPT_WINDOW_SECONDS = 2.0  # how long an event or change rate is measured before a switch
-_READERS: dict[str, type[JsonlReader | CsvReader | TensorBoardReader]] = {
-    "jsonl": JsonlReader,
-    "csv": CsvReader,
-    "tensorboard": TensorBoardReader,
-}
+
+# The formats read, in the order they are asked: source plugins (by name), then the built-ins.
+_active: list[tuple[str, Source]] | None = None
+_problems: list[PluginProblem] = []  # since the last take_problems()
+
+
+def configure_sources(sections: Mapping[str, Mapping[str, Any]]) -> list[PluginProblem]:
+    """Use every installed source (registry.py) but those whose ``sources.NAME`` section says
+    ``enabled: false``, each built with the rest of its section; the ones that cannot be built
+    are left out and returned."""
+    global _active
+    problems: list[PluginProblem] = []
+    plugins: list[tuple[str, Source]] = []
+    builtins: list[tuple[str, Source]] = []
+    for info in registry.available("sources"):
+        section = dict(sections.get(info.name, {}))
+        if not section.pop("enabled", True):
+            continue
+        try:
+            plugin = registry.load("sources", info.name)
+            source = plugin(registry.validate_config("sources", info.name, section))
+        except registry.PluginError as exc:
+            problems.append(exc.problem)
+            continue
+        except Exception as exc:
+            message = f"cannot be built: {type(exc).__name__}: {exc}"
+            problems.append(PluginProblem("sources", info.name, "load", message))
+            continue
+        (builtins if info.builtin else plugins).append((info.name, source))
+    known = {info.name for info in registry.available("sources")}
+    for name in sorted(sections.keys() - known):
+        problems.append(PluginProblem("sources", name, "load", "not installed"))
+    _active = plugins + builtins
+    return problems
+
+
+def take_problems() -> list[PluginProblem]:
+    """Source plugins that raised in ``claims`` since the last call (they were dropped)."""
+    taken = list(_problems)
+    _problems.clear()
+    return taken
+
+
+def _claim(pure: PurePath) -> tuple[str, Source] | None:
+    """The active source that claims ``pure``, if any. One that raises is dropped."""
+    if _active is None:
+        configure_sources({})
+    assert _active is not None
+    for entry in _active:
+        try:
+            if entry[1].claims(pure):
+                return entry
+        except Exception as exc:
+            _active.remove(entry)
+            message = f"claims({str(pure)!r}) raised {type(exc).__name__}: {exc}; dropped"
+            _problems.append(PluginProblem("sources", entry[0], "run", message))
+            return _claim(pure)
+    return None
 
 
 def log_format(path: Path | str, *, root: Path | str | None = None) -> str | None:
-    """ "jsonl", "csv" or "tensorboard" for a log file's path, else None.
+    """The name of the source (log format) that reads ``path``: "jsonl", "csv", "tensorboard"
+    or a plugin's; None if it is no log.
 
     Only the directories *below* ``root`` are checked for the excluded names when ``root`` is
     given, so a watched root that itself lies under some ``lrwatch/`` directory still works.
     """
+    found = _log_source(path, root)
+    return None if found is None else found[0]
+
+
+def _log_source(path: Path | str, root: Path | str | None) -> tuple[str, Source] | None:
     pure = PurePath(path)
-    name = pure.name
-    if name.startswith("."):
+    if pure.name.startswith("."):
         return None
-    if name.endswith(".jsonl"):
-        fmt = "jsonl"
-    elif name.endswith(".csv"):
-        fmt = "csv"
-    elif "tfevents" in name:
-        fmt = "tensorboard"
-    else:
+    claimed = _claim(pure)
+    if claimed is None:
         return None
     parents = pure.parent
     if root is not None:
         with contextlib.suppress(ValueError):  # not below root: check every directory
             parents = parents.relative_to(root)
-    return None if _SKIPPED_DIRS.intersection(parents.parts) else fmt
+    return None if _SKIPPED_DIRS.intersection(parents.parts) else claimed
 
 
 def run_name(root: Path | str, path: Path | str) -> str:
@@ -83,7 +137,9 @@ def run_name(root: Path | str, path: Path | str) -> str:
     be acted on. Raises ValueError if ``path`` is not below ``root``.
     """
     base = Path(os.path.abspath(root))
-    folder = Path(os.path.abspath(path)).parent
+    full = PurePath(os.path.abspath(path))
+    claimed = _claim(full)
+    folder = Path(claimed[1].run_dir(full) if claimed else full.parent)
     relative = folder.relative_to(base)  # ValueError if outside: not ours to name
     for candidate in [folder, *folder.parents][: len(relative.parts) + 1]:
         if (candidate / CHANNEL_DIR).is_dir():
@@ -98,10 +154,10 @@ def open_reader(root: Path | str, path: Path | str, *, run: str | None = None) -
     was read into, even if a ``.lrwatch/`` channel appeared above it since (which changes the
     name ``run_name`` gives) — else the rest of the file would feed another run's detectors.
     """
-    fmt = log_format(path, root=root)
-    if fmt is None:
+    claimed = _log_source(path, root)
+    if claimed is None:
         raise ValueError(f"not a recognised log file: {path}")
-    return _READERS[fmt](Path(path), run_name(root, path) if run is None else run)
+    return claimed[1].open(Path(path), run_name(root, path) if run is None else run)
 
 
 def _inside(real_root: str, path: str) -> bool:
@@ -121,7 +177,7 @@ def scan(root: Path | str) -> list[Path]:
         dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS]
         for name in filenames:
             full = os.path.join(folder, name)
-            if log_format(name) is None:
+            if log_format(full, root=base) is None:
                 continue
             if os.path.islink(full) and not _inside(real_root, full):
                 continue

@@ -11,13 +11,12 @@ a missing or non-integer ``step``) is skipped and counted in ``stats["corrupt_re
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any
 
-from lrwatch.sources.base import Batch
-from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, FileTail, read_batch
+from lrwatch.sources.base import Batch, FileSource
+from lrwatch.sources.tail import TailedReader
 
 try:  # orjson parses ~6x faster; it is optional, the standard library is the fallback
     import orjson
@@ -44,38 +43,10 @@ def _number(value: Any) -> float | None:
     return None
 
 
-class JsonlReader:
+class JsonlReader(TailedReader):
     """Tails one JSONL file; see the module docstring for the format."""
 
     format = "jsonl"
-
-    def __init__(self, path: Path, run: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
-        self.path = Path(path)
-        self.run = run
-        self.has_more = False  # the last read() stopped at its byte budget: call again
-        self._tail = FileTail(self.path, chunk_bytes=chunk_bytes)
-        self._corrupt = 0
-
-    def read(self) -> Batch:
-        batch, self.has_more = read_batch(self._tail, self._parse, self.run)
-        return batch
-
-    @property
-    def rereading(self) -> bool:
-        return self._tail.rereading
-
-    def changed(self, st: os.stat_result) -> bool:
-        return self._tail.changed(st)
-
-    @property
-    def stats(self) -> Mapping[str, int]:
-        return {"corrupt_records": self._corrupt, **self._tail.counters}
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._tail.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._tail.load_state_dict(state)
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
         end = data.rfind(b"\n") + 1
@@ -149,3 +120,12 @@ def _flatten(record: dict[str, Any]) -> dict[str, float]:
         else:
             stack.pop()
     return out
+
+
+class JsonlSource(FileSource):
+    """The built-in ``jsonl`` format (registry.py)."""
+
+    reader = JsonlReader
+
+    def claims(self, path: PurePath) -> bool:
+        return path.name.endswith(".jsonl")

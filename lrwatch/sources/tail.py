@@ -190,3 +190,44 @@ def read_batch(tail: FileTail, parse: Parser, run: str) -> tuple[Batch, bool]:
             return out, True
         if not consumed and need <= len(data):
             need = 2 * len(data)  # defensive: a parser that asks for nothing new must not spin
+
+
+class TailedReader:
+    """What every file reader shares (``LogReader``): a ``FileTail`` over one file, read in
+    batches, its churn counters and offsets. A subclass names its ``format`` and parses
+    (``_parse``: the records in ``data`` into ``out``; returns the bytes consumed, and how many
+    it needs before it can go on, 0 if none), and adds its own state to ``state_dict``.
+    Plugins' sources subclass it too (plugins/lrwatch-mlflow)."""
+
+    format: str  # the label of lrwatch_ingested_samples_total: the source's name
+
+    def __init__(self, path: Path, run: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.path = Path(path)
+        self.run = run
+        self.has_more = False  # the last read() stopped at its byte budget: call again
+        self._tail = FileTail(self.path, chunk_bytes=chunk_bytes)
+        self._corrupt = 0  # records skipped as unreadable
+
+    def read(self) -> Batch:
+        batch, self.has_more = read_batch(self._tail, self._parse, self.run)
+        return batch
+
+    @property
+    def rereading(self) -> bool:
+        return self._tail.rereading
+
+    def changed(self, st: os.stat_result) -> bool:
+        return self._tail.changed(st)
+
+    @property
+    def stats(self) -> Mapping[str, int]:
+        return {"corrupt_records": self._corrupt, **self._tail.counters}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._tail.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._tail.load_state_dict(state)
+
+    def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
+        raise NotImplementedError

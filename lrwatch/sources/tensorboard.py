@@ -24,19 +24,18 @@ Damage is survived, never raised:
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import google_crc32c
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 
-from lrwatch.sources.base import Batch
-from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, FileTail, read_batch
+from lrwatch.sources.base import Batch, FileSource
+from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, TailedReader
 
 _HEADER = struct.Struct("<QI")  # length, masked crc of the length
 _U32 = struct.Struct("<I")
@@ -138,38 +137,19 @@ def may_hold_scalar(data: bytes) -> bool:
         return True  # truncated framing inside the event: let the parser judge it
 
 
-class TensorBoardReader:
+class TensorBoardReader(TailedReader):
     """Tails one ``*tfevents*`` file; see the module docstring."""
 
     format = "tensorboard"
 
     def __init__(self, path: Path, run: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
-        self.path = Path(path)
-        self.run = run
-        self.has_more = False  # the last read() stopped at its byte budget: call again
-        self._tail = FileTail(self.path, chunk_bytes=chunk_bytes)
-        self._corrupt = 0
+        super().__init__(path, run, chunk_bytes=chunk_bytes)
         self._resyncing = False  # inside a damaged stretch: counted once, when it began
         # Tags whose metadata named another plugin. TF2 writes summary metadata only with a tag's
         # first value, so later 0-d float tensors of such a tag must still be recognised as
         # not-scalars; persisted so that holds across a daemon restart too.
         self._other_tags: set[str] = set()
         self._tags: dict[bytes, str] = {}  # decoded tags of the fast path, not persisted
-
-    def read(self) -> Batch:
-        batch, self.has_more = read_batch(self._tail, self._parse, self.run)
-        return batch
-
-    @property
-    def rereading(self) -> bool:
-        return self._tail.rereading
-
-    def changed(self, st: os.stat_result) -> bool:
-        return self._tail.changed(st)
-
-    @property
-    def stats(self) -> Mapping[str, int]:
-        return {"corrupt_records": self._corrupt, **self._tail.counters}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -339,3 +319,12 @@ class TensorBoardReader:
             return number
         values = tensor.float_val if is_float else tensor.double_val
         return float(values[0]) if len(values) == 1 else None
+
+
+class TensorBoardSource(FileSource):
+    """The built-in ``tensorboard`` format (registry.py)."""
+
+    reader = TensorBoardReader
+
+    def claims(self, path: PurePath) -> bool:
+        return "tfevents" in path.name

@@ -21,7 +21,12 @@ CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 RUNBOOK_PREFIX = "https://github.com/lrwatch/lrwatch/blob/main/docs/runbooks.md#"
 SEVERITIES = {"critical", "warning", "info"}
 # Alerts about the daemon itself have no run to name; they name the instance.
-DAEMON_ALERTS = {"LRWatchDown", "LRWatchAbsent"}
+DAEMON_ALERTS = {
+    "LRWatchDown",
+    "LRWatchAbsent",
+    "LRWatchPluginFailing",
+    "LRWatchNotificationsFailing",
+}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -73,6 +73,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
+def plateau_reported_only(tmp: Path) -> tuple[str, str]:
+    """``--config`` for a daemon whose policy reports plateaus without cutting. The actuation
+    job fits random data at a constant LR, so it sits at its noise floor — a plateau, which
+    the default policy answers with LR x0.5 — and tests that count the commands a manual
+    override or a divergence makes must not see that cut among them."""
+    config = tmp / "plateau-reported-only.yaml"
+    config.write_text("policy:\n  factors: {divergence: 0.1, oscillation: 0.5}\n")
+    return "--config", str(config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)

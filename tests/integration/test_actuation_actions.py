@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch import channel
+from lrwatch import channel, testing
 from lrwatch.types import Ack, Action, ActionType, Command
 from tests.integration import actuation_job as job
-from tests.integration import daemons
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +33,7 @@ def send(run: Path, seq: int, kind: ActionType) -> Ack:
     assert channel_id is not None
     command = Command(run.name, seq, Action(kind), "test", time.time(), "controller")
     channel.write_command(run, command, channel=channel_id, key=None)
-    daemons.wait_for(lambda: channel.read_ack(run, seq) is not None, 10, f"ack {seq}")
+    testing.wait_for(lambda: channel.read_ack(run, seq) is not None, 10, f"ack {seq}")
     ack = channel.read_ack(run, seq)
     assert ack is not None
     return ack
@@ -46,7 +45,7 @@ def test_registered_handler_runs_and_unregistered_actions_are_unsupported(
     run = tmp_path / "exp"
     proc = job.start(run, "--step-time", "0.01", "--on", "rollback")
     procs.append(proc)
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (b := channel.read_heartbeat(run)) is not None and b.handlers == ("rollback",),
         30,
         "the heartbeat listing the rollback handler",
@@ -81,13 +80,14 @@ def test_the_policy_asks_for_a_rollback_with_the_cut(
     from tests.integration.test_actuation_manual import start_daemon
 
     config = tmp_path / "lrwatch.yaml"
-    config.write_text("policy:\n  requests: {divergence: rollback}\n")
+    # Only the divergence acts: the job could reach its noise floor (a plateau) first.
+    config.write_text("policy:\n  factors: {divergence: 0.1}\n  requests: {divergence: rollback}\n")
     daemon, _, root, _ = start_daemon(tmp_path, "--config", str(config))
     procs.append(daemon)
     run = root / "wild"
     # Full-batch least squares at LR 0.9, past 2/lambda_max (~0.75): the loss grows ~1.4x a step.
     procs.append(job.start(run, "--step-time", "0.02", "--lr", "0.9", "--on", "rollback"))
-    daemons.wait_for(lambda: channel.read_ack(run, 2) is not None, 60, "acks 1 and 2")
+    testing.wait_for(lambda: channel.read_ack(run, 2) is not None, 60, "acks 1 and 2")
     cut, rollback = channel.read_ack(run, 1), channel.read_ack(run, 2)
     assert cut is not None and rollback is not None
     assert cut.status.value == "applied" and cut.lr_scale == 0.1

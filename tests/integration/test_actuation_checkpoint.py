@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
-from lrwatch import channel
+from lrwatch import channel, testing
 from lrwatch.demo.showcase import free_port
 from tests.integration import actuation_job as job
-from tests.integration import daemons
 
 pytestmark = pytest.mark.slow
 
@@ -49,26 +48,26 @@ def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
     root, state, log, port = tmp_path / "runs", tmp_path / "state.sqlite", tmp_path / "d.log", 0
     root.mkdir()
     port = free_port()
-    daemon = daemons.spawn(root, state, port, log)
+    daemon = testing.spawn(root, state, port, log, *job.plateau_reported_only(tmp_path))
     procs.append(daemon)
-    daemons.wait_ready(daemon, port, log)
+    testing.wait_ready(daemon, port, log)
     run, ckpt = root / "exp", tmp_path / "ckpt.json"
 
     def row() -> dict[str, Any] | None:
-        return next((r for r in daemons.status(port)["runs"] if r["run"] == "exp"), None)
+        return next((r for r in testing.status(port)["runs"] if r["run"] == "exp"), None)
 
     first = job.start(
         run, "--lr", str(BASE_LR), "--step-time", "0.01", "--exit-after-scale", "20",
         "--state-out", str(ckpt),
     )  # fmt: skip
     procs.append(first)
-    daemons.wait_for(lambda: (r := row()) is not None and r["hook_alive"], 30, "the hook")
+    testing.wait_for(lambda: (r := row()) is not None and r["hook_alive"], 30, "the hook")
     out = job.cli("set-lr", "exp", "--scale", "0.1", "--port", str(port))
     assert out.returncode == 0, out.stderr
     assert first.wait(timeout=20) == 0
     assert json.loads(ckpt.read_text()) == {"lr_scale": pytest.approx(0.1), "last_seq": 1}
     last_step = job.read_log(run)[-1]["step"]
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (r := row()) is not None and not r["unacked_commands"], 10, "the ack read"
     )
 
@@ -78,7 +77,7 @@ def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
         "--start-step", str(last_step + 1), "--steps", "200",
     )  # fmt: skip
     procs.append(second)
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (b := channel.read_heartbeat(run)) is not None and b.pid == second.pid,
         20,
         "the resumed job's heartbeat",
@@ -86,7 +85,7 @@ def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
     beat = channel.read_heartbeat(run)
     assert beat is not None
     assert beat.lr_scale == pytest.approx(0.1) and beat.last_seq == 1
-    daemons.wait_for(
+    testing.wait_for(
         lambda: len([r for r in job.read_log(run) if r["step"] > last_step]) >= 50,
         20,
         "the resumed job's log",
@@ -94,7 +93,7 @@ def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
     resumed = [r for r in job.read_log(run) if r["step"] > last_step]
     assert all(r["lr"] == pytest.approx(0.1 * BASE_LR) for r in resumed)
     assert all(r["lr_scale"] == pytest.approx(0.1) for r in resumed)
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (r := row()) is not None and r["lrs"] == [pytest.approx(0.1 * BASE_LR)],
         5,
         "the daemon to read the resumed job's heartbeat",
@@ -116,7 +115,7 @@ def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
         "--start-step", str(last_step + 300), "--steps", "200",
     )  # fmt: skip
     procs.append(third)
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (r := row()) is not None and r["lr_scale"] == pytest.approx(1.0),
         20,
         "the daemon to follow the job's factor",

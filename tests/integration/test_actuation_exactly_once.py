@@ -28,11 +28,10 @@ import pytest
 import torch
 
 import lrwatch
-from lrwatch import channel
+from lrwatch import channel, testing
 from lrwatch.demo.showcase import free_port
 from lrwatch.types import Action, ActionType, Command
 from tests.integration import actuation_job as job
-from tests.integration import daemons
 
 CHECK_INTERVAL = "4"  # seconds between the job's channel checks: the window for the SIGKILL
 
@@ -71,14 +70,14 @@ class DaemonRunner:
         self.proc = self.start()
 
     def start(self) -> subprocess.Popen[bytes]:
-        proc = daemons.spawn(self.root, self.state, self.port, self.log, *self.extra)
+        proc = testing.spawn(self.root, self.state, self.port, self.log, *self.extra)
         self.procs.append(proc)
-        daemons.wait_ready(proc, self.port, self.log)
+        testing.wait_ready(proc, self.port, self.log)
         self.proc = proc
         return proc
 
     def row(self, run: str) -> dict[str, Any] | None:
-        return next((r for r in daemons.status(self.port)["runs"] if r["run"] == run), None)
+        return next((r for r in testing.status(self.port)["runs"] if r["run"] == run), None)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -89,15 +88,15 @@ class DaemonRunner:
 def test_manual_command_survives_a_daemon_sigkill_exactly_once(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    daemon = DaemonRunner(tmp_path, procs)
+    daemon = DaemonRunner(tmp_path, procs, *job.plateau_reported_only(tmp_path))
     run = daemon.root / "exp"
     procs.append(job.start(run, "--step-time", "0.01", "--check-interval", CHECK_INTERVAL))
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (r := daemon.row("exp")) is not None and r["hook_alive"], 30, "the job's hook"
     )
     # Right after a check, so that the next one is CHECK_INTERVAL seconds away.
     first = channel.read_heartbeat(run)
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (b := channel.read_heartbeat(run)) is not None and b != first, 10, "a heartbeat"
     )
     out = job.cli("set-lr", "exp", "--scale", "0.5", "--port", str(daemon.port))
@@ -110,8 +109,8 @@ def test_manual_command_survives_a_daemon_sigkill_exactly_once(
     ]
 
     daemon.start()
-    daemons.wait_for(lambda: ack_files(run) == ["000000000001.json"], 15, "the ack")
-    daemons.wait_for(
+    testing.wait_for(lambda: ack_files(run) == ["000000000001.json"], 15, "the ack")
+    testing.wait_for(
         lambda: (r := daemon.row("exp")) is not None and not r["unacked_commands"],
         10,
         "the restarted daemon to read the ack",
@@ -151,7 +150,7 @@ def test_divergence_cut_survives_a_daemon_sigkill_exactly_once(
             [sys.executable, "-c", script, str(run), CHECK_INTERVAL], stdout=out, stderr=out
         )
     procs.append(wild)
-    daemons.wait_for(lambda: command_files(run) != [], 40, "the divergence cut")
+    testing.wait_for(lambda: command_files(run) != [], 40, "the divergence cut")
     daemon.kill()
     killed_at_step = job.read_log(run)[-1]["step"]
     assert ack_files(run) == [], "the hook answered before the SIGKILL: window missed"
@@ -159,7 +158,7 @@ def test_divergence_cut_survives_a_daemon_sigkill_exactly_once(
 
     daemon.start()
     assert wild.wait(timeout=40) == 0
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (r := daemon.row("wild")) is not None and not r["unacked_commands"],
         10,
         "the restarted daemon to read the ack",

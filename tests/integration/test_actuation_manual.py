@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 
-from lrwatch import channel
+from lrwatch import channel, testing
 from lrwatch.demo.showcase import free_port
 from tests.integration import actuation_job as job
-from tests.integration import daemons
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +31,15 @@ BASE_LR = 0.1
 
 
 def run_row(port: int, run: str) -> dict[str, Any] | None:
-    return next((r for r in daemons.status(port)["runs"] if r["run"] == run), None)
+    return next((r for r in testing.status(port)["runs"] if r["run"] == run), None)
 
 
 def start_daemon(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, Path, Path]:
     root = tmp / "runs"
     root.mkdir()
     port, state, log = free_port(), tmp / "state.sqlite", tmp / "daemon.log"
-    proc = daemons.spawn(root, state, port, log, *extra)
-    daemons.wait_ready(proc, port, log)
+    proc = testing.spawn(root, state, port, log, *extra)
+    testing.wait_ready(proc, port, log)
     return proc, port, root, state
 
 
@@ -60,7 +59,7 @@ def command_files(run_dir: Path) -> list[str]:
 def test_set_lr_pause_resume_through_the_cli(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    daemon, port, root, state = start_daemon(tmp_path)
+    daemon, port, root, state = start_daemon(tmp_path, *job.plateau_reported_only(tmp_path))
     procs.append(daemon)
     healthy, wild = root / "healthy", root / "wild"
     procs.append(job.start(healthy, "--step-time", "0.01", "--lr", str(BASE_LR)))
@@ -73,8 +72,8 @@ def test_set_lr_pause_resume_through_the_cli(
         row = run_row(port, run)
         return bool(row and row["hook_alive"])
 
-    show = lambda: daemons.status(port)  # noqa: E731
-    daemons.wait_for(lambda: alive("wild"), 30, "the diverging job's hook", show=show)
+    show = lambda: testing.status(port)  # noqa: E731
+    testing.wait_for(lambda: alive("wild"), 30, "the diverging job's hook", show=show)
 
     # pause before the divergence (around step 320, ~6 s away): observed only from now on.
     paused = job.cli("pause", "wild", "--reason", "test", "--port", str(port))
@@ -83,11 +82,11 @@ def test_set_lr_pause_resume_through_the_cli(
     assert run_row(port, "wild")["state"] == "paused"  # type: ignore[index]
 
     # --scale on the healthy job: applied by the hook, acked, shown by status.
-    daemons.wait_for(lambda: alive("healthy"), 30, "the healthy job's hook", show=show)
+    testing.wait_for(lambda: alive("healthy"), 30, "the healthy job's hook", show=show)
     out = job.cli("set-lr", "healthy", "--scale", "0.5", "--port", str(port))
     assert out.returncode == 0, out.stderr
     assert "command 1 sent to healthy" in out.stdout
-    daemons.wait_for(lambda: channel.read_ack(healthy, 1) is not None, 10, "ack 1")
+    testing.wait_for(lambda: channel.read_ack(healthy, 1) is not None, 10, "ack 1")
     ack = channel.read_ack(healthy, 1)
     assert ack is not None and ack.status.value == "applied", ack
     assert ack.lr_scale == pytest.approx(0.5)
@@ -103,7 +102,7 @@ def test_set_lr_pause_resume_through_the_cli(
             and not row["unacked_commands"]
         )
 
-    daemons.wait_for(lambda: shows(0.5, 0.05), 10, "status lr_scale 0.5", show=show)
+    testing.wait_for(lambda: shows(0.5, 0.05), 10, "status lr_scale 0.5", show=show)
     as_json = job.cli("status", "--json", "--port", str(port))
     assert as_json.returncode == 0, as_json.stderr
     row = next(r for r in json.loads(as_json.stdout)["runs"] if r["run"] == "healthy")
@@ -112,13 +111,13 @@ def test_set_lr_pause_resume_through_the_cli(
     # --value: the LR of group 0 becomes that value.
     out = job.cli("set-lr", "healthy", "--value", "0.02", "--port", str(port))
     assert out.returncode == 0, out.stderr
-    daemons.wait_for(lambda: channel.read_ack(healthy, 2) is not None, 10, "ack 2")
+    testing.wait_for(lambda: channel.read_ack(healthy, 2) is not None, 10, "ack 2")
     ack = channel.read_ack(healthy, 2)
     assert ack is not None and ack.status.value == "applied", ack
     assert ack.lrs[0] == pytest.approx(0.02)
     assert ack.lr_scale == pytest.approx(0.2)
-    daemons.wait_for(lambda: shows(0.2, 0.02), 10, "status lr_scale 0.2", show=show)
-    daemons.wait_for(
+    testing.wait_for(lambda: shows(0.2, 0.02), 10, "status lr_scale 0.2", show=show)
+    testing.wait_for(
         lambda: job.read_log(healthy)[-1]["lr"] == pytest.approx(0.02), 5, "the job's LR 0.02"
     )
 
@@ -138,7 +137,7 @@ def test_set_lr_pause_resume_through_the_cli(
         rows = db.execute("SELECT kind FROM findings WHERE run = 'wild'").fetchall()
         return [kind for (kind,) in rows]
 
-    daemons.wait_for(lambda: "divergence" in wild_findings(), 10, "the divergence finding")
+    testing.wait_for(lambda: "divergence" in wild_findings(), 10, "the divergence finding")
     assert command_files(wild) == []
     assert run_row(port, "wild")["unacked_commands"] == []  # type: ignore[index]
     resumed = job.cli("resume", "wild", "--port", str(port))
@@ -175,7 +174,7 @@ def test_the_control_api_wants_the_bearer_token(tmp_path: Path) -> None:
         run = root / "exp"
         run.mkdir()
         (run / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
-        daemons.wait_for(lambda: run_row(port, "exp") is not None, 10, "the run")
+        testing.wait_for(lambda: run_row(port, "exp") is not None, 10, "the run")
 
         for token in (None, "wrong"):
             out = job.cli("pause", "exp", "--port", str(port), token=token)
@@ -200,7 +199,7 @@ def test_the_control_api_wants_the_bearer_token(tmp_path: Path) -> None:
 
 def post(port: int, run: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
-        f"{daemons.url(port)}/api/runs/{run}/{verb}",
+        f"{testing.url(port)}/api/runs/{run}/{verb}",
         data=json.dumps({"who": "test", **body}).encode(),
         method="POST",
     )
@@ -216,7 +215,7 @@ def test_set_lr_value_right_after_an_ack(
     procs.append(daemon)
     run = root / "healthy"
     procs.append(job.start(run, "--step-time", "0.01", "--lr", str(BASE_LR)))
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (r := run_row(port, "healthy")) is not None and r["hook_alive"], 30, "the hook"
     )
     seq = 0
@@ -230,12 +229,12 @@ def test_set_lr_value_right_after_an_ack(
         if row["lrs"][0] == pytest.approx(BASE_LR):  # ... but not yet the heartbeat after it
             break
         back = int(post(port, "healthy", "set-lr", {"scale": 2.0})["seq"])  # to 1, again
-        daemons.wait_for(lambda s=back: channel.read_ack(run, s) is not None, 10, "the ack")
+        testing.wait_for(lambda s=back: channel.read_ack(run, s) is not None, 10, "the ack")
         time.sleep(1.5)
     else:
         pytest.skip("never caught the daemon between an ack and the next heartbeat")
     seq = int(post(port, "healthy", "set-lr", {"value": 0.02})["seq"])
-    daemons.wait_for(lambda: channel.read_ack(run, seq) is not None, 10, "the ack")
+    testing.wait_for(lambda: channel.read_ack(run, seq) is not None, 10, "the ack")
     ack = channel.read_ack(run, seq)
     assert ack is not None and ack.status.value == "applied"
     assert ack.lrs[0] == pytest.approx(0.02)
@@ -246,7 +245,7 @@ def test_observe_mode_refuses_set_lr(tmp_path: Path, procs: list[subprocess.Pope
     procs.append(daemon)
     run = root / "healthy"
     procs.append(job.start(run, "--step-time", "0.01"))
-    daemons.wait_for(
+    testing.wait_for(
         lambda: (r := run_row(port, "healthy")) is not None and r["hook_alive"], 30, "the hook"
     )
     out = job.cli("set-lr", "healthy", "--scale", "0.5", "--port", str(port))

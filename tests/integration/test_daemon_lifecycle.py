@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from lrwatch import channel
+from lrwatch import channel, testing
 from lrwatch.daemon import Daemon
 from lrwatch.demo.showcase import free_port
 from lrwatch.store import StateInUse
 from lrwatch.types import Heartbeat
-from tests.integration import daemons, inproc
+from tests.integration import inproc
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +39,12 @@ def test_sigterm_stops_within_5s_with_state_flushed_and_json_logs(tmp_path: Path
     metrics = root / "a" / "metrics.jsonl"
     metrics.write_text(lines(range(100)))
     port = free_port()
-    proc = daemons.spawn(root, state, port, log, "--log-format", "json")
+    proc = testing.spawn(root, state, port, log, "--log-format", "json")
     try:
-        daemons.wait_ready(proc, port, log)
+        testing.wait_ready(proc, port, log)
         metrics.open("a").write(lines(range(100, 150)))
-        daemons.wait_for(
-            lambda: daemons.scrape(port).get('lrwatch_run_last_step{run="a"}') == 149,
+        testing.wait_for(
+            lambda: testing.scrape(port).get('lrwatch_run_last_step{run="a"}') == 149,
             10,
             "the daemon to catch up",
         )
@@ -95,20 +95,20 @@ def test_sighup_reloads_the_config_and_keeps_every_run(tmp_path: Path) -> None:
     config = tmp_path / "lrwatch.yaml"
     config.write_text("mode: act\npolicy: {cooldown_steps: 50}\n")
     port = free_port()
-    proc = daemons.spawn(root, state, port, log, "--config", str(config))
+    proc = testing.spawn(root, state, port, log, "--config", str(config))
     try:
-        daemons.wait_ready(proc, port, log)
-        daemons.wait_for(lambda: daemons.status(port)["runs"], 10, "the run")
-        before = daemons.status(port)["runs"]
+        testing.wait_ready(proc, port, log)
+        testing.wait_for(lambda: testing.status(port)["runs"], 10, "the run")
+        before = testing.status(port)["runs"]
         config.write_text("mode: observe\npolicy: {cooldown_steps: 500}\n")
         proc.send_signal(signal.SIGHUP)
-        daemons.wait_for(lambda: daemons.status(port)["mode"] == "observe", 10, "the reload")
-        assert daemons.status(port)["runs"] == before  # same runs, same state
+        testing.wait_for(lambda: testing.status(port)["mode"] == "observe", 10, "the reload")
+        assert testing.status(port)["runs"] == before  # same runs, same state
         # A broken file is refused; the running config stays.
         config.write_text("mode: sideways\n")
         proc.send_signal(signal.SIGHUP)
-        daemons.wait_for(lambda: "reload refused" in log.read_text(), 10, "the refusal")
-        assert daemons.status(port)["mode"] == "observe"
+        testing.wait_for(lambda: "reload refused" in log.read_text(), 10, "the refusal")
+        assert testing.status(port)["mode"] == "observe"
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0

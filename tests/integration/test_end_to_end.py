@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch import channel
+from lrwatch import channel, testing
 from lrwatch.demo.showcase import free_port
-from tests.integration import daemons
 
 pytestmark = pytest.mark.slow
 
@@ -62,9 +61,9 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     root = tmp_path / "runs"
     root.mkdir()
     port, state, log = free_port(), tmp_path / "state.sqlite", tmp_path / "daemon.log"
-    proc = daemons.spawn(root, state, port, log)
-    daemons.wait_ready(proc, port, log)
-    yield Daemon(proc, daemons.url(port), state)
+    proc = testing.spawn(root, state, port, log)
+    testing.wait_ready(proc, port, log)
+    yield Daemon(proc, testing.url(port), state)
     if proc.poll() is None:
         proc.kill()
         proc.wait()

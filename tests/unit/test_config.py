@@ -71,3 +71,12 @@ def test_bad_value_is_shown(tmp_path: Path) -> None:
     path.write_text("heartbeat_timeout_seconds: -5\n")
     with pytest.raises(ConfigError, match=r"heartbeat_timeout_seconds.*got -5"):
         load_config(path)
+
+
+def test_a_bad_notifier_entry_is_named_but_its_secret_url_never_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "lrwatch.yaml"
+    path.write_text('notifiers:\n  ops: "https://hooks.slack.com/services/T0/B0/s3cr3t"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "notifiers.ops" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from lrwatch.config import Config
 from lrwatch.controller import Controller, ControlState, PolicyConfig
-from lrwatch.types import ActionType, Finding, Severity
+from lrwatch.pipeline import RunMonitor
+from lrwatch.types import ActionType, Finding, Sample, Severity
 
 SEVERITY = {
     "divergence": Severity.CRITICAL,
@@ -156,3 +159,21 @@ def test_requests_go_with_the_adjustment_only() -> None:
     assert held.action is None and held.requests == ()  # cooldown holds both back
     with pytest.raises(ValidationError, match="scale_lr"):
         PolicyConfig(requests={"divergence": ActionType.SCALE_LR})
+
+
+def test_replay_takes_each_cut_as_landed_so_the_bounds_bite_as_they_would_live() -> None:
+    """Replay has no hook to ack a cut: it assumes each lands (the daemon learns the factor from
+    acks instead), so a run cut again and again meets ``min_lr_scale`` in replay as it would."""
+    rng = random.Random(0)
+    flat = [Sample("r", "loss", s, 0.3 * (1 + 0.05 * rng.uniform(-1, 1))) for s in range(3000)]
+    settings = Config.model_validate({"policy": {"min_lr_scale": 0.2}}).for_run("r")
+    replayed, live = RunMonitor("r", settings, assume_landed=True), RunMonitor("r", settings)
+    cuts = [
+        d.action.factor
+        for d in replayed.observe(flat, can_act=None).decisions
+        if d.action is not None and d.action.factor is not None
+    ]
+    assert cuts[:2] == [0.5, 0.5] and cuts[2] == pytest.approx(0.8)  # 0.25 -> the 0.2 floor
+    assert replayed.control.lr_scale == pytest.approx(0.2)
+    assert live.observe(flat, can_act=None).decisions  # without acks the factor stays put
+    assert live.control.lr_scale == 1.0

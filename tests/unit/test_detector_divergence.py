@@ -4,6 +4,7 @@ import json
 import math
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -229,24 +230,68 @@ def test_a_jump_that_decays_after_a_huge_bad_batch_is_not_climbing() -> None:
     assert not [f for f in found if f.kind == "divergence"]
 
 
-def test_gradient_norms_explode_with_the_loss_and_stay_quiet_on_healthy_runs() -> None:
-    from lrwatch.detectors import GRAD_NORM_DEFAULTS
+# The five non-diverging runs of the scoring corpus (benchmarks/detection) that paged before the
+# excursion had to clear what the loss recently came back from: (run, metric, its config).
+_CORPUS = Path(__file__).resolve().parents[2] / "benchmarks" / "detection" / "corpus"
+_SWINGS = [
+    ("drift/fraud_stream_logreg_sgd_s2", "loss"),  # a concept shift: bimodal after it
+    ("drift/fraud_stream_mlp_momentum_s4", "loss"),
+    ("healthy/wide_regression_linear_lr_too_high_s2", "loss"),  # bursts at the edge
+    ("oscillation/breast_cancer_3f_logistic_gd_2.5edge", "grad_norm"),  # ... and periodic
+    ("overfit/diabetes_80_samples_adam_s7", "loss"),  # a late Adam run's bumps
+]
 
-    found = feed(DivergenceDetector(GRAD_NORM_DEFAULTS), curves.lr_jump_grad_norms(0, at=150))
+
+def _corpus_series(run: str, metric: str) -> list[float]:
+    with (_CORPUS / run / "metrics.jsonl").open() as f:
+        return [float(r[metric]) for line in f if metric in (r := json.loads(line))]
+
+
+@pytest.mark.parametrize(("run", "metric"), _SWINGS)
+def test_swings_the_loss_came_back_from_before_are_not_paged(run: str, metric: str) -> None:
+    from lrwatch.detectors import GradNormConfig
+
+    cfg = GradNormConfig() if metric == "grad_norm" else DivergenceConfig()
+    found = feed(DivergenceDetector(cfg), _corpus_series(run, metric))
+    assert [f for f in found if f.kind == "divergence"] == []
+
+
+def test_a_divergence_soon_after_a_spike_is_still_paged_at_once() -> None:
+    curve = curves.lr_jump(0, at=150, lr=3.0)
+    plain = [(f.kind, f.step) for f in feed(DivergenceDetector(), curve)]
+    after_spike = feed(DivergenceDetector(), curves.with_spike(curve, at=120, length=3))
+    assert [(f.kind, f.step) for f in after_spike] == [("spike", 123), *plain]
+
+
+def test_a_version_2_state_loads_without_the_spike_memory() -> None:
+    detector = DivergenceDetector()
+    feed(detector, curves.healthy(0)[:100])
+    state = detector.state_dict()
+    del state["returned"]
+    state["version"] = 2
+    DivergenceDetector().load_state_dict(state)
+
+
+def test_gradient_norms_explode_with_the_loss_and_stay_quiet_on_healthy_runs() -> None:
+    from lrwatch.detectors import GradNormConfig
+
+    grad_norm_defaults = GradNormConfig()
+    found = feed(DivergenceDetector(grad_norm_defaults), curves.lr_jump_grad_norms(0, at=150))
     assert [f.kind for f in found] == ["divergence"]
     assert found[0].onset_step is not None and 151 <= found[0].onset_step <= 153
     assert found[0].step <= 156
     for seed in (0, 1, 2):
-        assert feed(DivergenceDetector(GRAD_NORM_DEFAULTS), curves.healthy_grad_norms(seed)) == []
+        assert feed(DivergenceDetector(grad_norm_defaults), curves.healthy_grad_norms(seed)) == []
 
 
 def test_the_grad_norm_and_loss_roles_get_it() -> None:
     cfg = DetectorsConfig()
-    (grad,) = build_detectors(cfg, Role.GRAD_NORM)
+    (grad,) = build_detectors(cfg, Role.GRAD_NORM).values()
     assert isinstance(grad, DivergenceDetector) and grad.config is cfg.grad_norm
     assert not cfg.grad_norm.report_spikes
-    assert isinstance(build_detectors(cfg, Role.LOSS)[0], DivergenceDetector)
-    assert not any(isinstance(d, DivergenceDetector) for d in build_detectors(cfg, Role.VAL_LOSS))
+    assert isinstance(next(iter(build_detectors(cfg, Role.LOSS).values())), DivergenceDetector)
+    val = build_detectors(cfg, Role.VAL_LOSS).values()
+    assert not any(isinstance(d, DivergenceDetector) for d in val)
 
 
 # -- config --------------------------------------------------------------------------------
@@ -272,11 +317,11 @@ def test_it_keeps_the_detector_contract() -> None:
 def test_build_detectors_builds_it_fresh_unless_disabled() -> None:
     cfg = DetectorsConfig()
     first, second = build_detectors(cfg), build_detectors(cfg)
-    (mine,) = [d for d in first if isinstance(d, DivergenceDetector)]
+    (mine,) = [d for d in first.values() if type(d) is DivergenceDetector]
     assert mine.config is cfg.divergence
-    assert not any(d is mine for d in second), "every series gets its own state"
+    assert not any(d is mine for d in second.values()), "every series gets its own state"
     off = DetectorsConfig.model_validate({"divergence": {"enabled": False}})
-    assert not any(isinstance(d, DivergenceDetector) for d in build_detectors(off))
+    assert not any(type(d) is DivergenceDetector for d in build_detectors(off).values())
     assert len(build_detectors(off)) == len(first) - 1
 
 

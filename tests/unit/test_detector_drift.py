@@ -105,11 +105,11 @@ def test_it_keeps_the_detector_contract() -> None:
 
 def test_the_loss_gets_it_and_other_roles_do_not() -> None:
     cfg = DetectorsConfig()
-    assert any(isinstance(d, DriftDetector) for d in build_detectors(cfg, Role.LOSS))
+    assert any(isinstance(d, DriftDetector) for d in build_detectors(cfg, Role.LOSS).values())
     for role in (Role.GRAD_NORM, Role.VAL_LOSS, Role.LR, None):
-        assert not any(isinstance(d, DriftDetector) for d in build_detectors(cfg, role))
+        assert not any(isinstance(d, DriftDetector) for d in build_detectors(cfg, role).values())
     off = DetectorsConfig.model_validate({"drift": {"enabled": False}})
-    assert not any(isinstance(d, DriftDetector) for d in build_detectors(off))
+    assert not any(isinstance(d, DriftDetector) for d in build_detectors(off).values())
 
 
 def test_a_state_of_another_detector_is_refused() -> None:

@@ -143,11 +143,11 @@ def test_it_keeps_the_detector_contract() -> None:
 def test_build_detectors_builds_it_fresh_unless_disabled() -> None:
     cfg = DetectorsConfig()
     first, second = build_detectors(cfg), build_detectors(cfg)
-    (mine,) = [d for d in first if isinstance(d, OscillationDetector)]
+    (mine,) = [d for d in first.values() if isinstance(d, OscillationDetector)]
     assert mine.config is cfg.oscillation
-    assert not any(d is mine for d in second), "every series gets its own state"
+    assert not any(d is mine for d in second.values()), "every series gets its own state"
     off = DetectorsConfig.model_validate({"oscillation": {"enabled": False}})
-    assert not any(isinstance(d, OscillationDetector) for d in build_detectors(off))
+    assert not any(isinstance(d, OscillationDetector) for d in build_detectors(off).values())
     assert len(build_detectors(off)) == len(first) - 1
 
 

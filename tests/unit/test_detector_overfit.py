@@ -76,11 +76,11 @@ def test_it_keeps_the_detector_contract() -> None:
 
 def test_the_validation_loss_gets_it_and_nothing_that_pages() -> None:
     cfg = DetectorsConfig()
-    (only,) = build_detectors(cfg, Role.VAL_LOSS)
+    (only,) = build_detectors(cfg, Role.VAL_LOSS).values()
     assert isinstance(only, OverfitDetector)
-    assert not any(isinstance(d, OverfitDetector) for d in build_detectors(cfg, Role.LOSS))
+    assert not any(isinstance(d, OverfitDetector) for d in build_detectors(cfg, Role.LOSS).values())
     off = DetectorsConfig.model_validate({"overfit": {"enabled": False}})
-    assert build_detectors(off, Role.VAL_LOSS) == []
+    assert build_detectors(off, Role.VAL_LOSS) == {}
 
 
 def test_a_state_of_another_detector_is_refused() -> None:

@@ -1,5 +1,14 @@
-"""Real ``lrwatch run`` daemon processes for the integration tests, and reading them from outside
-(HTTP, the state file) the way a supervisor or Prometheus would."""
+"""Test helpers: a real ``lrwatch run`` daemon process, read from outside (HTTP) the way a
+supervisor or Prometheus would. lrwatch's own integration tests use them, and so can a plugin's:
+
+    from lrwatch.demo.showcase import free_port
+    from lrwatch import testing
+
+    port = free_port()
+    proc = testing.spawn(root, tmp / "state.sqlite", port, tmp / "daemon.log", "--config", cfg)
+    testing.wait_ready(proc, port, tmp / "daemon.log")
+    testing.wait_for(lambda: testing.scrape(port).get(name, 0) >= 1, 20, "the finding")
+"""
 
 from __future__ import annotations
 
@@ -59,10 +68,21 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def wait_for(
-    predicate: Any, timeout: float, what: str, interval: float = 0.1, show: Any = None
+    predicate: Any, timeout: float, what: str, *, interval: float = 0.1, show: Any = None
 ) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}: {show() if show else ''}")
         time.sleep(interval)
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path, timeout: float = 10) -> None:
+    """SIGTERM, and the clean exit (status 0) a supervisor expects; killed if it hangs."""
+    proc.terminate()
+    try:
+        assert proc.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

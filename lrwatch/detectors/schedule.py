@@ -1,0 +1,86 @@
+"""Whether a run's own LR schedule is still moving its LR: the ``lr`` role's watcher.
+
+Why: a loss flattens as a warm-up/cosine schedule anneals the LR, and that is the schedule doing
+the plateau's job already; cutting the LR on top of it only ends training early (the rescue
+benchmark's healthy cosine run was cut 5 times by step 375 when this was not checked). The
+pipeline therefore reports a plateau found while the LR is moving and acts on none. lrwatch's
+own cuts do not count with the usual hooks, which log the schedule's LR (the factor is applied
+around ``optimizer.step``).
+
+A detector in form (it never finds anything), registered like the others, so a series builds,
+runs and persists it the same way and a config can turn it off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lrwatch.types import Finding, Role
+
+
+class ScheduleConfig(BaseModel):
+    """Knobs of :class:`ScheduleMotion`; ``enabled: false`` lets plateaus act at any time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    span: int = Field(
+        default=20,
+        ge=1,
+        description="the LR is moving if it changed (by more than 1e-6 of itself) within its "
+        "last this many samples, or fewer have been seen (too soon to tell a constant LR)",
+    )
+
+
+class ScheduleMotion:
+    """Says whether the LR series it watches is still moving (``moving``)."""
+
+    kinds: ClassVar[tuple[str, ...]] = ()
+    roles: ClassVar[tuple[Role, ...]] = (Role.LR,)
+    config_model: ClassVar[type[ScheduleConfig]] = ScheduleConfig
+
+    def __init__(self, config: ScheduleConfig | None = None) -> None:
+        self.span = (config or ScheduleConfig()).span
+        self._seen = 0
+        self._last = math.nan
+        self._since_change = 0
+
+    @property
+    def active(self) -> str | None:
+        return None
+
+    @property
+    def moving(self) -> bool:
+        return self._since_change < self.span
+
+    def update(self, step: int, value: float) -> Finding | None:
+        if not math.isfinite(value):
+            return None
+        if self._seen and abs(value - self._last) > 1e-6 * abs(self._last):
+            self._since_change = 0
+        else:
+            self._since_change += 1
+        self._seen += 1
+        self._last = value
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "detector": "schedule",
+            "version": 1,
+            "seen": self._seen,
+            "last": self._last if math.isfinite(self._last) else None,
+            "since_change": self._since_change,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if (state.get("detector"), state.get("version")) != ("schedule", 1):
+            raise ValueError(f"not a schedule state: {state.get('detector')!r}")
+        self._seen = int(state["seen"])
+        last = state["last"]
+        self._last = math.nan if last is None else float(last)
+        self._since_change = int(state["since_change"])

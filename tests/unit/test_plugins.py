@@ -1,0 +1,253 @@
+"""Plugins through real entry points: the guide's detector, broken plugins isolated, built-ins
+registered like any plugin."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import lrwatch
+from lrwatch import cli, registry
+from lrwatch.cli import app
+from lrwatch.config import Config, load_config, plugin_problems
+from lrwatch.pipeline import RunMonitor
+from lrwatch.replay import replay
+from lrwatch.types import Sample
+from tests import fake_dist
+
+DIVERGENCE = "lrwatch.detectors.divergence:DivergenceDetector"
+GUIDE = Path(__file__).parents[2] / "docs" / "plugins.md"
+
+RAISER = '''
+from typing import Any, ClassVar
+from lrwatch.types import Role
+
+class Raiser:
+    """Raises on its fifth value: a plugin's bug, inside update()."""
+    kinds: ClassVar[tuple[str, ...]] = ("raiser",)
+    roles: ClassVar[tuple[Role, ...]] = (Role.LOSS,)
+    config_model = None
+    active = None
+
+    def __init__(self, config: Any) -> None:
+        self.seen = 0
+
+    def update(self, step: int, value: float) -> None:
+        self.seen += 1
+        if self.seen == 5:
+            raise ZeroDivisionError("the plugin's own bug")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen = state["seen"]
+'''
+
+BAD_POLICY = """
+class BadPolicy:
+    config_model = None
+    def __init__(self, config): pass
+    def propose(self, finding, state, memory): raise RuntimeError("policy bug")
+    def on_step(self, step, state, memory): return None
+"""
+
+
+def guide_detector() -> str:
+    """The guide's first Python block, verbatim."""
+    block = re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+    assert block is not None
+    return block.group(1)
+
+
+def guide_config() -> dict[str, object]:
+    block = re.search(r"```yaml\n(detectors:.*?)```", GUIDE.read_text(), re.S)
+    assert block is not None
+    loaded: dict[str, object] = yaml.safe_load(block.group(1))
+    return loaded
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    """Third-party plugins, installed the way pip leaves them: the guide's detector, one that
+    raises in update(), one that cannot be imported, a policy that raises, and a package that
+    tries to take the built-in name "divergence"."""
+    site = tmp_path / "site"
+    fake_dist.install(
+        site,
+        "guide-plugin",
+        {"lrwatch.detectors": {"ceiling": "my_detectors:CeilingDetector"}},
+        {"my_detectors": guide_detector()},
+    )
+    fake_dist.install(
+        site,
+        "shaky-plugins",
+        {
+            "lrwatch.detectors": {
+                "raiser": "shaky:Raiser",
+                "broken": "shaky_broken:Detector",
+                "divergence": "shaky:Raiser",
+            },
+            "lrwatch.policies": {"bad": "shaky_policy:BadPolicy"},
+        },
+        {
+            "shaky": RAISER,
+            "shaky_broken": "import a_module_that_is_not_installed\n",
+            "shaky_policy": BAD_POLICY,
+        },
+        version="0.3",
+    )
+    with fake_dist.on_path(site):
+        yield site
+
+
+def diverging(run: str = "r") -> list[Sample]:
+    """A healthy falling loss for 100 steps, then a blow-up."""
+    values = [1.0 / (1 + 0.05 * s) + 0.01 * ((s * 7919) % 13) / 13 for s in range(100)]
+    values += [values[-1] * 1.5**k for k in range(1, 30)]
+    return [Sample(run, "loss", s, v) for s, v in enumerate(values)]
+
+
+def test_the_builtins_are_lrwatch_entry_points_like_any_plugin() -> None:
+    for group in registry.GROUPS:
+        installed = {
+            ep.name: ep.value
+            for ep in metadata.entry_points(group=f"lrwatch.{group}")
+            if ep.dist is not None and ep.dist.metadata["Name"] == "lrwatch"
+        }
+        assert installed == dict(zip(registry.builtin_names(group), _values(group), strict=True))
+        for info in registry.available(group):
+            if info.builtin:
+                registry.load(group, info.name)  # every built-in loads
+
+
+def _values(group: str) -> list[str]:
+    return [info.value for info in registry.available(group) if info.builtin]
+
+
+def test_the_guide_detector_is_under_30_lines_and_runs_from_its_config(
+    site: Path, tmp_path: Path
+) -> None:
+    code = [line for line in guide_detector().splitlines() if line.strip()]
+    assert len(code) < 30
+    run = tmp_path / "logs" / "job"
+    run.mkdir(parents=True)
+    losses = [8.0, 6.0, 4.0, 3.0, 7.0, 7.5, 2.0, 6.0]
+    (run / "m.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in enumerate(losses))
+    )
+    config = Config.model_validate(guide_config())
+    assert plugin_problems(config) == []
+    found = [f.finding for f in replay([tmp_path / "logs"], config) if f.finding.kind == "ceiling"]
+    # Episodes above 5.0 start at steps 0, 4 and 7: one finding each, with the guide's reason.
+    assert [f.step for f in found] == [0, 4, 7]
+    assert found[1].reason == "loss 7 is above the ceiling 5"
+    assert found[1].run == "job" and found[1].metric == "loss"
+
+
+def test_lrwatch_plugins_lists_each_with_its_package_and_what_is_broken(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.console, "width", 250)  # one row per line, nothing cut
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 1, result.output  # something is broken: say so in the status
+    rows: dict[tuple[str, ...], list[str]] = {}
+    for line in result.output.splitlines():
+        rows.setdefault(tuple(line.split()[:2]), []).append(" ".join(line.split()))
+    assert rows[("detectors", "ceiling")] == [
+        "detectors ceiling guide-plugin 1.0 (plugin) my_detectors:CeilingDetector ok"
+    ]
+    builtin, impostor = rows[("detectors", "divergence")]
+    assert builtin.endswith(f"lrwatch {lrwatch.__version__} {DIVERGENCE} ok")
+    assert impostor.endswith(
+        "shaky-plugins 0.3 (plugin) shaky:Raiser refused: a built-in has this name"
+    )
+    assert "No module named 'a_module_that_is_not_installed'" in rows[("detectors", "broken")][0]
+    assert "shaky-plugins 0.3 (plugin) shaky_policy:BadPolicy ok" in rows[("policies", "bad")][0]
+
+
+def test_the_builtin_keeps_its_name_against_a_plugin(site: Path) -> None:
+    assert registry.info("detectors", "divergence").builtin
+    assert [i.name for i in registry.shadowed("detectors")] == ["divergence"]
+    monitor = RunMonitor("r", Config().for_run("r"))
+    outcome = monitor.observe(diverging(), can_act=None)
+    assert "divergence" in {f.kind for f in outcome.findings}
+    assert not outcome.problems
+
+
+def test_a_detector_that_raises_is_dropped_from_the_series_and_the_rest_go_on(site: Path) -> None:
+    config = Config.model_validate({"detectors": {"plugins": {"raiser": {}}}})
+    monitor = RunMonitor("r", config.for_run("r"))
+    samples = diverging()
+    first = monitor.observe(samples[:3], can_act=None)
+    assert not first.problems
+    outcome = monitor.observe(samples[3:], can_act=None)
+    (problem,) = outcome.problems
+    assert (problem.group, problem.name, problem.stage) == ("detectors", "raiser", "run")
+    assert "ZeroDivisionError: the plugin's own bug at step 4 of r/loss" in problem.message
+    # The built-ins saw every sample, the failing one included: the divergence is still found.
+    assert "divergence" in {f.kind for f in outcome.findings}
+    assert list(monitor.series["loss"].detectors) == [
+        "divergence",
+        "oscillation",
+        "plateau",
+        "drift",
+    ]
+    # Its state saves and loads without it; a later series of the same run gets it again.
+    twin = RunMonitor("r", config.for_run("r"))
+    twin.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
+    assert not monitor.observe([Sample("r", "loss", 500, 1.0)], can_act=None).problems
+
+
+def test_broken_plugins_fail_config_check_by_name_and_replay_goes_on_without_them(
+    site: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "lrwatch.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "detectors": {"plugins": {"broken": {}, "ceiling": {"ceilling": 3}}},
+                "policy": {"plugins": {"absent": {}}},
+            }
+        )
+    )
+    problems = {(p.name, p.stage): p.message for p in plugin_problems(load_config(path))}
+    assert "No module named 'a_module_that_is_not_installed'" in problems[("broken", "load")]
+    assert "ceilling: Extra inputs are not permitted" in problems[("ceiling", "config")]
+    assert problems[("absent", "load")].startswith("not installed (installed: factors, ")
+    assert "bad" in problems[("absent", "load")]
+
+    checked = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert checked.exit_code == 1
+    said = " ".join(checked.output.split())
+    assert "3 plugin(s) cannot be used" in said
+    assert "detectors plugin 'ceiling' (config): ceilling: Extra inputs are not permitted" in said
+
+    run = tmp_path / "logs" / "job"
+    run.mkdir(parents=True)
+    (run / "m.jsonl").write_text(
+        "".join(json.dumps({"step": s.step, "loss": s.value}) + "\n" for s in diverging())
+    )
+    replayed = CliRunner().invoke(app, ["replay", str(run), "--config", str(path), "-f", "jsonl"])
+    assert replayed.exit_code == 0, replayed.output
+    kinds = {json.loads(line)["kind"] for line in replayed.stdout.splitlines()}
+    assert "divergence" in kinds
+    assert "detectors plugin 'broken' (load)" in replayed.stderr
+
+
+def test_a_policy_that_raises_is_dropped_and_factors_still_act(site: Path) -> None:
+    config = Config.model_validate({"policy": {"plugins": {"bad": {}}}})
+    monitor = RunMonitor("r", config.for_run("r"))
+    outcome = monitor.observe(diverging(), can_act=None)
+    (cut,) = [d for d in outcome.decisions if d.action is not None and d.label == "divergence"]
+    assert cut.action is not None and cut.action.factor == 0.1
+    (problem,) = outcome.problems
+    assert (problem.group, problem.name, problem.stage) == ("policies", "bad", "run")
+    assert "RuntimeError: policy bug" in problem.message

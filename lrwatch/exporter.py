@@ -106,6 +106,14 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.command_acks_total = Counter(
+            "lrwatch_command_acks",
+            "Acks of commands, by status: applied, rejected (unsigned, forged or replayed: the "
+            "hook's secret differs from the daemon's, or someone else writes commands), "
+            "unsupported (a request the job has no handler for).",
+            ["run", "status"],
+            registry=r,
+        )
         self.plugin_errors_total = Counter(
             "lrwatch_plugin_errors",
             "Plugins that failed (stage: load = not installed or failed to import or build, "
@@ -187,5 +195,6 @@ class Metrics:
             self.adjustments_total,
             self.commands_unacked,
             self.hook_heartbeat,
+            self.command_acks_total,
         ):
             metric.remove_by_labels({"run": run})

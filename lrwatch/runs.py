@@ -50,6 +50,7 @@ class Run:
     labels: dict[int, str] = field(default_factory=dict)  # seq -> reason label, for metrics
     role_metrics: frozenset[str] = frozenset()  # names that are role metrics, for /metrics
     dirty_since: float | None = None  # monotonic time of the first analysis not checkpointed
+    hooked: bool = False  # a heartbeat was seen: the ack counters exist (at 0) from then on
 
     def alive(self, now: float, config: Config) -> bool:
         return self.actuator.alive(now, config.heartbeat_timeout_seconds)
@@ -245,6 +246,11 @@ class RunBook:
             if beat is None:
                 continue
             name = run.name
+            if not run.hooked:
+                # Each status's counter from 0, so that increase() sees a run's first rejection.
+                for status in AckStatus:
+                    self.metrics.command_acks_total.labels(name, status.value)
+                run.hooked = True
             self.metrics.hook_heartbeat.labels(name).set(beat.written_at)
             if run.actuator.heartbeat_is_current():
                 # The job is the truth about its factor (it may have restored a checkpoint).
@@ -256,6 +262,7 @@ class RunBook:
 
     def _record_ack(self, run: Run, ack: Ack) -> None:
         self.store.record_ack(run.name, ack)
+        self.metrics.command_acks_total.labels(run.name, ack.status.value).inc()
         self.store.audit(
             run.name,
             "ack",

@@ -38,6 +38,8 @@ def start_daemon(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, 
     root = tmp / "runs"
     root.mkdir()
     port, state, log = free_port(), tmp / "state.sqlite", tmp / "daemon.log"
+    if "--config" not in extra:  # the counted commands are the tests' own, not plateau cuts
+        extra = (*extra, *job.plateau_reported_only(tmp))
     proc = testing.spawn(root, state, port, log, *extra)
     testing.wait_ready(proc, port, log)
     return proc, port, root, state
@@ -59,7 +61,7 @@ def command_files(run_dir: Path) -> list[str]:
 def test_set_lr_pause_resume_through_the_cli(
     tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    daemon, port, root, state = start_daemon(tmp_path, *job.plateau_reported_only(tmp_path))
+    daemon, port, root, state = start_daemon(tmp_path)
     procs.append(daemon)
     healthy, wild = root / "healthy", root / "wild"
     procs.append(job.start(healthy, "--step-time", "0.01", "--lr", str(BASE_LR)))
@@ -252,3 +254,30 @@ def test_observe_mode_refuses_set_lr(tmp_path: Path, procs: list[subprocess.Pope
     time.sleep(0.5)
     assert command_files(run) == []
     assert out.returncode != 0 and "observe" in out.stderr, out.stdout
+
+
+def test_a_hook_with_another_secret_rejects_the_commands_and_on_call_sees_it(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon has no secret, the job has one: the hook refuses the unsigned command (its LR
+    untouched) and /metrics counts the rejection, from a series that existed at 0 before."""
+    daemon, port, root, _ = start_daemon(tmp_path)
+    procs.append(daemon)
+    monkeypatch.setenv("LRWATCH_SECRET", "the-job's-own-secret")
+    run = root / "healthy"
+    procs.append(job.start(run, "--step-time", "0.01", "--lr", str(BASE_LR)))
+    testing.wait_for(
+        lambda: (r := run_row(port, "healthy")) is not None and r["hook_alive"], 30, "the hook"
+    )
+    rejected = 'lrwatch_command_acks_total{run="healthy",status="rejected"}'
+    testing.wait_for(lambda: rejected in testing.scrape(port), 5, "the ack counters at 0")
+    assert testing.scrape(port)[rejected] == 0
+    out = job.cli("set-lr", "healthy", "--scale", "0.5", "--port", str(port))
+    assert out.returncode == 0, out.stderr
+    testing.wait_for(lambda: testing.scrape(port)[rejected] == 1, 10, "the rejection counted")
+    ack = channel.read_ack(run, 1)
+    assert ack is not None and ack.status.value == "rejected" and ack.lr_scale == 1.0
+    assert "unsigned" in ack.reason
+    metrics = testing.scrape(port)
+    assert metrics['lrwatch_command_acks_total{run="healthy",status="applied"}'] == 0
+    assert "the-job's-own-secret" not in (tmp_path / "daemon.log").read_text()

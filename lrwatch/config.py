@@ -145,12 +145,28 @@ def plugin_problems(config: Config) -> list[PluginProblem]:
         checks += [("policies", name, raw) for name, raw in policy.plugins.items()]
     for name, raw in config.sources.items():
         checks.append(("sources", name, {k: v for k, v in raw.items() if k != "enabled"}))
-    for instance, settings in config.notifiers.items():
-        checks.append(("notifiers", settings.plugin or instance, settings.options()))
     problems: list[PluginProblem] = []
     for group, name, raw in checks:
         problem = registry.check(group, name, raw)
         if problem is not None and problem not in problems:
+            problems.append(problem)
+    for instance, settings in config.notifiers.items():
+        # Built as the daemon builds it (a constructor may refuse what the model let through),
+        # then closed: nothing is sent.
+        name = settings.plugin or instance
+        try:
+            notifier = registry.load("notifiers", name)(
+                registry.validate_config("notifiers", name, settings.options())
+            )
+            notifier.close()
+        except registry.PluginError as exc:
+            problem = exc.problem
+        except Exception as exc:
+            why = f"notifiers.{instance} cannot be built: {type(exc).__name__}: {exc}"
+            problem = PluginProblem("notifiers", name, "config", why)
+        else:
+            continue
+        if problem not in problems:
             problems.append(problem)
     return problems
 

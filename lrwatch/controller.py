@@ -8,6 +8,7 @@ job — the split Lightning's EarlyStopping makes between deciding and stopping.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,25 @@ class PolicyConfig(BaseModel):
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
+def _check(proposal: Any) -> None:
+    """A plugin's proposal is data from outside: a TypeError or ValueError unless well-formed
+    (a finite factor above 0, a severity, requests lrwatch knows), before anything trusts it."""
+    if not isinstance(proposal, Proposal):
+        raise TypeError(f"returned {type(proposal).__name__}, not a Proposal")
+    factor = proposal.factor
+    if isinstance(factor, bool) or not isinstance(factor, int | float):
+        raise TypeError(f"proposed factor {factor!r} is not a number")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"proposed factor {factor!r}: must be finite and above 0")
+    if proposal.severity not in _RANK:
+        raise ValueError(f"proposed severity {proposal.severity!r} is not a Severity")
+    for request in proposal.requests:
+        if not isinstance(request, ActionType) or request is ActionType.SCALE_LR:
+            raise ValueError(f"proposed request {request!r}: rollback, checkpoint or stop")
+    if not isinstance(proposal.reason, str) or not isinstance(proposal.label, str):
+        raise TypeError("a proposal's reason and label must be strings")
+
+
 @dataclass(slots=True)
 class ControlState:
     """What the controller remembers of one run. ``lr_scale`` is the factor the job runs with,
@@ -121,7 +141,8 @@ class Controller:
             except registry.PluginError as exc:
                 self.problems.append(exc.problem)
             except Exception as exc:  # its constructor's own bug
-                self._failed(name, exc)
+                message = f"cannot be built: {type(exc).__name__}: {exc}"
+                self.problems.append(PluginProblem("policies", name, "load", message))
         self.policies["factors"] = registry.load("policies", "factors")(policy)
 
     def decide(self, finding: Finding, state: ControlState, *, can_act: str | None) -> Decision:
@@ -149,6 +170,8 @@ class Controller:
         for name, policy in list(self.policies.items()):
             try:
                 proposal = call(policy, state.memory.setdefault(name, {}))
+                if proposal is not None:
+                    _check(proposal)
             except Exception as exc:
                 if name == "factors":
                     raise  # lrwatch's own bug: let it be seen
@@ -160,7 +183,7 @@ class Controller:
 
     def _failed(self, name: str, exc: Exception) -> None:
         self.policies.pop(name, None)
-        message = f"raised {type(exc).__name__}: {exc}; no longer asked for this run"
+        message = f"{type(exc).__name__}: {exc}; no longer asked for this run"
         self.problems.append(PluginProblem("policies", name, "run", message))
 
     def _bound(

@@ -34,7 +34,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lrwatch import channel, manual
+from lrwatch import channel, manual, notify
 from lrwatch.config import Config, ConfigError, Mode, plugin_problems
 from lrwatch.exporter import Metrics
 from lrwatch.notify import Notice, Outlet, build_outlets
@@ -186,6 +186,8 @@ class Daemon:
             self.book.poll_channels(heartbeats=tick)
             if tick:
                 self.book.tick(now)
+                for problem in self.follower.formats.take_problems():  # claims() raised
+                    self._plugin_failed(problem)
 
     def _sweep_interval(self) -> float:
         """Seconds to the next sweep: a sweep costs a stat per known file and a read per changed
@@ -207,8 +209,11 @@ class Daemon:
         self._ready.clear()
         self.watcher.stop()
         self.server.stop()
+        deadline = time.monotonic() + notify.CLOSE_TIMEOUT_SECONDS
+        for outlet in self.outlets:  # together: one slow endpoint's wait, not one per outlet
+            outlet.close(drain=True)
         for outlet in self.outlets:
-            outlet.close()
+            outlet.thread.join(max(0.0, deadline - time.monotonic()))
         self.store.close()
         self._unlock_root()
         log.info("stopped")
@@ -284,7 +289,9 @@ class Daemon:
         one that cannot be used is reported (see ``_plugin_failed``) and left out; the daemon
         runs on with the rest."""
         problems = plugin_problems(self.config)
-        problems += discovery.configure_sources(self.config.sources)
+        formats, more_problems = discovery.build_formats(self.config.sources)
+        problems += more_problems
+        self.follower.formats = self.watcher.formats = formats
         self.outlets, more = build_outlets(self.config.notifiers, self._count_notice)
         for problem in dict.fromkeys([*problems, *more]):
             self._plugin_failed(problem)

@@ -19,7 +19,6 @@ once per instance, so a dead endpoint costs a counter, never the daemon.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -128,6 +127,7 @@ class Outlet:
         self.name, self.settings, self.notifier, self._count = name, settings, notifier, count
         self.queue: queue.Queue[Notice | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._failed_once = False
+        self._closing = threading.Event()
         self.thread = threading.Thread(target=self._work, name=f"notify-{name}", daemon=True)
         self.thread.start()
 
@@ -139,35 +139,57 @@ class Outlet:
         except queue.Full:
             self._count(self.name, "dropped")
 
-    def close(self) -> None:
-        with contextlib.suppress(queue.Full):
-            self.queue.put(None, timeout=CLOSE_TIMEOUT_SECONDS)
-        self.thread.join(CLOSE_TIMEOUT_SECONDS)
+    def close(self, wait: float = 0.0, *, drain: bool = False) -> None:
+        """Stop taking notices. The thread delivers the one in hand and, with ``drain`` (a
+        shutdown), the ones queued; else (a config reload) counts those dropped. It then closes
+        the notifier itself — never while a ``notify`` runs — and ends. Waits at most ``wait``
+        seconds for that: the daemon's loop never waits on a slow endpoint."""
+        if not drain:
+            self._closing.set()
         try:
-            self.notifier.close()
-        except Exception:
-            log.exception("notifier %s: close() failed", self.name)
+            self.queue.put_nowait(None)  # the end mark, behind what is queued
+        except queue.Full:
+            self._closing.set()  # no room for it: stop after the notice in hand
+        self.thread.join(wait)
 
     def _work(self) -> None:
-        while (notice := self.queue.get()) is not None:
+        try:
+            while not self._closing.is_set():
+                notice = self.queue.get()
+                if notice is None:
+                    break
+                self._deliver(notice)
+            while True:  # closing: what is still queued will not be sent
+                try:
+                    if self.queue.get_nowait() is not None:
+                        self._count(self.name, "dropped")
+                except queue.Empty:
+                    break
+        finally:
             try:
-                self.notifier.notify(notice)
-            except Exception as exc:
-                self._count(self.name, "failed")
-                level = logging.DEBUG if self._failed_once else logging.ERROR
-                self._failed_once = True
-                log.log(
-                    level,
-                    "notifier %s: could not deliver a %s notice of %s (%s: %s); later failures "
-                    "are only counted in lrwatch_notifications_total",
-                    self.name,
-                    notice.event,
-                    notice.run,
-                    type(exc).__name__,
-                    exc,
-                )
-            else:
-                self._count(self.name, "sent")
+                self.notifier.close()
+            except Exception:
+                log.exception("notifier %s: close() failed", self.name)
+
+    def _deliver(self, notice: Notice) -> None:
+        try:
+            self.notifier.notify(notice)
+        except Exception as exc:
+            self._count(self.name, "failed")
+            level = logging.DEBUG if self._failed_once else logging.ERROR
+            self._failed_once = True
+            log.log(
+                level,
+                "notifier %s: could not deliver a %s notice of %s (%s: %s); later failures "
+                "are only counted in lrwatch_notifications_total",
+                self.name,
+                notice.event,
+                notice.run,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            self._count(self.name, "sent")
 
 
 def build_outlets(

@@ -8,6 +8,7 @@ persist it in the same transaction as the tail offsets that produced it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from lrwatch.detectors import build_detectors
 from lrwatch.detectors.base import Detector
 from lrwatch.detectors.schedule import ScheduleMotion
 from lrwatch.registry import PluginProblem
-from lrwatch.types import Decision, Finding, Role, Sample
+from lrwatch.types import Decision, Finding, Role, Sample, Severity
 
 # Which detectors look at which role is decided in lrwatch.detectors.build_detectors (the loss
 # gets divergence, oscillation, plateau and drift; the gradient norm an early divergence signal;
@@ -52,7 +53,8 @@ class Series:
             "detectors": {name: d.state_dict() for name, d in self.detectors.items()},
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> list[tuple[str, Exception]]:
+        """Restore ``state_dict()``; the detectors that could not take theirs, and why."""
         self.last_step = int(state["last_step"])
         self.last_value = float(state["last_value"])
         self.out_of_order = int(state["out_of_order"])
@@ -63,9 +65,14 @@ class Series:
         saved = state["detectors"]
         if isinstance(saved, list):  # lrwatch 0.1.0 saved them as a list in building order
             saved = dict(zip(self.detectors, saved, strict=False))
+        failed: list[tuple[str, Exception]] = []
         for name, detector in self.detectors.items():
             if name in saved:  # else a plugin installed since: it starts fresh
-                detector.load_state_dict(saved[name])
+                try:
+                    detector.load_state_dict(saved[name])
+                except Exception as exc:
+                    failed.append((name, exc))
+        return failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,31 +168,32 @@ class RunMonitor:
             series.last_value = sample.value
             series.last_wall_time = sample.wall_time
             series.source = source
-            found_here: list[Finding] = []
+            found_here: list[tuple[str, Finding]] = []  # (detector, what it found)
             ran = 0
             try:
-                for detector in series.detectors.values():
+                for name, detector in series.detectors.items():
                     found = detector.update(sample.step, sample.value)
                     ran += 1
                     if found is not None:
-                        found_here.append(found)
+                        found_here.append((name, found))
             except Exception as exc:
                 found_here += self._isolate(series, sample, ran, exc)
+            findings = self._checked(series, sample, found_here) if found_here else []
             if series.role is Role.LOSS:
                 due = self.controller.on_step(self.run, sample.step, self.control, can_act=can_act)
                 if due is not None:
                     self._record(due)
                     outcome.decisions.append(due)
-            if found_here and any(d.active == "divergence" for d in series.detectors.values()):
+            if findings and "divergence" in self._kinds(series):
                 # A diverging loss also "stops improving" and may swing: those findings would
                 # only repeat the divergence in a weaker voice, and must not win the policy.
-                found_here = [f for f in found_here if f.kind not in _MASKED_BY_DIVERGENCE]
+                findings = [f for f in findings if f.kind not in _MASKED_BY_DIVERGENCE]
             # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
             # is reported, not acted on: the schedule is already doing the plateau's job.
-            lr_series = self.series.get(self.role_metric(Role.LR) or "") if found_here else None
+            lr_series = self.series.get(self.role_metric(Role.LR) or "") if findings else None
             watch = lr_series.detectors.get("schedule") if lr_series is not None else None
             held = isinstance(watch, ScheduleMotion) and watch.moving
-            for found in found_here:
+            for found in findings:
                 found = replace(found, run=self.run, metric=sample.metric)
                 outcome.findings.append(found)
                 if held and found.kind == "plateau":
@@ -205,28 +213,66 @@ class RunMonitor:
         if self.assume_landed and action is not None and action.factor is not None:
             self.control.lr_scale *= action.factor
 
-    def _isolate(self, series: Series, sample: Sample, ran: int, error: Exception) -> list[Finding]:
+    def _isolate(
+        self, series: Series, sample: Sample, ran: int, error: Exception
+    ) -> list[tuple[str, Finding]]:
         """The detector after the first ``ran`` raised ``error`` on ``sample``: drop it from
         this series (said in ``problems``); run the rest one by one, dropping any that raises."""
-        found: list[Finding] = []
+        found: list[tuple[str, Finding]] = []
         rest = list(series.detectors.items())[ran:]
-        self._drop(series, rest[0][0], sample, error)
+        self._drop(
+            series, rest[0][0], sample.metric, f"raised {_error(error)} at step {sample.step}"
+        )
         for name, detector in rest[1:]:
             try:
                 finding = detector.update(sample.step, sample.value)
             except Exception as exc:
-                self._drop(series, name, sample, exc)
+                self._drop(
+                    series, name, sample.metric, f"raised {_error(exc)} at step {sample.step}"
+                )
                 continue
             if finding is not None:
-                found.append(finding)
+                found.append((name, finding))
         return found
 
-    def _drop(self, series: Series, name: str, sample: Sample, error: Exception) -> None:
+    def _checked(
+        self, series: Series, sample: Sample, found: list[tuple[str, Finding]]
+    ) -> list[Finding]:
+        """What the detectors found, minus what no later stage could use (a plugin's return
+        that is not a Finding, or whose detail is not JSON): its detector is dropped."""
+        good = []
+        for name, finding in found:
+            try:
+                if not isinstance(finding, Finding):
+                    raise TypeError(f"returned {type(finding).__name__}, not a Finding")
+                json.dumps(dict(finding.detail))
+                if not isinstance(finding.severity, Severity):
+                    finding = replace(finding, severity=Severity(finding.severity))
+            except Exception as exc:
+                if name in series.detectors:
+                    self._drop(series, name, sample.metric, f"at step {sample.step}: {_error(exc)}")
+                continue
+            good.append(finding)
+        return good
+
+    def _kinds(self, series: Series) -> list[str]:
+        """The kinds ``series``' detectors say are ongoing; a detector whose ``active`` raises
+        is dropped."""
+        kinds = []
+        for name, detector in list(series.detectors.items()):
+            try:
+                kind = detector.active
+            except Exception as exc:
+                self._drop(series, name, "", f"active raised {_error(exc)}")
+                continue
+            if kind:
+                kinds.append(kind)
+        return kinds
+
+    def _drop(self, series: Series, name: str, metric: str, why: str) -> None:
         del series.detectors[name]
-        message = (
-            f"raised {type(error).__name__}: {error} at step {sample.step} of "
-            f"{self.run}/{sample.metric}; no longer run on that series"
-        )
+        where = f"{self.run}/{metric}" if metric else self.run
+        message = f"{why} on {where}; no longer run on that series"
         self._problems.append(PluginProblem("detectors", name, "run", message))
 
     def _rewind(self, old: Series, sample: Sample, outcome: Outcome) -> Series:
@@ -239,7 +285,7 @@ class RunMonitor:
         return series
 
     def active_kinds(self) -> set[str]:
-        return {k for s in self.series.values() for d in s.detectors.values() if (k := d.active)}
+        return {kind for series in self.series.values() for kind in self._kinds(series)}
 
     def role_metric(self, role: Role) -> str | None:
         """The metric playing ``role`` in this run (the first configured name it logs)."""
@@ -251,13 +297,62 @@ class RunMonitor:
     def last_step(self) -> int:
         return max((s.last_step for s in self.series.values()), default=-1)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
+    def state_dict(self, *, sanitize: bool = False) -> dict[str, Any]:
+        """The whole analysis state. ``sanitize``: leave out (and say in ``problems``) any
+        detector state or policy memory that is not JSON — a plugin's bug that must not stop
+        the rest from being saved. (Checked only then: the store finds out by serialising.)"""
+        state = {
             "control": self.control.state_dict(),
             "series": {name: s.state_dict() for name, s in self.series.items()},
         }
+        if sanitize:
+            for metric, sub in state["series"].items():
+                for name, detector_state in list(sub["detectors"].items()):
+                    if not _is_json(detector_state):
+                        del sub["detectors"][name]
+                        self._problems.append(
+                            PluginProblem(
+                                "detectors",
+                                name,
+                                "run",
+                                f"state_dict() of {self.run}/"
+                                f"{metric} is not JSON: not saved, restarts afresh",
+                            )
+                        )
+            memory = state["control"]["memory"]
+            for name, kept in list(memory.items()):
+                if not _is_json(kept):
+                    memory[name] = {}
+                    self.control.memory[name] = {}
+                    self._problems.append(
+                        PluginProblem(
+                            "policies", name, "run", f"memory of {self.run} is not JSON: cleared"
+                        )
+                    )
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict()``. A detector whose saved state it cannot take (its format
+        changed, or a plugin's bug) starts afresh, said in ``problems``; the rest, and the
+        run's control state (LR factor, pause, cooldowns), are restored."""
         self.control.load_state_dict(state["control"])
-        for name, sub in state["series"].items():
-            self._series(name).load_state_dict(sub)
+        for metric, sub in state["series"].items():
+            series = self._series(metric)
+            for name, exc in series.load_state_dict(sub):
+                fresh = build_detectors(self.settings.detectors, series.role)
+                if name in fresh:
+                    series.detectors[name] = fresh[name]
+                why = f"saved state of {self.run}/{metric} unusable ({_error(exc)}): starts afresh"
+                self._problems.append(PluginProblem("detectors", name, "run", why))
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

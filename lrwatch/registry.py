@@ -145,9 +145,17 @@ def info(group: str, name: str) -> PluginInfo:
     raise PluginError(PluginProblem(group, name, "load", f"not installed (installed: {names})"))
 
 
+_failed: dict[tuple[str, str], PluginProblem] = {}
+
+
 @cache
 def load(group: str, name: str) -> Any:
-    """The object an entry point names, imported once. PluginError says why it can't be."""
+    """The object an entry point names, imported once. PluginError says why it can't be; a
+    failure is remembered too (see ``forget``), so that a broken module is not executed again
+    for every new series."""
+    failed = _failed.get((group, name))
+    if failed is not None:
+        raise PluginError(failed)
     value = info(group, name).value
     module, _, attribute = value.partition(":")
     try:
@@ -156,8 +164,17 @@ def load(group: str, name: str) -> Any:
             obj = getattr(obj, part)
     except Exception as exc:  # an ImportError, or whatever the plugin's module raised
         message = f"cannot import {value}: {type(exc).__name__}: {exc}"
-        raise PluginError(PluginProblem(group, name, "load", message)) from exc
+        problem = _failed[group, name] = PluginProblem(group, name, "load", message)
+        raise PluginError(problem) from exc
     return obj
+
+
+def forget() -> None:
+    """Read the entry points and import the plugins afresh (after installing one in-process)."""
+    available.cache_clear()
+    load.cache_clear()
+    _validate.cache_clear()
+    _failed.clear()
 
 
 def config_model(plugin: Any) -> type[BaseModel] | None:

@@ -18,11 +18,13 @@ from lrwatch.config import Config
 from lrwatch.pipeline import RunMonitor
 from lrwatch.registry import PluginProblem
 from lrwatch.sources.discovery import (
-    configure_sources,
+    Formats,
+    build_formats,
+    installed_formats,
     open_reader,
+    run_dir,
     run_name,
     scan,
-    take_problems,
 )
 from lrwatch.types import Decision, Finding, Sample
 
@@ -56,27 +58,31 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def discover_runs(paths: Iterable[Path]) -> dict[str, list[Path]]:
+def discover_runs(paths: Iterable[Path], formats: Formats | None = None) -> dict[str, list[Path]]:
     """Log files per run. A directory's runs are named relative to it (a directory that is a
-    run itself keeps its own name); a file's run is its directory's name."""
+    run itself keeps its own name); a file's run is its run directory's name."""
+    formats = formats or installed_formats()
     runs: dict[str, list[Path]] = defaultdict(list)
     for path in paths:
         if path.is_dir():
-            for log in scan(path):
-                name = run_name(path, log)
-                runs[path.resolve().name if name == "." else name].append(log)
+            for log in scan(path, formats):
+                try:
+                    name = run_name(path, log, formats)
+                except ValueError:  # the run is above ``path`` (a directory inside a run)
+                    name = "."
+                runs[run_dir(log, formats).name if name == "." else name].append(log)
         elif path.is_file():
-            runs[path.resolve().parent.name].append(path)
+            runs[run_dir(path, formats).name].append(path)
         else:
             raise FileNotFoundError(f"no such file or directory: {path}")
     return runs
 
 
-def read_run(run: str, files: list[Path]) -> list[Sample]:
+def read_run(run: str, files: list[Path], formats: Formats | None = None) -> list[Sample]:
     """All samples of a run's files, merged by step (stable: file order breaks ties)."""
     samples: list[Sample] = []
     for path in files:
-        reader = open_reader(path.parent, path)
+        reader = open_reader(path.parent, path, run=run, formats=formats)
         while batch := reader.read():
             samples.extend(Sample(run, s.metric, s.step, s.value, s.wall_time) for s in batch)
     samples.sort(key=lambda s: s.step)
@@ -89,11 +95,12 @@ def replay(
     """The findings of each run under ``paths``, with what act mode would have done. Plugins
     that cannot be used are left out and appended to ``problems`` (as the daemon does)."""
     problems = [] if problems is None else problems
-    problems += configure_sources(config.sources)
-    for run, files in sorted(discover_runs(paths).items()):
+    formats, more = build_formats(config.sources)
+    problems += more
+    for run, files in sorted(discover_runs(paths, formats).items()):
         monitor = RunMonitor(run, config.for_run(run), assume_landed=True)
-        outcome = monitor.observe(read_run(run, files), can_act=None)
-        problems += outcome.problems + take_problems()
+        outcome = monitor.observe(read_run(run, files, formats), can_act=None)
+        problems += outcome.problems + formats.take_problems()
         decisions = {id(d.finding): d for d in outcome.decisions}
         for finding in outcome.findings:
             yield ReplayedFinding(finding, decisions.get(id(finding)))

@@ -15,6 +15,7 @@ Split from daemon.py so that the daemon reads as wiring. What a run's lifecycle 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -198,9 +199,19 @@ class RunBook:
         (detectors are deterministic), and since anything that produced a finding was
         checkpointed at once (the daemon does so), nothing is reported twice or lost.
         """
-        self.store.save_run(run.name, run.monitor.state_dict(), run.lifecycle_dict())
+        try:  # (the state is serialised before anything is written)
+            self.store.save_run(run.name, run.monitor.state_dict(), run.lifecycle_dict())
+        except (TypeError, ValueError):  # a plugin's state or memory that is not JSON
+            state = run.monitor.state_dict(sanitize=True)
+            self.store.save_run(run.name, state, run.lifecycle_dict())
         for reader in self.follower.readers_of(run.name):
-            self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
+            try:
+                position = reader.state_dict()
+                json.dumps(position)
+            except Exception:  # a source plugin's bug: that file is read again after a restart
+                log.exception("%s: reader state unusable; not saved", reader.path)
+                continue
+            self.store.save_reader(str(reader.path), reader.run, position)
         run.dirty_since = None
 
     def flush(self) -> None:

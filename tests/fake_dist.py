@@ -37,9 +37,10 @@ def install(
 
 
 def clear_caches() -> None:
-    registry.available.cache_clear()
-    registry.load.cache_clear()
-    registry._validate.cache_clear()
+    from lrwatch.sources import discovery
+
+    registry.forget()
+    discovery.installed_formats.cache_clear()
     importlib.invalidate_caches()
 
 
@@ -55,9 +56,6 @@ def on_path(site: Path) -> Iterator[None]:
         for module in [m for m, mod in sys.modules.items() if _from(mod, site)]:
             del sys.modules[module]
         clear_caches()
-        from lrwatch.sources import discovery
-
-        discovery.configure_sources({})
 
 
 def _from(module: object, site: Path) -> bool:

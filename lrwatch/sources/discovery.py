@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -43,16 +44,43 @@ OUTPUT_DIR = "lrwatch"  # lrwatch's own output inside a run directory
 _SKIPPED_DIRS = frozenset({CHANNEL_DIR, OUTPUT_DIR})
 ADAPT_WINDOW_SECONDS = 2.0  # how long an event or change rate is measured before a switch
 
-# The formats read, in the order they are asked: source plugins (by name), then the built-ins.
-_active: list[tuple[str, Source]] | None = None
-_problems: list[PluginProblem] = []  # since the last take_problems()
+
+class Formats:
+    """The log formats a daemon (or a replay) reads, in the order they are asked: the source
+    plugins by name, then the built-ins. Each daemon and each replay holds its own (built by
+    ``build_formats`` from its config), so one's ``sources:`` section never changes another's.
+    A source whose ``claims`` raises is dropped from it (said by ``take_problems``)."""
+
+    def __init__(self, entries: list[tuple[str, Source]]) -> None:
+        self.entries = tuple(entries)
+        self._problems: list[PluginProblem] = []
+
+    def claim(self, pure: PurePath) -> tuple[str, Source] | None:
+        """The source that claims ``pure``, if any."""
+        for entry in self.entries:
+            try:
+                if entry[1].claims(pure):
+                    return entry
+            except Exception as exc:
+                # Replaced, not changed in place: the watcher's thread may be iterating it.
+                self.entries = tuple(e for e in self.entries if e is not entry)
+                message = f"claims({str(pure)!r}) raised {type(exc).__name__}: {exc}; dropped"
+                self._problems.append(PluginProblem("sources", entry[0], "run", message))
+                return self.claim(pure)
+        return None
+
+    def take_problems(self) -> list[PluginProblem]:
+        """The sources dropped since the last call."""
+        taken, self._problems = self._problems, []
+        return taken
 
 
-def configure_sources(sections: Mapping[str, Mapping[str, Any]]) -> list[PluginProblem]:
-    """Use every installed source (registry.py) but those whose ``sources.NAME`` section says
+def build_formats(
+    sections: Mapping[str, Mapping[str, Any]],
+) -> tuple[Formats, list[PluginProblem]]:
+    """Every installed source (registry.py) but those whose ``sources.NAME`` section says
     ``enabled: false``, each built with the rest of its section; the ones that cannot be built
     are left out and returned."""
-    global _active
     problems: list[PluginProblem] = []
     plugins: list[tuple[str, Source]] = []
     builtins: list[tuple[str, Source]] = []
@@ -74,50 +102,36 @@ def configure_sources(sections: Mapping[str, Mapping[str, Any]]) -> list[PluginP
     known = {info.name for info in registry.available("sources")}
     for name in sorted(sections.keys() - known):
         problems.append(PluginProblem("sources", name, "load", "not installed"))
-    _active = plugins + builtins
-    return problems
+    return Formats(plugins + builtins), problems
 
 
-def take_problems() -> list[PluginProblem]:
-    """Source plugins that raised in ``claims`` since the last call (they were dropped)."""
-    taken = list(_problems)
-    _problems.clear()
-    return taken
+@cache
+def installed_formats() -> Formats:
+    """Every installed source with its default options: what a caller that names no
+    ``Formats`` gets (a test, a tool); the daemon and replay build their own from config."""
+    return build_formats({})[0]
 
 
-def _claim(pure: PurePath) -> tuple[str, Source] | None:
-    """The active source that claims ``pure``, if any. One that raises is dropped."""
-    if _active is None:
-        configure_sources({})
-    assert _active is not None
-    for entry in _active:
-        try:
-            if entry[1].claims(pure):
-                return entry
-        except Exception as exc:
-            _active.remove(entry)
-            message = f"claims({str(pure)!r}) raised {type(exc).__name__}: {exc}; dropped"
-            _problems.append(PluginProblem("sources", entry[0], "run", message))
-            return _claim(pure)
-    return None
-
-
-def log_format(path: Path | str, *, root: Path | str | None = None) -> str | None:
+def log_format(
+    path: Path | str, *, root: Path | str | None = None, formats: Formats | None = None
+) -> str | None:
     """The name of the source (log format) that reads ``path``: "jsonl", "csv", "tensorboard"
     or a plugin's; None if it is no log.
 
     Only the directories *below* ``root`` are checked for the excluded names when ``root`` is
     given, so a watched root that itself lies under some ``lrwatch/`` directory still works.
     """
-    found = _log_source(path, root)
+    found = _log_source(path, root, formats or installed_formats())
     return None if found is None else found[0]
 
 
-def _log_source(path: Path | str, root: Path | str | None) -> tuple[str, Source] | None:
+def _log_source(
+    path: Path | str, root: Path | str | None, formats: Formats
+) -> tuple[str, Source] | None:
     pure = PurePath(path)
     if pure.name.startswith("."):
         return None
-    claimed = _claim(pure)
+    claimed = formats.claim(pure)
     if claimed is None:
         return None
     parents = pure.parent
@@ -127,7 +141,15 @@ def _log_source(path: Path | str, root: Path | str | None) -> tuple[str, Source]
     return None if _SKIPPED_DIRS.intersection(parents.parts) else claimed
 
 
-def run_name(root: Path | str, path: Path | str) -> str:
+def run_dir(path: Path | str, formats: Formats | None = None) -> Path:
+    """The directory that is the run of the log at ``path``, as its source says (most formats:
+    the file's own directory; an MLflow metric file: the run's, two or more levels up)."""
+    full = PurePath(os.path.abspath(path))
+    claimed = (formats or installed_formats()).claim(full)
+    return Path(claimed[1].run_dir(full) if claimed else full.parent)
+
+
+def run_name(root: Path | str, path: Path | str, formats: Formats | None = None) -> str:
     """The run a log belongs to: its directory relative to ``root``, ``/``-separated, and "."
     for a log at the root itself (the name the daemon reports and ``set-lr RUN`` takes).
 
@@ -137,9 +159,7 @@ def run_name(root: Path | str, path: Path | str) -> str:
     be acted on. Raises ValueError if ``path`` is not below ``root``.
     """
     base = Path(os.path.abspath(root))
-    full = PurePath(os.path.abspath(path))
-    claimed = _claim(full)
-    folder = Path(claimed[1].run_dir(full) if claimed else full.parent)
+    folder = run_dir(path, formats)
     relative = folder.relative_to(base)  # ValueError if outside: not ours to name
     for candidate in [folder, *folder.parents][: len(relative.parts) + 1]:
         if (candidate / CHANNEL_DIR).is_dir():
@@ -147,17 +167,25 @@ def run_name(root: Path | str, path: Path | str) -> str:
     return relative.as_posix()
 
 
-def open_reader(root: Path | str, path: Path | str, *, run: str | None = None) -> LogReader:
+def open_reader(
+    root: Path | str,
+    path: Path | str,
+    *,
+    run: str | None = None,
+    formats: Formats | None = None,
+) -> LogReader:
     """The reader for one log; ValueError if ``path`` is not a log under ``root``.
 
     ``run`` overrides the name ``run_name`` would give: a restarted daemon keeps the run a file
     was read into, even if a ``.lrwatch/`` channel appeared above it since (which changes the
     name ``run_name`` gives) — else the rest of the file would feed another run's detectors.
     """
-    claimed = _log_source(path, root)
+    formats = formats or installed_formats()
+    claimed = _log_source(path, root, formats)
     if claimed is None:
         raise ValueError(f"not a recognised log file: {path}")
-    return claimed[1].open(Path(path), run_name(root, path) if run is None else run)
+    name = run_name(root, path, formats) if run is None else run
+    return claimed[1].open(Path(path), name)
 
 
 def _inside(real_root: str, path: str) -> bool:
@@ -166,18 +194,20 @@ def _inside(real_root: str, path: str) -> bool:
     return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
 
 
-def scan(root: Path | str) -> list[Path]:
+def scan(root: Path | str, formats: Formats | None = None) -> list[Path]:
     """Every log below ``root``, sorted. Symlinked directories are not descended into (no
     loops, no escaping the root); a symlinked file counts only if it resolves inside the root.
     Unreadable directories are skipped; a missing root holds no logs."""
     base = Path(root)
     real_root = os.path.realpath(base)
+    claim = (formats or installed_formats()).claim
     found: list[Path] = []
     for folder, dirnames, filenames in os.walk(base):
         dirnames[:] = [d for d in dirnames if d not in _SKIPPED_DIRS]
         for name in filenames:
             full = os.path.join(folder, name)
-            if log_format(full, root=base) is None:
+            # (the excluded directories were pruned above: only the name and the sources ask)
+            if name.startswith(".") or claim(PurePath(full)) is None:
                 continue
             if os.path.islink(full) and not _inside(real_root, full):
                 continue
@@ -213,7 +243,7 @@ class _Handler(FileSystemEventHandler):
         path = os.fsdecode(raw)
         if path in watcher._pending:  # unlocked peek: the common case, a file already queued
             return
-        if log_format(path, root=watcher.root) is not None:
+        if log_format(path, root=watcher.root, formats=watcher.formats) is not None:
             watcher.offer(path)
 
 
@@ -246,6 +276,7 @@ class LogWatcher:
         maxsize: int = 10_000,
         polling_interval: float = 1.0,
         max_events_per_second: float = 100.0,
+        formats: Formats | None = None,
     ) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize!r}")
@@ -254,6 +285,7 @@ class LogWatcher:
         if not max_events_per_second > 0:
             raise ValueError(f"max_events_per_second must be > 0, got {max_events_per_second!r}")
         self.root = Path(root)
+        self.formats = formats or installed_formats()
         self.use_polling = use_polling
         self.polling_interval = polling_interval
         self.max_events_per_second = max_events_per_second

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.sources.base import Batch, LogReader
-from lrwatch.sources.discovery import open_reader
+from lrwatch.sources.discovery import Formats, installed_formats, open_reader
 
 log = logging.getLogger("lrwatch.sources")
 
@@ -47,8 +47,9 @@ class FileRead:
 
 
 class Follower:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, formats: Formats | None = None) -> None:
         self.root = root
+        self.formats = formats or installed_formats()
         self.readers: dict[Path, LogReader] = {}
         self.backlog: set[Path] = set()
         self._by_run: dict[str, set[Path]] = defaultdict(set)
@@ -60,10 +61,15 @@ class Follower:
         """Readers back at their saved positions, in the runs they were read into."""
         for path, (run, state) in states.items():
             try:
-                reader = open_reader(self.root, Path(path), run=run)
+                reader = open_reader(self.root, Path(path), run=run, formats=self.formats)
                 reader.load_state_dict(state)
-            except ValueError as exc:
-                log.warning("%s: saved position unusable (%s); reading it again", path, exc)
+            except Exception as exc:  # ValueError: a format change; else a source plugin's bug
+                log.warning(
+                    "%s: saved position unusable (%s: %s); reading it again",
+                    path,
+                    type(exc).__name__,
+                    exc,
+                )
                 continue
             self._add(Path(path), reader)
 
@@ -79,7 +85,10 @@ class Follower:
                 st = stat(names[path])
             except OSError:
                 continue  # gone; a file created under the name comes as an event
-            if reader.changed(st):
+            try:
+                if reader.changed(st):
+                    changed.add(path)
+            except Exception:  # a source plugin's bug: let the read say it (and skip it)
                 changed.add(path)
         return changed
 
@@ -117,9 +126,14 @@ class Follower:
         reader = self.readers.get(path)
         if reader is None:
             try:
-                reader = open_reader(self.root, path)
+                reader = open_reader(self.root, path, formats=self.formats)
             except ValueError:
                 return None  # not a log after all (e.g. renamed into .lrwatch)
+            except Exception:  # a source plugin's open() or run_dir(): skip the file
+                if path not in self._failed:
+                    self._failed.add(path)
+                    log.exception("%s: cannot open a reader; skipped", path)
+                return None
             self._add(path, reader)
         return reader
 
@@ -132,7 +146,7 @@ class Follower:
 
     def _read(self, path: Path, reader: LogReader, deadline: float) -> FileRead:
         out = FileRead(reader, self._sources[path])
-        before = reader.stats
+        before = _stats(reader)
         batches: list[tuple[Batch, bool]] = []
         try:
             while True:
@@ -148,7 +162,7 @@ class Follower:
                 self._failed.add(path)
                 log.exception("%s: reader failed; skipped", path)
             out.errors["reader_errors"] = 1
-        after = reader.stats
+        after = _stats(reader)
         # The file churned during this turn: its batches re-read what was read before, even
         # the ones whose re-read ended within the batch (``rereading`` is then already over).
         churned = _churn(after) > _churn(before)
@@ -157,6 +171,13 @@ class Follower:
             if count > before.get(error, 0):
                 out.errors[error] = count - before.get(error, 0)
         return out
+
+
+def _stats(reader: LogReader) -> Mapping[str, int]:
+    try:
+        return dict(reader.stats)
+    except Exception:  # a source plugin's bug: no counters, rather than no daemon
+        return {}
 
 
 def _churn(stats: Mapping[str, int]) -> int:

@@ -4,6 +4,7 @@ registered like any plugin."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from importlib import metadata
@@ -51,6 +52,56 @@ class Raiser:
         self.seen = state["seen"]
 '''
 
+ODD = '''
+import math
+from typing import Any, ClassVar
+from lrwatch.types import Finding, Role, Severity
+
+class Odd:
+    """Whatever ``mode`` says is wrong with it, from its fifth value (or its saved state) on."""
+    kinds: ClassVar[tuple[str, ...]] = ("odd",)
+    roles: ClassVar[tuple[Role, ...]] = (Role.LOSS,)
+    config_model = None
+    mode = "active"
+
+    def __init__(self, config: Any) -> None:
+        self.seen = 0
+
+    @property
+    def active(self) -> str | None:
+        if self.mode == "active" and self.seen >= 5:
+            raise AttributeError("no active today")
+        return None
+
+    def update(self, step: int, value: float) -> Any:
+        self.seen += 1
+        if self.mode == "finding" and self.seen == 5:
+            return Finding("odd", Severity.WARNING, step, "odd", {"not json": {1, 2}})
+        if self.mode == "dict" and self.seen == 5:
+            return {"kind": "odd"}
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": {self.seen} if self.mode == "state" else self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.mode == "load":
+            raise AttributeError("load bug")
+        self.seen = state["seen"]
+'''
+
+NAN_POLICY = """
+import math
+from lrwatch.policies import Proposal
+class NanPolicy:
+    config_model = None
+    def __init__(self, config): pass
+    def propose(self, finding, state, memory):
+        memory["seen"] = {finding.step}  # not JSON either
+        return Proposal(math.nan, "nan", finding.kind)
+    def on_step(self, step, state, memory): return None
+"""
+
 BAD_POLICY = """
 class BadPolicy:
     config_model = None
@@ -92,15 +143,16 @@ def site(tmp_path: Path) -> Iterator[Path]:
         {
             "lrwatch.detectors": {
                 "raiser": "shaky:Raiser",
+                "odd": "shaky:Odd",
                 "broken": "shaky_broken:Detector",
                 "divergence": "shaky:Raiser",
             },
-            "lrwatch.policies": {"bad": "shaky_policy:BadPolicy"},
+            "lrwatch.policies": {"bad": "shaky_policy:BadPolicy", "nan": "shaky_policy:NanPolicy"},
         },
         {
-            "shaky": RAISER,
+            "shaky": RAISER + ODD,
             "shaky_broken": "import a_module_that_is_not_installed\n",
-            "shaky_policy": BAD_POLICY,
+            "shaky_policy": BAD_POLICY + NAN_POLICY,
         },
         version="0.3",
     )
@@ -191,7 +243,7 @@ def test_a_detector_that_raises_is_dropped_from_the_series_and_the_rest_go_on(si
     outcome = monitor.observe(samples[3:], can_act=None)
     (problem,) = outcome.problems
     assert (problem.group, problem.name, problem.stage) == ("detectors", "raiser", "run")
-    assert "ZeroDivisionError: the plugin's own bug at step 4 of r/loss" in problem.message
+    assert "ZeroDivisionError: the plugin's own bug at step 4 on r/loss" in problem.message
     # The built-ins saw every sample, the failing one included: the divergence is still found.
     assert "divergence" in {f.kind for f in outcome.findings}
     assert list(monitor.series["loss"].detectors) == [
@@ -201,8 +253,13 @@ def test_a_detector_that_raises_is_dropped_from_the_series_and_the_rest_go_on(si
         "drift",
     ]
     # Its state saves and loads without it; a later series of the same run gets it again.
+    # Its state saves and loads without it (the restarted daemon's series gets a fresh one).
     twin = RunMonitor("r", config.for_run("r"))
     twin.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
+    assert "raiser" in twin.series["loss"].detectors
+    assert twin.series["loss"].detectors["divergence"].state_dict() == (
+        monitor.series["loss"].detectors["divergence"].state_dict()
+    )
     assert not monitor.observe([Sample("r", "loss", 500, 1.0)], can_act=None).problems
 
 
@@ -251,3 +308,149 @@ def test_a_policy_that_raises_is_dropped_and_factors_still_act(site: Path) -> No
     (problem,) = outcome.problems
     assert (problem.group, problem.name, problem.stage) == ("policies", "bad", "run")
     assert "RuntimeError: policy bug" in problem.message
+
+
+@pytest.mark.parametrize("mode", ["active", "finding", "dict"])
+def test_a_detector_that_misbehaves_outside_update_is_dropped_too(site: Path, mode: str) -> None:
+    """``active`` raising, a finding whose detail is not JSON, a return that is no Finding:
+    each would break a later stage (the gauge, the store, the policy); the detector goes."""
+    import shaky  # type: ignore[import-not-found]
+
+    shaky.Odd.mode = mode
+    config = Config.model_validate({"detectors": {"plugins": {"odd": {}}}})
+    monitor = RunMonitor("r", config.for_run("r"))
+    outcome = monitor.observe(diverging(), can_act=None)
+    monitor.active_kinds()
+    problems = outcome.problems + monitor.observe([], can_act=None).problems
+    assert [(p.name, p.stage) for p in problems] == [("odd", "run")]
+    assert "odd" not in monitor.series["loss"].detectors
+    assert "divergence" in {f.kind for f in outcome.findings}
+    assert "odd" not in {f.kind for f in outcome.findings}
+
+
+def test_state_a_plugin_cannot_save_or_load_costs_only_that_plugin(site: Path) -> None:
+    import shaky
+
+    config = Config.model_validate({"detectors": {"plugins": {"odd": {}}}})
+    monitor = RunMonitor("r", config.for_run("r"))
+    monitor.observe(diverging()[:20], can_act=None)
+    monitor.control.paused = True
+    shaky.Odd.mode = "state"  # a set: not JSON
+    with pytest.raises(TypeError):
+        json.dumps(monitor.state_dict())
+    saved = json.loads(json.dumps(monitor.state_dict(sanitize=True)))
+    (problem,) = monitor.observe([], can_act=None).problems
+    assert (problem.name, problem.stage) == ("odd", "run") and "not JSON" in problem.message
+    assert "odd" not in saved["series"]["loss"]["detectors"]
+    shaky.Odd.mode = "load"  # restarted: its load_state_dict raises
+    saved["series"]["loss"]["detectors"]["odd"] = {"seen": 3}
+    restarted = RunMonitor("r", config.for_run("r"))
+    restarted.load_state_dict(saved)
+    (problem,) = restarted.observe([], can_act=None).problems
+    assert "AttributeError: load bug" in problem.message and "starts afresh" in problem.message
+    assert restarted.control.paused  # the run's control state survives the plugin
+    assert restarted.series["loss"].detectors["divergence"].state_dict() == (
+        monitor.series["loss"].detectors["divergence"].state_dict()
+    )
+
+
+def test_a_policy_proposing_nonsense_is_dropped_before_anything_trusts_it(site: Path) -> None:
+    config = Config.model_validate({"policy": {"plugins": {"nan": {}}}})
+    monitor = RunMonitor("r", config.for_run("r"), assume_landed=True)
+    outcome = monitor.observe(diverging(), can_act=None)
+    (problem,) = outcome.problems
+    assert (problem.group, problem.name, problem.stage) == ("policies", "nan", "run")
+    assert "must be finite" in problem.message
+    cuts = [d.action.factor for d in outcome.decisions if d.action is not None]
+    assert cuts and all(math.isfinite(f) for f in cuts if f is not None)
+    assert math.isfinite(monitor.control.lr_scale)
+    json.dumps(monitor.state_dict(sanitize=True), allow_nan=False)
+
+
+def test_a_broken_plugin_module_is_imported_once(site: Path) -> None:
+    counter = site / "imports.txt"
+    (site / "counted_broken.py").write_text(
+        f"open({str(counter)!r}, 'a').write('x')\nraise ImportError('still broken')\n"
+    )
+    fake_dist.install(
+        site / "more", "counted", {"lrwatch.detectors": {"counted": "counted_broken:D"}}, {}
+    )
+    import sys
+
+    sys.path.insert(0, str(site / "more"))
+    try:
+        fake_dist.clear_caches()
+        config = Config.model_validate({"detectors": {"plugins": {"counted": {}}}})
+        for run in range(20):
+            RunMonitor(f"r{run}", config.for_run("x")).observe(diverging()[:3], can_act=None)
+        assert counter.read_text() == "x"
+    finally:
+        sys.path.remove(str(site / "more"))
+
+
+BAD_SOURCES = '''
+from pathlib import PurePath
+
+class OpenFails:
+    """Claims ``*.boom`` files, and cannot open them."""
+    def __init__(self, config): pass
+    def claims(self, path): return path.name.endswith(".boom")
+    def run_dir(self, path): return path.parent
+    def open(self, path, run): raise RuntimeError("open bug")
+
+class ClaimsFails:
+    def __init__(self, config): pass
+    def claims(self, path):
+        if path.name.endswith(".bang"):
+            raise KeyError("claims bug")
+        return False
+    def run_dir(self, path): return path.parent
+    def open(self, path, run): raise AssertionError("never claims")
+'''
+
+
+def test_a_source_that_cannot_open_or_claim_costs_its_files_only(tmp_path: Path) -> None:
+    from lrwatch.sources import discovery
+    from lrwatch.sources.follow import Follower
+
+    site = tmp_path / "site"
+    fake_dist.install(
+        site,
+        "bad-sources",
+        {"lrwatch.sources": {"boom": "bad_sources:OpenFails", "bang": "bad_sources:ClaimsFails"}},
+        {"bad_sources": BAD_SOURCES},
+    )
+    root = tmp_path / "logs"
+    (root / "job").mkdir(parents=True)
+    (root / "job" / "m.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
+    (root / "job" / "x.boom").write_text("?")
+    (root / "job" / "y.bang").write_text("?")
+    with fake_dist.on_path(site):
+        formats, problems = discovery.build_formats({})
+        assert problems == []
+        follower = Follower(root, formats)
+        paths = set(discovery.scan(root, formats))
+        read = list(follower.turn(paths, float("inf"), lambda: False))
+        assert [r.source for r in read] == ["job/m.jsonl"]  # the others are skipped, not fatal
+        (problem,) = formats.take_problems()
+        assert (problem.name, problem.stage) == ("bang", "run")
+        assert "KeyError" in problem.message
+        jsonl = root / "job" / "m.jsonl"
+        assert discovery.log_format(jsonl, formats=formats) == "jsonl"  # the rest still read
+
+
+def test_a_state_saved_by_lrwatch_0_1_0_still_loads() -> None:
+    """0.1.0 saved a series' detectors as a list in building order; now they are keyed by
+    registered name (so installing a plugin cannot shift them). The old form still loads."""
+    monitor = RunMonitor("r", Config().for_run("r"))
+    monitor.observe(diverging()[:90], can_act=None)
+    monitor.control.paused = True
+    state = json.loads(json.dumps(monitor.state_dict()))
+    for series in state["series"].values():
+        series["detectors"] = list(series["detectors"].values())
+    del state["control"]["memory"]
+    restored = RunMonitor("r", Config().for_run("r"))
+    restored.load_state_dict(state)
+    assert restored.control.paused
+    assert restored.state_dict() == monitor.state_dict()
+    assert not restored.observe([], can_act=None).problems

@@ -9,6 +9,7 @@ logs a run with the real MLflow client and checks lrwatch reads back what MLflow
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path, PurePath
@@ -16,8 +17,10 @@ from typing import Any
 
 import pytest
 from lrwatch_mlflow import MlflowConfig, MlflowMetricReader, MlflowSource
+from typer.testing import CliRunner
 
 from lrwatch import registry
+from lrwatch.cli import app
 from lrwatch.sources import discovery
 from lrwatch.sources.base import Batch, LogReader, Source
 
@@ -45,10 +48,8 @@ def read_all(reader: LogReader) -> list[tuple[int, float | None, dict[str, float
 
 @pytest.fixture
 def sources() -> Any:
-    """lrwatch's discovery with the installed sources (this plugin among them), reset after."""
-    discovery.configure_sources({})
-    yield discovery
-    discovery.configure_sources({})
+    """lrwatch's discovery with the installed sources (this plugin among them)."""
+    return discovery
 
 
 # --- claims and run_dir ----------------------------------------------------------------------
@@ -145,8 +146,10 @@ def test_lrwatch_discovery_finds_the_runs_and_names_them_experiment_slash_run(
 def test_a_disabled_source_claims_nothing(tmp_path: Path, sources: Any) -> None:
     root = tmp_path / "mlruns"
     metric_file(root, "loss", "1700000000000 2.5 0\n")
-    assert sources.configure_sources({"mlflow": {"enabled": False}}) == []
-    assert sources.scan(root) == []
+    formats, problems = sources.build_formats({"mlflow": {"enabled": False}})
+    assert problems == []
+    assert sources.scan(root, formats) == []
+    assert sources.scan(root) == [root / "0" / RUN_ID / "metrics" / "loss"]  # others unaffected
 
 
 # --- the reader ------------------------------------------------------------------------------
@@ -272,3 +275,25 @@ def test_reads_back_what_real_mlflow_logged(
     assert ours[:20] == theirs[:20] == losses[:20]
     assert math.isnan(ours[20]) and math.isnan(theirs[20]) and ours[21] == theirs[21] == math.inf
     assert os.stat(loss_file).st_size > 0
+
+
+@pytest.mark.parametrize("where", ["store", "run", "metric file", "metrics dir"])
+def test_lrwatch_replay_reads_a_store_a_run_or_one_metric(tmp_path: Path, where: str) -> None:
+    """``lrwatch replay`` over MLflow's files, at any level: the run is named by its directory
+    (``<exp>/<run>``, or ``<run>`` when given inside it), its metric by the path under metrics/."""
+    losses = [1.0 / (1 + 0.05 * s) for s in range(100)] + [0.3 * 1.5**k for k in range(30)]
+    lines = "".join(f"{1_700_000_000_000 + s} {v} {s}\n" for s, v in enumerate(losses))
+    path = metric_file(tmp_path, "train/loss", lines)
+    run_dir = tmp_path / EXP_ID / RUN_ID
+    target = {
+        "store": tmp_path,
+        "run": run_dir,
+        "metric file": path,
+        "metrics dir": run_dir / "metrics",
+    }[where]
+    result = CliRunner().invoke(app, ["replay", str(target), "-f", "jsonl"])
+    assert result.exit_code == 0, result.output
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    run = f"{EXP_ID}/{RUN_ID}" if where == "store" else RUN_ID
+    assert {(f["run"], f["metric"]) for f in found} == {(run, "train/loss")}
+    assert "divergence" in {f["kind"] for f in found}

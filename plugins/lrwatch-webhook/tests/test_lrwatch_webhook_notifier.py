@@ -286,6 +286,6 @@ def test_lrwatch_outlet_delivers_through_the_plugin_and_counts() -> None:
             outlet.offer(ACTION)
             server.wait(2)
         finally:
-            outlet.close()
+            outlet.close(wait=5, drain=True)
         assert [r.body["event"] for r in server.received] == ["finding", "action"]
     assert counts == [("ops", "sent"), ("ops", "failed")]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 import lrwatch
+from lrwatch import channel
 from lrwatch.types import Command
 
 JOB = Path(__file__)
@@ -65,6 +66,12 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
         return []
     lines = path.read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def channel_files(run_dir: Path, kind: str) -> list[str]:
+    """The files of one part of a run's channel ("commands" or "acks"), by name."""
+    directory = channel.channel_dir(run_dir) / kind
+    return sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

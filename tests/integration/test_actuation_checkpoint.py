@@ -14,7 +14,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,6 @@ from tests.integration import actuation_job as job
 pytestmark = pytest.mark.slow
 
 BASE_LR = 0.1
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        job.stop(proc)
-
-
-def files(run_dir: Path, kind: str) -> list[str]:
-    directory = channel.channel_dir(run_dir) / kind
-    return sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
 
 
 def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
@@ -102,7 +88,11 @@ def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
     status = row()
     assert status is not None and status["lr_scale"] == pytest.approx(0.1)
     assert status["unacked_commands"] == []
-    assert files(run, "commands") == files(run, "acks") == ["000000000001.json"]
+    assert (
+        job.channel_files(run, "commands")
+        == job.channel_files(run, "acks")
+        == ["000000000001.json"]
+    )
     job.stop(second)
 
     # A job restored from a checkpoint taken before the cut: command 1 is skipped (its ack
@@ -124,7 +114,11 @@ def test_a_resumed_job_reports_its_restored_factor_and_reapplies_nothing(
     beat = channel.read_heartbeat(run)
     assert beat is not None and beat.pid == third.pid
     assert beat.lr_scale == 1.0 and beat.last_seq == 1
-    assert files(run, "commands") == files(run, "acks") == ["000000000001.json"]
+    assert (
+        job.channel_files(run, "commands")
+        == job.channel_files(run, "acks")
+        == ["000000000001.json"]
+    )
     job.stop(third)
     db = sqlite3.connect(state)
     rows = db.execute("SELECT seq, ack IS NOT NULL FROM commands").fetchall()

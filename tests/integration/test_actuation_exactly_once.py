@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +33,6 @@ from lrwatch.types import Action, ActionType, Command
 from tests.integration import actuation_job as job
 
 CHECK_INTERVAL = "4"  # seconds between the job's channel checks: the window for the SIGKILL
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        job.stop(proc)
-
-
-def command_files(run_dir: Path) -> list[str]:
-    directory = channel.channel_dir(run_dir) / "commands"
-    return sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
-
-
-def ack_files(run_dir: Path) -> list[str]:
-    directory = channel.channel_dir(run_dir) / "acks"
-    return sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
 
 
 def stored_commands(state: Path) -> list[tuple[str, int, dict[str, Any], Any]]:
@@ -101,15 +82,17 @@ def test_manual_command_survives_a_daemon_sigkill_exactly_once(
     )
     out = job.cli("set-lr", "exp", "--scale", "0.5", "--port", str(daemon.port))
     assert out.returncode == 0, out.stderr
-    assert command_files(run) == ["000000000001.json"]
+    assert job.channel_files(run, "commands") == ["000000000001.json"]
     daemon.kill()
-    assert ack_files(run) == [], "the hook answered before the SIGKILL: window missed"
+    assert job.channel_files(run, "acks") == [], (
+        "the hook answered before the SIGKILL: window missed"
+    )
     assert [(r, s, a) for r, s, a, _ in stored_commands(daemon.state)] == [
         ("exp", 1, {"type": "scale_lr", "factor": 0.5})
     ]
 
     daemon.start()
-    testing.wait_for(lambda: ack_files(run) == ["000000000001.json"], 15, "the ack")
+    testing.wait_for(lambda: job.channel_files(run, "acks") == ["000000000001.json"], 15, "the ack")
     testing.wait_for(
         lambda: (r := daemon.row("exp")) is not None and not r["unacked_commands"],
         10,
@@ -122,7 +105,7 @@ def test_manual_command_survives_a_daemon_sigkill_exactly_once(
     assert ack is not None and ack.status.value == "applied" and ack.lr_scale == 0.5
     beat = channel.read_heartbeat(run)
     assert beat is not None and beat.lr_scale == 0.5 and beat.last_seq == 1
-    assert command_files(run) == ["000000000001.json"]
+    assert job.channel_files(run, "commands") == ["000000000001.json"]
     (_, _, _, stored_ack), *rest = stored_commands(daemon.state)
     assert rest == [] and stored_ack is not None and stored_ack["status"] == "applied"
     # The job applied the factor once: its LR went 0.1 -> 0.05 and stayed there.
@@ -150,11 +133,13 @@ def test_divergence_cut_survives_a_daemon_sigkill_exactly_once(
             [sys.executable, "-c", script, str(run), CHECK_INTERVAL], stdout=out, stderr=out
         )
     procs.append(wild)
-    testing.wait_for(lambda: command_files(run) != [], 40, "the divergence cut")
+    testing.wait_for(lambda: job.channel_files(run, "commands") != [], 40, "the divergence cut")
     daemon.kill()
     killed_at_step = job.read_log(run)[-1]["step"]
-    assert ack_files(run) == [], "the hook answered before the SIGKILL: window missed"
-    assert command_files(run) == ["000000000001.json"]
+    assert job.channel_files(run, "acks") == [], (
+        "the hook answered before the SIGKILL: window missed"
+    )
+    assert job.channel_files(run, "commands") == ["000000000001.json"]
 
     daemon.start()
     assert wild.wait(timeout=40) == 0
@@ -164,8 +149,10 @@ def test_divergence_cut_survives_a_daemon_sigkill_exactly_once(
         "the restarted daemon to read the ack",
         show=lambda: daemon.row("wild"),
     )
-    assert command_files(run) == ["000000000001.json"], "a second command for the same finding"
-    assert ack_files(run) == ["000000000001.json"]
+    assert job.channel_files(run, "commands") == ["000000000001.json"], (
+        "a second command for the same finding"
+    )
+    assert job.channel_files(run, "acks") == ["000000000001.json"]
     ack = channel.read_ack(run, 1)
     assert ack is not None and ack.status.value == "applied"
     assert ack.lr_scale == pytest.approx(0.1) and ack.step >= killed_at_step

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,6 @@ def start_daemon(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, 
     proc = testing.spawn(root, state, port, log, *extra)
     testing.wait_ready(proc, port, log)
     return proc, port, root, state
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        job.stop(proc)
-
-
-def command_files(run_dir: Path) -> list[str]:
-    directory = channel.channel_dir(run_dir) / "commands"
-    return sorted(p.name for p in directory.glob("*.json")) if directory.is_dir() else []
 
 
 def test_set_lr_pause_resume_through_the_cli(
@@ -129,7 +115,7 @@ def test_set_lr_pause_resume_through_the_cli(
         out = job.cli("set-lr", "healthy", *args, "--port", str(port))
         assert out.returncode != 0
         assert "400" in out.stderr and words in out.stderr, out.stderr
-    assert command_files(healthy) == ["000000000001.json", "000000000002.json"]
+    assert job.channel_files(healthy, "commands") == ["000000000001.json", "000000000002.json"]
 
     # The paused run diverged: the finding is recorded, no command was written.
     assert wild_job.wait(timeout=30) == 0
@@ -140,7 +126,7 @@ def test_set_lr_pause_resume_through_the_cli(
         return [kind for (kind,) in rows]
 
     testing.wait_for(lambda: "divergence" in wild_findings(), 10, "the divergence finding")
-    assert command_files(wild) == []
+    assert job.channel_files(wild, "commands") == []
     assert run_row(port, "wild")["unacked_commands"] == []  # type: ignore[index]
     resumed = job.cli("resume", "wild", "--port", str(port))
     assert resumed.returncode == 0, resumed.stderr
@@ -252,7 +238,7 @@ def test_observe_mode_refuses_set_lr(tmp_path: Path, procs: list[subprocess.Pope
     )
     out = job.cli("set-lr", "healthy", "--scale", "0.5", "--port", str(port))
     time.sleep(0.5)
-    assert command_files(run) == []
+    assert job.channel_files(run, "commands") == []
     assert out.returncode != 0 and "observe" in out.stderr, out.stdout
 
 

@@ -7,6 +7,7 @@ composes them, so a knob is defined in exactly one place.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import tomllib
 from enum import StrEnum
@@ -153,21 +154,14 @@ def plugin_problems(config: Config) -> list[PluginProblem]:
     for instance, settings in config.notifiers.items():
         # Built as the daemon builds it (a constructor may refuse what the model let through),
         # then closed: nothing is sent.
-        name = settings.plugin or instance
         try:
-            notifier = registry.load("notifiers", name)(
-                registry.validate_config("notifiers", name, settings.options())
-            )
-            notifier.close()
+            notifier = registry.build("notifiers", settings.plugin or instance, settings.options())
         except registry.PluginError as exc:
-            problem = exc.problem
-        except Exception as exc:
-            why = f"notifiers.{instance} cannot be built: {type(exc).__name__}: {exc}"
-            problem = PluginProblem("notifiers", name, "config", why)
-        else:
+            if exc.problem not in problems:
+                problems.append(exc.problem)
             continue
-        if problem not in problems:
-            problems.append(problem)
+        with contextlib.suppress(Exception):  # a close() that fails costs nothing here
+            notifier.close()
     return problems
 
 

@@ -136,13 +136,9 @@ class Controller:
         self.policies: dict[str, Policy] = {}
         for name, raw in policy.plugins.items():
             try:
-                plugin = registry.load("policies", name)
-                self.policies[name] = plugin(registry.validate_config("policies", name, raw))
+                self.policies[name] = registry.build("policies", name, raw)
             except registry.PluginError as exc:
                 self.problems.append(exc.problem)
-            except Exception as exc:  # its constructor's own bug
-                message = f"cannot be built: {type(exc).__name__}: {exc}"
-                self.problems.append(PluginProblem("policies", name, "load", message))
         self.policies["factors"] = registry.load("policies", "factors")(policy)
 
     def decide(self, finding: Finding, state: ControlState, *, can_act: str | None) -> Decision:

@@ -202,15 +202,9 @@ def build_outlets(
     for name, settings in configs.items():
         plugin_name = settings.plugin or name
         try:
-            plugin = registry.load("notifiers", plugin_name)
-            config = registry.validate_config("notifiers", plugin_name, settings.options())
-            notifier = plugin(config)
+            notifier = registry.build("notifiers", plugin_name, settings.options())
         except registry.PluginError as exc:
             problems.append(exc.problem)
-            continue
-        except Exception as exc:
-            message = f"cannot be built: {type(exc).__name__}: {exc}"
-            problems.append(PluginProblem("notifiers", plugin_name, "load", message))
             continue
         outlets.append(Outlet(name, settings, notifier, count))
     return outlets, problems

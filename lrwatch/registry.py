@@ -208,6 +208,20 @@ def _validate(group: str, name: str, key: str) -> BaseModel | None:
         raise PluginError(PluginProblem(group, name, "config", fields)) from None
 
 
+def build(group: str, name: str, raw: Mapping[str, Any] | None) -> Any:
+    """Plugin ``name`` built as lrwatch builds every plugin, ``plugin(config)`` with ``raw``
+    validated by its config model (None for one without). PluginError says why it cannot be:
+    not installed or not importable (stage load), options rejected (config), or its
+    constructor raised (load)."""
+    plugin = load(group, name)
+    config = validate_config(group, name, raw)
+    try:
+        return plugin(config)
+    except Exception as exc:  # the plugin's own bug, or a value its model let through
+        message = f"cannot be built: {type(exc).__name__}: {exc}"
+        raise PluginError(PluginProblem(group, name, "load", message)) from exc
+
+
 def check(group: str, name: str, raw: Mapping[str, Any] | None) -> PluginProblem | None:
     """Whether ``name`` loads and ``raw`` is a valid config for it; the problem, or None."""
     try:

@@ -110,14 +110,13 @@ def build_detectors(
             detectors[name] = plugin(section)
     for name, raw in cfg.plugins.items():
         try:
-            plugin = registry.load("detectors", name)
-            if role in plugin.roles:
-                detectors[name] = plugin(registry.validate_config("detectors", name, raw))
+            if role in registry.load("detectors", name).roles:
+                detectors[name] = registry.build("detectors", name, raw)
         except registry.PluginError as exc:
             if problems is not None:
                 problems.append(exc.problem)
-        except Exception as exc:  # its roles or its constructor: the plugin's own bug
+        except AttributeError as exc:  # no ``roles``: the plugin's own bug
             if problems is not None:
-                message = f"cannot be built: {type(exc).__name__}: {exc}"
+                message = f"has no roles: {exc}"
                 problems.append(PluginProblem("detectors", name, "load", message))
     return detectors

@@ -79,10 +79,7 @@ class CsvReader(TailedReader):
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
         end = data.rfind(b"\n") + 1
         if not end:
-            if len(data) >= MAX_LINE_BYTES:
-                self._corrupt += 1
-                return len(data), 0
-            return 0, 2 * len(data)
+            return self._no_newline(data, MAX_LINE_BYTES)
         start = 0
         if self._tail.offset == 0:  # at the start of the file: the first line is the header
             start = data.index(b"\n") + 1

@@ -89,14 +89,9 @@ def build_formats(
         if not section.pop("enabled", True):
             continue
         try:
-            plugin = registry.load("sources", info.name)
-            source = plugin(registry.validate_config("sources", info.name, section))
+            source = registry.build("sources", info.name, section)
         except registry.PluginError as exc:
             problems.append(exc.problem)
-            continue
-        except Exception as exc:
-            message = f"cannot be built: {type(exc).__name__}: {exc}"
-            problems.append(PluginProblem("sources", info.name, "load", message))
             continue
         (builtins if info.builtin else plugins).append((info.name, source))
     known = {info.name for info in registry.available("sources")}

@@ -51,10 +51,7 @@ class JsonlReader(TailedReader):
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
         end = data.rfind(b"\n") + 1
         if not end:
-            if len(data) >= MAX_LINE_BYTES:
-                self._corrupt += 1
-                return len(data), 0
-            return 0, 2 * len(data)  # one line longer than the chunk: read more of it
+            return self._no_newline(data, MAX_LINE_BYTES)
         lines = data[:end].split(b"\n")
         lines.pop()  # the empty string after the last newline
         # The hot loop (profiled): one orjson call per line, and for the common flat record of

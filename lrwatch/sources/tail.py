@@ -231,3 +231,12 @@ class TailedReader:
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
         raise NotImplementedError
+
+    def _no_newline(self, data: bytes, max_line: int) -> tuple[int, int]:
+        """What a line-based ``_parse`` returns for ``data`` holding no newline: a run of bytes
+        ``max_line`` long or more is garbage, not a line being written (skipped and counted);
+        a shorter one is a line still growing, or longer than the chunk (read more of it)."""
+        if len(data) >= max_line:
+            self._corrupt += 1
+            return len(data), 0
+        return 0, 2 * len(data)

@@ -191,10 +191,7 @@ class MlflowMetricReader(TailedReader):
             self._lines = 0  # the first read, or the file churned and is read from its start
         end = data.rfind(b"\n") + 1
         if not end:
-            if len(data) >= MAX_LINE_BYTES:
-                self._corrupt += 1
-                return len(data), 0
-            return 0, 2 * len(data)
+            return self._no_newline(data, MAX_LINE_BYTES)
         metric, by_line = self.metric, self.step_mode == "line"
         for line in data[:end].splitlines():
             fields = line.split()

@@ -184,15 +184,32 @@ class RunMonitor:
                 if due is not None:
                     self._record(due)
                     outcome.decisions.append(due)
-            if findings and "divergence" in self._kinds(series):
+            kinds = self._kinds(series) if findings else []
+            if "divergence" in kinds:
                 # A diverging loss also "stops improving" and may swing: those findings would
                 # only repeat the divergence in a weaker voice, and must not win the policy.
                 findings = [f for f in findings if f.kind not in _MASKED_BY_DIVERGENCE]
-            # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
-            # is reported, not acted on: the schedule is already doing the plateau's job.
             lr_series = self.series.get(self.role_metric(Role.LR) or "") if findings else None
             watch = lr_series.detectors.get("schedule") if lr_series is not None else None
-            held = isinstance(watch, ScheduleMotion) and watch.moving
+            schedule = watch if isinstance(watch, ScheduleMotion) else None
+            # A loss that rises while it swings, or after the run's own schedule raised the LR
+            # (a warm restart), has a cause other than the data: not a drift.
+            findings = [
+                f
+                for f in findings
+                if f.kind != "drift"
+                or not (
+                    "oscillation" in kinds
+                    or (schedule is not None and schedule.raised_before(f.onset_step or f.step))
+                )
+            ]
+            if any(f.kind == "overfit" for f in findings) and self._drifting():
+                # The validation loss rose with the training loss: the data changed (the
+                # validation set follows the stream), the model did not memorise its own.
+                findings = [f for f in findings if f.kind != "overfit"]
+            # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
+            # is reported, not acted on: the schedule is already doing the plateau's job.
+            held = schedule is not None and schedule.moving
             for found in findings:
                 found = replace(found, run=self.run, metric=sample.metric)
                 outcome.findings.append(found)
@@ -283,6 +300,10 @@ class RunMonitor:
         series.out_of_order, series.rewinds = old.out_of_order, old.rewinds + 1
         self.control.forget_from(sample.step)
         return series
+
+    def _drifting(self) -> bool:
+        loss = self.series.get(self.role_metric(Role.LOSS) or "")
+        return loss is not None and "drift" in self._kinds(loss)
 
     def active_kinds(self) -> set[str]:
         return {kind for series in self.series.values() for kind in self._kinds(series)}

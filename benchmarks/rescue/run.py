@@ -218,8 +218,15 @@ class _daemon:
 
 
 def _command() -> str:
-    argv = [a for a in sys.argv[1:]]
-    return " ".join(["python benchmarks/rescue/run.py", *argv])
+    """The command that reproduces the results (where the runs' files went is not part of it)."""
+    argv, kept = sys.argv[1:], []
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--workdir":
+            argv = argv[1:]
+        elif not arg.startswith("--workdir="):
+            kept.append(arg)
+    return " ".join(["python benchmarks/rescue/run.py", *kept])
 
 
 def _notes(args: argparse.Namespace, paced: list[float], jobs: int) -> list[str]:
@@ -234,7 +241,9 @@ def _notes(args: argparse.Namespace, paced: list[float], jobs: int) -> list[str]
         "fixed LR and ReduceLROnPlateau jobs: unpaced (nothing watches them; each job is "
         "deterministic given its seed). ReduceLROnPlateau: torch's defaults (factor 0.1, "
         "patience 10, threshold 1e-4), stepped every 20 steps on the validation loss "
-        "(streams: on the prequential loss, the mean training loss of the last 20 batches).",
+        "(streams: on the prequential loss, the mean training loss of the last 20 batches). "
+        "Validation: every 20 steps; the streams every 5, so that a recovery of tens of steps "
+        "is resolved.",
         "all: SGD with momentum 0.9, one torch thread per job; data from scikit-learn's "
         "generators (fixed), the seed sets initialisation and batch order.",
     ]

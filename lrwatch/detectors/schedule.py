@@ -1,4 +1,5 @@
-"""Whether a run's own LR schedule is still moving its LR: the ``lr`` role's watcher.
+"""Whether a run's own LR schedule is still moving its LR, and when it last raised it: the
+``lr`` role's watcher.
 
 Why: a loss flattens as a warm-up/cosine schedule anneals the LR, and that is the schedule doing
 the plateau's job already; cutting the LR on top of it only ends training early (the rescue
@@ -6,6 +7,11 @@ benchmark's healthy cosine run was cut 5 times by step 375 when this was not che
 pipeline therefore reports a plateau found while the LR is moving and acts on none. lrwatch's
 own cuts do not count with the usual hooks, which log the schedule's LR (the factor is applied
 around ``optimizer.step``).
+
+The same goes for a loss that rises because the schedule *raised* the LR (an SGDR warm restart,
+a second warm-up): it is the schedule's doing, not the data's, so the pipeline drops a drift
+whose onset follows an LR rise within ``rise_window`` steps (the detection corpus' SGDR runs
+were flagged as drifting 27 to 80 steps after each restart).
 
 A detector in form (it never finds anything), registered like the others, so a series builds,
 runs and persists it the same way and a config can turn it off.
@@ -34,20 +40,29 @@ class ScheduleConfig(BaseModel):
         description="the LR is moving if it changed (by more than 1e-6 of itself) within its "
         "last this many samples, or fewer have been seen (too soon to tell a constant LR)",
     )
+    rise_window: int = Field(
+        default=100,
+        ge=0,
+        description="a drift whose onset is at most this many steps after the LR rose is the "
+        "schedule's (a warm restart), not the data's: dropped (0: never)",
+    )
 
 
 class ScheduleMotion:
-    """Says whether the LR series it watches is still moving (``moving``)."""
+    """Says whether the LR series it watches is still moving (``moving``), and whether a loss
+    rise from ``step`` on follows the schedule raising the LR (``raised_before``)."""
 
     kinds: ClassVar[tuple[str, ...]] = ()
     roles: ClassVar[tuple[Role, ...]] = (Role.LR,)
     config_model: ClassVar[type[ScheduleConfig]] = ScheduleConfig
 
     def __init__(self, config: ScheduleConfig | None = None) -> None:
-        self.span = (config or ScheduleConfig()).span
+        cfg = config or ScheduleConfig()
+        self.span, self.rise_window = cfg.span, cfg.rise_window
         self._seen = 0
         self._last = math.nan
         self._since_change = 0
+        self._rose_at: int | None = None  # the step of the last LR rise
 
     @property
     def active(self) -> str | None:
@@ -57,11 +72,17 @@ class ScheduleMotion:
     def moving(self) -> bool:
         return self._since_change < self.span
 
+    def raised_before(self, step: int) -> bool:
+        """Whether the LR rose at most ``rise_window`` steps before ``step`` (or after it)."""
+        return self._rose_at is not None and step - self._rose_at <= self.rise_window
+
     def update(self, step: int, value: float) -> Finding | None:
         if not math.isfinite(value):
             return None
         if self._seen and abs(value - self._last) > 1e-6 * abs(self._last):
             self._since_change = 0
+            if value > self._last:
+                self._rose_at = step
         else:
             self._since_change += 1
         self._seen += 1
@@ -71,16 +92,20 @@ class ScheduleMotion:
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "schedule",
-            "version": 1,
+            "version": 2,
             "seen": self._seen,
             "last": self._last if math.isfinite(self._last) else None,
             "since_change": self._since_change,
+            "rose_at": self._rose_at,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if (state.get("detector"), state.get("version")) != ("schedule", 1):
+        # Version 1 (before rise tracking) loads with no rise seen.
+        if state.get("detector") != "schedule" or state.get("version") not in (1, 2):
             raise ValueError(f"not a schedule state: {state.get('detector')!r}")
         self._seen = int(state["seen"])
         last = state["last"]
         self._last = math.nan if last is None else float(last)
         self._since_change = int(state["since_change"])
+        rose_at = state.get("rose_at")
+        self._rose_at = None if rose_at is None else int(rose_at)

@@ -182,9 +182,16 @@ def test_schedule_motion_round_trips_and_keeps_the_contract() -> None:
     assert not watch.moving
     watch.update(5, 0.05)
     assert watch.moving and watch.active is None
+    assert not watch.raised_before(5)  # it fell
+    watch.update(8, 0.1)
+    assert watch.raised_before(8) and watch.raised_before(108) and not watch.raised_before(109)
     copy = ScheduleMotion(ScheduleConfig(span=5))
     copy.load_state_dict(json.loads(json.dumps(watch.state_dict())))
-    assert copy.state_dict() == watch.state_dict()
+    assert copy.state_dict() == watch.state_dict() and copy.raised_before(108)
+    # A state saved before rises were tracked (version 1) loads, with none seen.
+    old = {"detector": "schedule", "version": 1, "seen": 9, "last": 0.1, "since_change": 0}
+    copy.load_state_dict(old)
+    assert copy.moving and not copy.raised_before(9)
 
 
 # -- config --------------------------------------------------------------------------------

@@ -184,29 +184,10 @@ class RunMonitor:
                 if due is not None:
                     self._record(due)
                     outcome.decisions.append(due)
-            kinds = self._kinds(series) if findings else []
-            if "divergence" in kinds:
-                # A diverging loss also "stops improving" and may swing: those findings would
-                # only repeat the divergence in a weaker voice, and must not win the policy.
-                findings = [f for f in findings if f.kind not in _MASKED_BY_DIVERGENCE]
             lr_series = self.series.get(self.role_metric(Role.LR) or "") if findings else None
             watch = lr_series.detectors.get("schedule") if lr_series is not None else None
             schedule = watch if isinstance(watch, ScheduleMotion) else None
-            # A loss that rises while it swings, or after the run's own schedule raised the LR
-            # (a warm restart), has a cause other than the data: not a drift.
-            findings = [
-                f
-                for f in findings
-                if f.kind != "drift"
-                or not (
-                    "oscillation" in kinds
-                    or (schedule is not None and schedule.raised_before(f.onset_step or f.step))
-                )
-            ]
-            if any(f.kind == "overfit" for f in findings) and self._drifting():
-                # The validation loss rose with the training loss: the data changed (the
-                # validation set follows the stream), the model did not memorise its own.
-                findings = [f for f in findings if f.kind != "overfit"]
+            findings = self._explained_away(series, findings, schedule) if findings else []
             # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
             # is reported, not acted on: the schedule is already doing the plateau's job.
             held = schedule is not None and schedule.moving
@@ -301,9 +282,32 @@ class RunMonitor:
         self.control.forget_from(sample.step)
         return series
 
-    def _drifting(self) -> bool:
-        loss = self.series.get(self.role_metric(Role.LOSS) or "")
-        return loss is not None and "drift" in self._kinds(loss)
+    def _explained_away(
+        self, series: Series, findings: list[Finding], schedule: ScheduleMotion | None
+    ) -> list[Finding]:
+        """``findings`` minus those another cause explains better:
+
+        - a diverging loss also "stops improving" and may swing: those findings would only
+          repeat the divergence in a weaker voice, and must not win the policy;
+        - a loss that rises while it swings, or after the run's own schedule raised the LR (a
+          warm restart), has a cause other than the data: not a drift;
+        - a validation loss that rises while the training loss drifts: the data changed (the
+          validation set follows the stream), the model did not memorise its own: no overfit.
+        """
+        kinds = self._kinds(series)
+        if "divergence" in kinds:
+            findings = [f for f in findings if f.kind not in _MASKED_BY_DIVERGENCE]
+
+        def drift_explained(found: Finding) -> bool:
+            step = found.onset_step if found.onset_step is not None else found.step
+            return "oscillation" in kinds or (schedule is not None and schedule.raised_before(step))
+
+        findings = [f for f in findings if f.kind != "drift" or not drift_explained(f)]
+        if any(f.kind == "overfit" for f in findings):
+            loss = self.series.get(self.role_metric(Role.LOSS) or "")
+            if loss is not None and "drift" in self._kinds(loss):
+                findings = [f for f in findings if f.kind != "overfit"]
+        return findings
 
     def active_kinds(self) -> set[str]:
         return {kind for series in self.series.values() for kind in self._kinds(series)}

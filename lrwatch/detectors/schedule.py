@@ -73,8 +73,11 @@ class ScheduleMotion:
         return self._since_change < self.span
 
     def raised_before(self, step: int) -> bool:
-        """Whether the LR rose at most ``rise_window`` steps before ``step`` (or after it)."""
-        return self._rose_at is not None and step - self._rose_at <= self.rise_window
+        """Whether the LR rose at most ``rise_window`` steps before ``step`` (or after it);
+        never with a ``rise_window`` of 0."""
+        if self._rose_at is None or self.rise_window == 0:
+            return False
+        return step - self._rose_at <= self.rise_window
 
     def update(self, step: int, value: float) -> Finding | None:
         if not math.isfinite(value):

@@ -117,6 +117,13 @@ def test_a_loss_lifted_by_a_warm_restart_of_the_lr_is_no_drift(name: str) -> Non
     records = _corpus_run(f"healthy/{name}")
     assert [f for f in _replay(records, ("loss",)) if f.kind == "drift"], "blind, it is one"
     assert not [f for f in _replay(records, ("lr", "loss")) if f.kind == "drift"]
+    # ``rise_window: 0`` turns the check off.
+    off = Config.model_validate({"detectors": {"schedule": {"rise_window": 0}}})
+    samples = [
+        Sample("r", m, int(r["step"]), float(r[m]), None) for r in records for m in ("lr", "loss")
+    ]
+    found = RunMonitor("r", off.for_run("r")).observe(samples, can_act=None).findings
+    assert [f for f in found if f.kind == "drift"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -90,15 +90,19 @@ def test_a_sharp_rise_is_held_back_for_the_divergence_detector() -> None:
 CORPUS = Path(__file__).resolve().parents[2] / "benchmarks" / "detection" / "corpus"
 
 
-def _replay(records: list[dict[str, float]], metrics: tuple[str, ...]) -> list[Finding]:
-    """What the pipeline (default config) finds in ``records``, fed ``metrics`` of each."""
+def _replay(
+    records: list[dict[str, float]], metrics: tuple[str, ...], config: Config | None = None
+) -> list[Finding]:
+    """What the pipeline (``config``, default the defaults) finds in ``records``, fed
+    ``metrics`` of each."""
     samples = [
         Sample("r", metric, int(r["step"]), float(r[metric]), None)
         for r in records
         for metric in metrics
         if metric in r
     ]
-    return RunMonitor("r", Config().for_run("r")).observe(samples, can_act=None).findings
+    monitor = RunMonitor("r", (config or Config()).for_run("r"))
+    return monitor.observe(samples, can_act=None).findings
 
 
 def _corpus_run(name: str) -> list[dict[str, float]]:
@@ -119,11 +123,7 @@ def test_a_loss_lifted_by_a_warm_restart_of_the_lr_is_no_drift(name: str) -> Non
     assert not [f for f in _replay(records, ("lr", "loss")) if f.kind == "drift"]
     # ``rise_window: 0`` turns the check off.
     off = Config.model_validate({"detectors": {"schedule": {"rise_window": 0}}})
-    samples = [
-        Sample("r", m, int(r["step"]), float(r[m]), None) for r in records for m in ("lr", "loss")
-    ]
-    found = RunMonitor("r", off.for_run("r")).observe(samples, can_act=None).findings
-    assert [f for f in found if f.kind == "drift"]
+    assert [f for f in _replay(records, ("lr", "loss"), off) if f.kind == "drift"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])

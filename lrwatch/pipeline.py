@@ -289,6 +289,7 @@ class RunMonitor:
 
         - a diverging loss also "stops improving" and may swing: those findings would only
           repeat the divergence in a weaker voice, and must not win the policy;
+        - a swinging loss is far above its best in every high phase: the swing explains it;
         - a loss that rises while it swings, or after the run's own schedule raised the LR (a
           warm restart), has a cause other than the data: not a drift;
         - a validation loss that rises while the training loss drifts: the data changed (the
@@ -297,6 +298,10 @@ class RunMonitor:
         kinds = self._kinds(series)
         if "divergence" in kinds:
             findings = [f for f in findings if f.kind not in _MASKED_BY_DIVERGENCE]
+        if "oscillation" in kinds:
+            # A swinging loss's high phase sits far above its low one: not the anchored rule's
+            # "far above its best". A non-finite value or a climb still pages.
+            findings = [f for f in findings if f.detail.get("trigger") != "anchored"]
 
         def drift_explained(found: Finding) -> bool:
             step = found.onset_step if found.onset_step is not None else found.step

@@ -88,10 +88,11 @@ class Replay:
     stderr: str
 
 
-def replay(path: Path, config: Path | None) -> Replay:
-    """lrwatch's findings under ``path``, through the CLI's JSONL contract. A failing replay is
-    returned (exit code and stderr), not raised: the caller decides what it means."""
-    cmd = [sys.executable, "-m", "lrwatch", "replay", "--format", "jsonl", str(path)]
+def replay(path: Path | list[Path], config: Path | None) -> Replay:
+    """lrwatch's findings under ``path`` (or paths), through the CLI's JSONL contract. A failing
+    replay is returned (exit code and stderr), not raised: the caller decides what it means."""
+    paths = path if isinstance(path, list) else [path]
+    cmd = [sys.executable, "-m", "lrwatch", "replay", "--format", "jsonl", *map(str, paths)]
     if config is not None:
         cmd += ["--config", str(config)]
     started = time.perf_counter()

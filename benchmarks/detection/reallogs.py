@@ -1,7 +1,8 @@
 """The real published logs (``shared/reallogs``) as labelled runs, and what lrwatch read of them.
 
-Each folder is replayed on its own, ``lrwatch replay --format jsonl <folder>`` in a subprocess
-(its exit code and stderr kept). Replay prints findings only, so a log it could not read looks
+Every folder is replayed by ``lrwatch replay --format jsonl`` in a subprocess: all in one
+call when the run names tell the folders apart, else each on its own (its exit code and stderr
+kept; see ``_replay_all``). Replay prints findings only, so a log it could not read looks
 exactly like a healthy log it read and found nothing in. What it read is therefore asked
 separately, by a probe run in a subprocess of its own (``--probe``), through the same functions
 replay uses (``lrwatch.replay.discover_runs`` / ``read_run`` and the config's metric roles): the
@@ -148,12 +149,12 @@ class Folder:
         """``read``, or why the log cannot be scored."""
         if self.replay.returncode != 0:
             return f"replay failed (exit {self.replay.returncode})"
+        if self.run.findings:  # found something, so it was read, whatever the probe says
+            return "read"
         if self.probe["error"]:
             return "probe failed"
         runs = self.probe["runs"].values()
         if any(r["roles"]["loss"] or r["roles"]["val_loss"] for r in runs):
-            return "read"
-        if self.run.findings:  # analysed under a name the probe does not know: say so
             return "read"
         if any(r["metrics"] for r in runs):
             return "no loss metric"
@@ -205,13 +206,12 @@ def _as_run(name: str, split: str, label_json: dict[str, Any], rep: Replay, seen
     return Run(name, labels, series, findings, parts)
 
 
-def load(root: Path, split: dict[str, list[str]], config: Path | None) -> list[Folder]:
-    """Every folder of both halves, replayed and probed (replays three at a time)."""
+def load(root: Path, split: dict[str, list[str]], config: Path | None) -> tuple[list[Folder], str]:
+    """Every folder of both halves, probed and replayed; and how they were replayed."""
     halves = {name: half for half, names in split.items() for name in names}
     names = sorted(halves)
     seen = probe([root / n for n in names], config)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        replays = list(pool.map(lambda n: replay(root / n, config), names))
+    replays, how = _replay_all(root, names, seen, config)
     folders = []
     for name, rep in zip(names, replays, strict=True):
         label_json = json.loads((root / name / "label.json").read_text())
@@ -219,7 +219,40 @@ def load(root: Path, split: dict[str, list[str]], config: Path | None) -> list[F
         folder = Folder(name, halves[name], hand_labels(label_json["label"]), rep, seen[name], run)
         run.labels["read"] = folder.status == "read"
         folders.append(folder)
-    return folders
+    return folders, how
+
+
+def _replay_all(
+    root: Path, names: list[str], seen: dict[str, Any], config: Path | None
+) -> tuple[list[Replay], str]:
+    """One ``lrwatch replay`` over every folder (a Python start per folder costs more than the
+    replays), its findings given back to their folders by the run names the probe saw. Each
+    folder is replayed on its own instead, three at a time, when that cannot be trusted: the
+    batch failed, a finding names a run the probe did not see, or two folders hold runs of one
+    name (a batch would merge them)."""
+    owner: dict[str, str] = {}
+    for name in names:
+        for run in seen[name]["runs"]:
+            owner[run] = name if run not in owner else ""
+    if all(owner.values()) and not any(seen[n]["error"] for n in names):
+        batch = replay([root / n for n in names], config)
+        if batch.returncode == 0 and all(owner.get(f["run"]) for f in batch.findings):
+            share = batch.seconds / len(names)
+            replays = [
+                Replay([f for f in batch.findings if owner[f["run"]] == n], share, 0, "")
+                for n in names
+            ]
+            stderr = " ".join(batch.stderr.split())[:300]
+            how = f"one replay of the {len(names)} folders, {batch.seconds:.1f} s" + (
+                f"; stderr: {stderr}" if stderr else ""
+            )
+            return replays, how
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        replays = list(pool.map(lambda n: replay(root / n, config), names))
+    return (
+        replays,
+        f"{len(names)} replays, one per folder, {sum(r.seconds for r in replays):.0f} s summed",
+    )
 
 
 # -- one row per log ---------------------------------------------------------------------------

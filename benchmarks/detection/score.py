@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,7 @@ METHODS = ("lrwatch", "NaN-only", "2x running min", RLROP, ES)
 class Corpus:
     title: str
     runs: list[Run]
-    seconds: float  # lrwatch replay's wall time
+    replayed: float | str  # lrwatch replay's wall time, or how the real logs were replayed
     about: str = ""
 
 
@@ -220,6 +222,12 @@ def _warnable(r: Run, nonfinite: int) -> bool:
     assert r.onset is not None
     start, bad = index_at(r.loss(), r.onset), index_at(r.loss(), nonfinite)
     return start is not None and bad is not None and bad - start >= 2
+
+
+def _log_every(r: Run) -> int:
+    steps = [s for s, _ in r.loss()]
+    gaps = [b - a for a, b in pairwise(steps)]
+    return int(statistics.median(gaps)) if gaps else 1
 
 
 def oscillation_scores(runs: list[Run], scores: Scores) -> None:
@@ -406,7 +414,8 @@ def spike_scores(runs: list[Run], scores: Scores) -> None:
     seen = 0
     for r in spiky:
         spikes = r.lrwatch_steps("spike")
-        seen += any(any(abs(s - at) <= 20 for s in spikes) for at in r.labels["spikes_at"])
+        near = max(20, 2 * _log_every(r))  # a sparse log sees the spike a sample later
+        seen += any(any(abs(s - at) <= near for s in spikes) for at in r.labels["spikes_at"])
     paged = sum(bool(r.lrwatch_steps("divergence")) for r in spiky)
     scores.add(
         "healthy runs with injected bad batches: reported as spike / paged",
@@ -506,19 +515,24 @@ def throughput(runs: list[Run], n: int = 400_000) -> list[tuple[str, float]]:
 # -- output ------------------------------------------------------------------------------------
 
 
-def markdown(corpora: list[Corpus], tables: list[Scores], extra: list[str]) -> str:
+def markdown(
+    corpora: list[Corpus], tables: list[Scores], extra: list[str], config: Path | None
+) -> str:
     titles = [c.title for c in corpora]
+    used = "the default config" if config is None else f"config `{config}`"
     lines = [
         "# Detection quality: tuning and frozen test halves side by side",
         "",
         "Reproduce: `python -m benchmarks.detection.score` (checks the frozen halves first with "
         "`python -m benchmarks.detection.splits --check`). lrwatch is `lrwatch replay --format "
-        "jsonl`, default config; the baselines see the same `loss` series. Tune on the *tune* "
+        f"jsonl` with {used}; the baselines see the same `loss` series. Tune on the *tune* "
         "columns; quote the *test (frozen)* ones. Definitions: the docstring of "
         "`benchmarks/detection/score.py`.",
         "",
     ]
-    lines += [f"- **{c.title}**: {c.about} (replay {c.seconds:.1f} s)" for c in corpora]
+    for c in corpora:
+        took = c.replayed if isinstance(c.replayed, str) else f"replay {c.replayed:.1f} s"
+        lines.append(f"- **{c.title}**: {c.about} ({took})")
     lines += [
         "",
         "| metric | method | " + " | ".join(titles) + " | target |",
@@ -561,6 +575,9 @@ def about(runs: list[Run], what: str) -> str:
     counts = Counter(r.label for r in runs)
     composition = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     samples = sum(len(s) for r in runs for s in r.series.values())
+    if any("read" in r.labels for r in runs):
+        read = f"{samples:,} loss and val_loss values lrwatch read"
+        return f"{what}: {len(runs)} logs ({composition}), {read}"
     return f"{what}: {len(runs)} runs ({composition}), {samples:,} values"
 
 
@@ -657,7 +674,7 @@ def main(argv: list[str] | None = None) -> None:
             synthetic.write(split, out)
         paths = [synth["tune"], synth["test"], args.corpus]
         pending = [pool.submit(replay, path, args.config) for path in paths]
-        folders = reallogs.load(root, halves, args.config)
+        folders, replayed = reallogs.load(root, halves, args.config)
         replays = [p.result() for p in pending]
         loaded = [load(path) for path in paths]
     for path, rep, runs in zip(paths, replays, loaded, strict=True):
@@ -665,12 +682,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"lrwatch replay {path} failed ({rep.returncode}):\n{rep.stderr}")
         attach(runs, rep.findings)
     real = {half: [f.run for f in folders if f.split == half] for half in ("tune", "test")}
-    real_seconds = {h: sum(f.replay.seconds for f in folders if f.split == h) for h in real}
     corpora = [
         Corpus("synthetic tune", loaded[0], replays[0].seconds),
         Corpus("synthetic test (frozen)", loaded[1], replays[1].seconds),
-        Corpus("reallogs tune", real["tune"], real_seconds["tune"]),
-        Corpus("reallogs test (frozen)", real["test"], real_seconds["test"]),
+        Corpus("reallogs tune", real["tune"], replayed),
+        Corpus("reallogs test (frozen)", real["test"], replayed),
         Corpus("development corpus", loaded[2], replays[2].seconds),
     ]
     corpora[0].about = about(loaded[0], "synthetic.py --split tune (seeds 0..)")
@@ -682,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
     tput = [] if args.no_throughput else throughput(loaded[2])
     extra = throughput_md(tput) + reallogs.table(folders)
     extra.append(f"Whole command: {time.perf_counter() - started:.0f} s.")
-    text = markdown(corpora, tables, extra) + "\n"
+    text = markdown(corpora, tables, extra, args.config) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     _write(args.out / "detection.md", text)

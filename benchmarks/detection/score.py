@@ -559,6 +559,42 @@ def markdown(
     return "\n".join([*lines, "", *extra])
 
 
+def fault_table(tune: list[Run], test: list[Run]) -> list[str]:
+    """The synthetic runs by injected fault: which findings lrwatch made on how many runs, and
+    how many runs it would have cut the LR of (of which while still improving)."""
+    kinds = ("divergence", "oscillation", "plateau", "overfit", "spike")
+    lines = [
+        "## The synthetic runs by injected fault (tune | test)",
+        "",
+        "Runs of each fault with at least one lrwatch finding of each kind, and with an LR cut "
+        "(in brackets: with a cut while still improving).",
+        "",
+        "| label / fault | runs | " + " | ".join(kinds) + " | LR cut |",
+        "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- |",
+    ]
+    groups: dict[str, list[list[Run]]] = defaultdict(lambda: [[], []])
+    for k, runs in enumerate((tune, test)):
+        for r in runs:
+            groups[f"{r.label} / {r.labels.get('fault', '?')}"][k].append(r)
+
+    def cut(r: Run) -> bool:
+        return any(still_improving(r.loss_of(f["run"]), f["step"]) for f in r.cuts())
+
+    for name, halves in groups.items():
+        cells = [" \\| ".join(str(len(h)) for h in halves)]
+        for kind in kinds:
+            cells.append(
+                " \\| ".join(str(sum(bool(r.lrwatch_steps(kind)) for r in h)) for h in halves)
+            )
+        cells.append(
+            " \\| ".join(
+                f"{sum(bool(r.cuts()) for r in h)} ({sum(cut(r) for r in h)})" for h in halves
+            )
+        )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def throughput_md(tput: list[tuple[str, float]]) -> list[str]:
     if not tput:
         return []
@@ -696,7 +732,7 @@ def main(argv: list[str] | None = None) -> None:
     corpora[4].about = about(loaded[2], f"{args.corpus.name}/, real small PyTorch runs")
     tables = [score(c.runs) for c in corpora]
     tput = [] if args.no_throughput else throughput(loaded[2])
-    extra = throughput_md(tput) + reallogs.table(folders)
+    extra = fault_table(loaded[0], loaded[1]) + throughput_md(tput) + reallogs.table(folders)
     extra.append(f"Whole command: {time.perf_counter() - started:.0f} s.")
     text = markdown(corpora, tables, extra, args.config) + "\n"
     print(text)

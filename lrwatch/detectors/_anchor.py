@@ -30,15 +30,24 @@ from typing import Any
 
 from lrwatch.detectors._robust import plain_median
 
+# A loss is up when it is RATIO times its best level, and more than SDS of its log noise
+# (PAST_START_SDS once it is past where the run started: a healthy loss does not go back there);
+# before the noise is known, EARLY times. From noise simulations (docs/detectors.md).
+RATIO = 4.0
+SDS = 10.0
+PAST_START_SDS = 4.0
+EARLY = 10.0
+BURST_RISE = 3.0  # ... or twice in a row this much, ending EARLY times the best
 _LEVEL = 5  # values in the median that makes the best level
 _HIGH = 3  # the values in a row that must all be up ...
-_BURST = 6  # ... over at least this many steps (three garbage batches in a row are not enough)
+_BURST = 5  # ... over at least this many steps (three garbage batches in a row are not enough)
 _BLATANT = 10.0  # a level this far above the best, and above the start, pages at once
 _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values
 # ... and, unless it went past the start, undo this share of the progress in the loss's own
 # units: a loss that fell from 1 to 1e-4 and bounces to 1e-2 has lost 1 % of it, not 50 %.
 _MATERIAL = 0.05
 _STRETCH = 64
+_CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
 _Q3_SIGMA = 0.6744897501960817
 
 
@@ -55,19 +64,17 @@ class Anchor:
         "_start",
         "_steps",
         "_stretch",
-        "window",
     )
 
-    def __init__(self, climb_window: int = 16) -> None:
-        self.window = max(8, climb_window - climb_window % 4)
-        self._recent: deque[float] = deque(maxlen=self.window)  # log values
-        self._steps: deque[int] = deque(maxlen=self.window)
+    def __init__(self) -> None:
+        self._recent: deque[float] = deque(maxlen=_CLIMBS[-1])  # log values
+        self._steps: deque[int] = deque(maxlen=_CLIMBS[-1])
         self._best = math.inf
         self._best_step = -1
         self._high_since: int | None = None  # first step of the current stretch above the bar
         self._high_from = 0  # the step of the sample before it
         self._stretch: list[float] = []  # its log values (the last _STRETCH)
-        self._start = math.nan  # the level the run started at (median of its first values)
+        self._start = math.nan  # the log of the first value: where the run started
         self._disabled = False
 
     @property
@@ -88,10 +95,10 @@ class Anchor:
             self._disabled = True
             self._recent.clear()
             return False
+        if not math.isfinite(self._start):
+            self._start = math.log(value)  # a blow-up can start at the second value
         self._recent.append(math.log(value))
         self._steps.append(step)
-        if len(self._recent) <= _LEVEL and self._best_step <= self._steps[0]:
-            self._start = plain_median(list(self._recent))
         if len(self._recent) >= _LEVEL or self._best == math.inf:
             level = plain_median(list(self._recent)[-_LEVEL:])
             if level < self._best:
@@ -107,13 +114,23 @@ class Anchor:
         self._high_since = None
         self._stretch.clear()
 
-    def above(self, bar: float) -> tuple[float, int] | None:
-        """If the level is ``exp(bar)`` times the best or more: (ratio, the first step of the
-        stretch of values above the bar). The stretch's start dates the divergence."""
+    def _bar(self, value: float, sigma: float | None) -> float:
+        """How far above the best (log) ``value`` must be to count as up: past the start,
+        ``RATIO`` or ``PAST_START_SDS`` of the noise; short of it, ``RATIO`` or ``SDS``;
+        with no noise estimate yet, ``EARLY``."""
+        if sigma is None:
+            return math.log(EARLY)
+        sds = PAST_START_SDS if value >= self._start else SDS
+        return max(math.log(RATIO), sds * sigma)
+
+    def above(self, sigma: float | None) -> tuple[float, int] | None:
+        """If the loss is up (see ``_bar``; ``sigma`` is its log noise, None while unknown):
+        (ratio of its level to the best, the first step of the stretch of values up). The
+        stretch's start dates the divergence."""
         if self._disabled or len(self._recent) < _HIGH or self._best == math.inf:
             return None
         last = self._recent[-1]
-        if last - self._best < bar:
+        if last - self._best < self._bar(last, sigma):
             self._high_since = None
             self._stretch.clear()
             return None
@@ -138,6 +155,21 @@ class Anchor:
                 return None
         return ratio, self._high_since
 
+    def bursting(self, sigma: float | None) -> tuple[float, int] | None:
+        """(ratio to the best, the step the burst left from) if the last two values each
+        multiplied the loss by ``BURST_RISE`` (or 4 noise SDs) and the last is ``EARLY`` times
+        the best: a blow-up on its way to inf, paged one sample before it gets there. Bad
+        batches jump and fall back; they do not multiply twice in a row."""
+        if self._disabled or len(self._recent) < 3 or self._best == math.inf:
+            return None
+        v2, v3 = self._recent[-2], self._recent[-1]
+        # From the typical level before it, not from a lucky low batch.
+        v1 = max(self._recent[-3], plain_median(list(self._recent)[-7:-2]))
+        rise = max(math.log(BURST_RISE), 4.0 * (sigma or 0.0))
+        if v2 - v1 < rise or v3 - v2 < rise or v3 - self._best < math.log(EARLY):
+            return None
+        return math.exp(min(v3 - self._best, 700.0)), self._steps[-2]
+
     def _material(self, level: float) -> bool:
         """Whether the rise from the best to ``level`` (logs) undoes ``_MATERIAL`` of the
         progress from the start, in the loss's own units."""
@@ -146,15 +178,23 @@ class Anchor:
         best, start = math.exp(self._best), math.exp(min(self._start, 700.0))
         return math.exp(min(level, 700.0)) - best >= _MATERIAL * (start - best)
 
-    def climbing(self, sigma: float, z: float) -> tuple[float, int] | None:
-        """(factor over the window, the step it started from) if the last ``window`` values
-        climb at a steady rate: the medians of its four quarters each ``z`` standard errors
+    def climbing(self, sigma: float, z: float) -> tuple[float, int, int] | None:
+        """(factor, the step it started from, the window) if the last 16 or 64 values climb
+        at a steady rate: the medians of the window's four quarters each ``z`` standard errors
         above the one before (a jump, a warm restart, lifts one quarter, not three), and the
-        last quarter at least twice the first."""
-        if self._disabled or len(self._recent) < self.window:
+        last quarter at least twice the first. Two windows: a fast climb shows in 16 values,
+        a slow one only over more."""
+        for window in _CLIMBS:
+            found = self._climbing(window, sigma, z)
+            if found is not None:
+                return (*found, window)
+        return None
+
+    def _climbing(self, window: int, sigma: float, z: float) -> tuple[float, int] | None:
+        if self._disabled or len(self._recent) < window:
             return None
-        v = list(self._recent)
-        n = self.window // 4
+        v = list(self._recent)[-window:]
+        n = window // 4
         m = [plain_median(v[k * n : (k + 1) * n]) for k in range(4)]
         # The standard error of a difference of two medians; noise below 1 % is quantisation.
         se = 1.2533 * max(sigma, 0.01) / math.sqrt(n) * math.sqrt(2.0)
@@ -165,7 +205,7 @@ class Anchor:
         if m[3] < self._start and not self._material(m[3]):
             return None
         low = min(range(2 * n), key=v.__getitem__)  # the climb starts at its trough
-        return math.exp(min(m[3] - m[0], 700.0)), self._steps[low]
+        return math.exp(min(m[3] - m[0], 700.0)), self._steps[len(self._steps) - window + low]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -181,8 +221,8 @@ class Anchor:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self._recent = deque((float(v) for v in state["recent"]), maxlen=self.window)
-        self._steps = deque((int(s) for s in state["steps"]), maxlen=self.window)
+        self._recent = deque((float(v) for v in state["recent"]), maxlen=_CLIMBS[-1])
+        self._steps = deque((int(s) for s in state["steps"]), maxlen=_CLIMBS[-1])
         best = state["best"]
         self._best = math.inf if best is None else float(best)
         self._best_step = int(state["best_step"])

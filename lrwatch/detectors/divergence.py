@@ -106,13 +106,8 @@ _HYSTERESIS = 0.5  # an excursion continues above this fraction of the threshold
 _CREEP = 10  # the accepted values just before an excursion that tell whether the loss crept up
 _SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses
 _TINY = 1e-300  # ... and not zero when the level is
-# The anchored rules (_anchor.py): a level this many times its best is a divergence, unless the
-# series' log noise says such swings are ordinary (then ANCHOR_SDS of it); before the window
-# can tell the noise, only ANCHOR_EARLY times. A climb's thirds each rise CLIMB_Z standard
+# The anchored rules' bars are in _anchor.py; a climb's quarters each rise CLIMB_Z standard
 # errors. Set from noise simulations (docs/detectors.md), not fitted to a corpus.
-ANCHOR_RATIO = 4.0
-ANCHOR_SDS = 10.0
-ANCHOR_EARLY = 10.0
 CLIMB_Z = 4.0
 _NOISE_MIN = 20  # accepted values before the window's log spread is trusted
 
@@ -263,16 +258,15 @@ class DivergenceDetector:
         sigma = log_spread(self._sorted) if len(self._sorted) >= _NOISE_MIN else None
         if sigma is not None and self._noise_at_best is not None:
             sigma = max(sigma, self._noise_at_best)
-        if sigma is None:
-            bar = math.log(ANCHOR_EARLY)
-        else:
-            bar = max(math.log(ANCHOR_RATIO), ANCHOR_SDS * sigma)
-        trigger, hit = "anchored", self._anchor.above(bar)
+        hit: tuple[float, int] | tuple[float, int, int] | None
+        trigger, hit = "anchored", self._anchor.above(sigma)
+        if hit is None:
+            trigger, hit = "rising", self._anchor.bursting(sigma)
         if hit is None and sigma is not None:
             trigger, hit = "climb", self._anchor.climbing(sigma, CLIMB_Z)
         if hit is None:
             return None
-        factor, onset = hit
+        factor, onset = hit[0], hit[1]
         if self._exc is not None:
             onset = min(onset, self._exc.onset)
         self._exc = None
@@ -280,8 +274,10 @@ class DivergenceDetector:
         best = self._anchor.best
         if trigger == "anchored":
             how = f"{factor:.3g}x the best level {best:.4g} the run had reached"
+        elif trigger == "rising":
+            how = f"multiplying fast, {factor:.3g}x the best level {best:.4g} the run had reached"
         else:
-            how = f"climbing steadily: x{factor:.3g} over its last {self._anchor.window} samples"
+            how = f"climbing steadily: x{factor:.3g} over its last {hit[-1]} samples"
         detail = {
             "nonfinite": False,
             "trigger": trigger,

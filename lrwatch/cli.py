@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 import json
 import logging
 import math
@@ -20,9 +22,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
+from lrwatch import __version__, coverage
 from lrwatch.config import (
     DEFAULT_METRICS_PORT,
     Config,
@@ -32,6 +37,34 @@ from lrwatch.config import (
     plugin_problems,
 )
 
+
+class _Command(TyperCommand):
+    """A command whose help shows plain metavars (PATH, INTEGER, act|observe) rather than
+    Python types (``<list[Path]>``), and nothing after a flag (``<bool>``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        for param in params:
+            shown = _metavar(param)
+            param.display_type_rich = lambda ctx, shown=shown: shown
+        return params
+
+
+_METAVARS = {Path: "PATH", int: "INTEGER", float: "FLOAT", str: "TEXT"}
+
+
+def _metavar(param: Any) -> str | None:
+    if param.param_type_name == "argument" or getattr(param, "is_flag", False):
+        return None  # an argument's name is its metavar; a flag takes no value
+    if param.metavar is not None:
+        return str(param.metavar)
+    desc = param.type_descriptor
+    if desc.is_choice:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices or ())
+    annotation = desc.annotation
+    return _METAVARS.get(annotation, getattr(annotation, "__name__", "VALUE").upper())
+
+
 app = typer.Typer(
     help="Watch training runs from their logs, detect trouble early, adjust the live LR.",
     no_args_is_help=True,
@@ -40,11 +73,13 @@ app = typer.Typer(
 config_app = typer.Typer(help="Config file tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, whatever the terminal
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML file.")]
-HostOpt = Annotated[str, typer.Option("--host", help="The daemon's HTTP host.")]
-PortOpt = Annotated[int, typer.Option("--port", help="The daemon's HTTP port.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", metavar="FILE", help="YAML or TOML file.")
+]
+HostOpt = Annotated[str, typer.Option("--host", metavar="HOST", help="The daemon's HTTP host.")]
+PortOpt = Annotated[int, typer.Option("--port", metavar="PORT", help="The daemon's HTTP port.")]
 TOKEN_ENV = "LRWATCH_API_TOKEN"
 
 
@@ -59,11 +94,40 @@ class LogFormat(StrEnum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(printable(message))}", highlight=False)
     return typer.Exit(code)
 
 
-@app.command()
+def _warn(message: str) -> None:
+    err.print(f"lrwatch: {printable(message)}", style="yellow", markup=False, highlight=False)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (escape sequences, carriage
+    returns, bidi overrides) spelled as its Python escape: run and metric names come from
+    other people's files and must not drive the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"lrwatch {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Watch training runs from their logs, detect trouble early, adjust the live LR."""
+
+
+@app.command(cls=_Command)
 def run(
     logdir: Annotated[Path, typer.Option("--logdir", help="Root directory of the runs.")],
     config: ConfigOpt = None,
@@ -100,32 +164,100 @@ def run(
     try:
         daemon = Daemon(cfg, reload=load)
     except OSError as exc:  # the port is taken, or another daemon holds the root or the state
+        if exc.errno == errno.EADDRINUSE:
+            raise _fail(
+                f"cannot start: port {cfg.metrics_port} on {cfg.metrics_host} is already in use "
+                "(another lrwatch?); choose another with --metrics-port "
+                "(or metrics_port in the config; 0 picks a free one)"
+            ) from None
         raise _fail(f"cannot start: {exc}") from None
     daemon.run()
 
 
-@app.command()
+@app.command(cls=_Command)
 def replay(
-    paths: Annotated[list[Path], typer.Argument(help="Run directories or log files.")],
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Run directories or log files.")
+    ],
     config: ConfigOpt = None,
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.TABLE,
 ) -> None:
-    """Run the detectors and policy over finished logs; print findings and would-be actions."""
+    """Run the detectors and policy over finished logs; print findings and would-be actions.
+
+    Exit status 1 when nothing could be judged: no log it reads under PATH, or no run whose
+    loss it recognises (stderr says why); 2 for a bad argument or config."""
     from lrwatch import replay as replay_mod
+    from lrwatch.sources.discovery import build_formats
 
     try:
         cfg = load_config(config)
         problems = plugin_problems(cfg)
-        results = replay_mod.replay(paths, cfg, problems)
-        if format is OutputFormat.JSONL:
-            for item in results:
-                sys.stdout.write(json.dumps(item.to_json()) + "\n")
-        else:
-            _print_replay_table([item.to_json() for item in results])
+        formats, more = build_formats(cfg.sources)
+        problems += more
+        found = replay_mod.discover(paths, formats)
     except (ConfigError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
+    known = ", ".join(name for name, _ in formats.entries)
+    unread = [f"{path}: not a log lrwatch reads ({known})" for path in found.unrecognised]
+    empty = found.empty
+    unread += [f"{path}: holds no log lrwatch reads ({known}){_holds(path)}" for path in empty]
+    if not found.runs:
+        raise _fail("nothing to replay: " + "; ".join(unread), code=1)
+    for line in unread:
+        _warn(line + "; skipped")
+    runs: list[tuple[str, list[str]]] = []  # (name, metrics) of each run read
+    judged = 0
+    try:
+        for run in replay_mod.replay_runs(found, cfg, formats, problems):
+            runs.append((run.name, run.metrics))
+            judged += run.judged
+            warnings = run.warnings()
+            if not (judged == 0 and len(found.runs) == 1):  # else the error below says it
+                for line in warnings:
+                    _warn(line)
+            rows = [item.to_json() for item in run.findings]
+            if format is OutputFormat.JSONL:
+                for row in rows:
+                    sys.stdout.write(json.dumps(row) + "\n")
+                if run.first_nonfinite is not None:
+                    _warn(f"run {run.name}: {_nonfinite(run.first_nonfinite)}")
+            else:
+                _print_replay_table(run, rows)
+    except (OSError, ValueError) as exc:  # a file that vanished or cannot be read
+        raise _fail(f"cannot read: {exc}") from None
     for problem in dict.fromkeys(problems):  # on stderr: the findings went on without it
-        err.print(f"lrwatch: {problem}; replayed without it", style="yellow", highlight=False)
+        _warn(f"{problem}; replayed without it")
+    if not judged:
+        if len(runs) == 1:
+            raise _fail(coverage.no_loss(*runs[0]), code=1)
+        raise _fail(
+            f"nothing judged: none of the {len(runs)} runs has a loss lrwatch recognises "
+            f"(see the warnings above); {coverage.ROLE_HINT}",
+            code=1,
+        )
+
+
+def _holds(path: Path, limit: int = 3) -> str:
+    """What a directory with no log holds instead, for the message that says so."""
+    others: list[str] = []
+    for folder, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        others += [
+            os.path.relpath(os.path.join(folder, n), path)
+            for n in sorted(filenames)
+            if not n.startswith(".")
+        ]
+        if len(others) > 100:
+            break
+    if not others:
+        return "; it is empty"
+    listed = ", ".join(others[:limit]) + (", ..." if len(others) > limit else "")
+    return f"; it holds {len(others)}{'+' if len(others) > 100 else ''} other file(s): {listed}"
+
+
+def _nonfinite(first: tuple[str, int, float]) -> str:
+    metric, step, value = first
+    return f"first non-finite value at step {step} ({metric}={value})"
 
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -143,33 +275,55 @@ def _why_not(decision: str) -> str:
     return next((short for key, short in _WHY_NOT if key in decision), "-")
 
 
-def _print_replay_table(rows: list[dict[str, Any]]) -> None:
-    """One table per run, headed by what was found; each row says when it began (onset), when
-    the detector was sure (step), why, and what act mode would have done — or why not."""
+def _read_line(run: Any) -> str:
+    """What replay read of a run, for its table's header: the steps, which metric was taken as
+    the loss, where a value first went non-finite, records skipped."""
+    facts = [f"{run.steps} step{'s' if run.steps != 1 else ''}"]
+    if run.loss is None:
+        facts.append(f"no loss recognised, not judged (metrics: {coverage.names(run.metrics)})")
+    else:
+        inferred = " (inferred from its name)" if run.loss_inferred else ""
+        facts.append(f"loss `{run.loss}`{inferred}")
+    if run.first_nonfinite is not None:
+        facts.append(_nonfinite(run.first_nonfinite))
+    skipped = sum(run.skipped.values())
+    if skipped:
+        facts.append(f"{skipped} corrupt record{'s' if skipped != 1 else ''} skipped")
+    return "read " + "; ".join(facts)
+
+
+def _print_replay_table(run: Any, rows: list[dict[str, Any]]) -> None:
+    """One table per run, headed by what was read and what was found; each row says when it
+    began (onset), when the detector was sure (step), why, and what act mode would have done —
+    or why not. A run without findings gets its header alone: read, and healthy."""
+    name = printable(run.name)
+    read = printable(_read_line(run))
     if not rows:
-        console.print("no findings")
+        verdict = "not judged" if run.loss is None else "no findings"
+        console.print(Text(f"run {name}: {verdict}\n  {read}"), highlight=False)
         return
-    for run in dict.fromkeys(r["run"] for r in rows):
-        mine = [r for r in rows if r["run"] == run]
-        counts = Counter(r["kind"] for r in mine)
-        acted = sum(1 for r in mine if r["action"])
-        summary = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
-        title = f"run {run}: {summary}; {acted} LR adjustment{'s' if acted != 1 else ''}"
-        table = Table(title=title, title_justify="left", expand=False)
-        table.add_column("step", justify="right")
-        table.add_column("onset", justify="right")
-        for col in ("metric", "kind", "would do", "reason"):
-            table.add_column(col, overflow="fold")
-        for r in mine:
-            action = r["action"]
-            if action:
-                act = Text(f"{action['type']} x{action['factor']:g}", style="bold")
-            else:
-                act = Text(_why_not(r.get("decision") or ""), style="dim")
-            onset = "" if r["onset_step"] is None else str(r["onset_step"])
-            kind = Text(r["kind"], style=_SEVERITY_STYLE.get(r["severity"], ""))
-            table.add_row(str(r["step"]), onset, r["metric"], kind, act, r["reason"])
-        console.print(table)
+    counts = Counter(r["kind"] for r in rows)
+    acted = sum(1 for r in rows if r["action"])
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+    title = f"run {name}: {summary}; {acted} LR adjustment{'s' if acted != 1 else ''}"
+    table = Table(title=Text(f"{printable(title)}\n  {read}"), title_justify="left", expand=False)
+    table.add_column("step", justify="right")
+    table.add_column("onset", justify="right")
+    for col in ("metric", "kind", "would do", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        action = r["action"]
+        if action:
+            act = Text(f"{action['type']} x{action['factor']:g}", style="bold")
+        else:
+            act = Text(_why_not(r.get("decision") or ""), style="dim")
+        onset = "" if r["onset_step"] is None else str(r["onset_step"])
+        kind = Text(printable(r["kind"]), style=_SEVERITY_STYLE.get(r["severity"], ""))
+        table.add_row(
+            str(r["step"]), onset, Text(printable(r["metric"])), kind, act,
+            Text(printable(r["reason"])),
+        )  # fmt: skip
+    console.print(table)
 
 
 class ApiError(Exception):
@@ -204,7 +358,7 @@ def _api(host: str, port: int, path: str, body: dict[str, Any] | None = None) ->
         raise _fail(str(exc)) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def status(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = DEFAULT_METRICS_PORT,
@@ -309,7 +463,7 @@ def _run_path(run: str, verb: str) -> str:
     return f"/api/runs/{urllib.parse.quote(run, safe='/')}/{verb}"
 
 
-@app.command("set-lr")
+@app.command("set-lr", cls=_Command)
 def set_lr(
     run: Annotated[str, typer.Argument(help="The run's name as `lrwatch status` shows it.")],
     value: Annotated[float | None, typer.Option(help="Target LR of the first group.")] = None,
@@ -327,7 +481,7 @@ def set_lr(
     console.print(f"command {answer['seq']} sent to {answer['run']}: LR x{answer['factor']:g}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def pause(
     run: str, reason: str = "", host: HostOpt = "127.0.0.1", port: PortOpt = DEFAULT_METRICS_PORT
 ) -> None:
@@ -336,7 +490,7 @@ def pause(
     console.print(f"{run} paused")
 
 
-@app.command()
+@app.command(cls=_Command)
 def resume(
     run: str, reason: str = "", host: HostOpt = "127.0.0.1", port: PortOpt = DEFAULT_METRICS_PORT
 ) -> None:
@@ -352,16 +506,30 @@ def _who() -> str:
         return f"cli:uid{os.getuid()}"
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(
-    path: Annotated[Path, typer.Argument(help="A run directory.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    path: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", metavar="FILE", help="FILE.png, or FILE.html for the HTML page."
+        ),
+    ] = None,
     html: Annotated[bool, typer.Option("--html", help="A self-contained HTML page.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Plot a run: metrics, findings, actions (finished or live)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise _fail("lrwatch report draws with matplotlib, not installed: pip install matplotlib")
     from lrwatch.report import write_report
 
+    suffix = output.suffix.lower() if output is not None else ""
+    if suffix in (".html", ".htm"):
+        html = True  # the name says what the user wants
+    elif suffix not in ("", ".png"):
+        raise _fail(f"-o {output}: lrwatch report writes .png (a picture) or .html (a page)")
+    elif html and suffix == ".png":
+        raise _fail(f"--html writes a page: name it .html, not {output}")
     try:
         out = write_report(path, output, html=html, config=load_config(config))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
@@ -369,7 +537,7 @@ def report(
     console.print(f"wrote {out}")
 
 
-@config_app.command("check")
+@config_app.command("check", cls=_Command)
 def config_check(path: Path) -> None:
     """Validate a config file; errors name the field and the value."""
     try:
@@ -383,7 +551,7 @@ def config_check(path: Path) -> None:
     console.print(f"{path}: ok")
 
 
-@app.command()
+@app.command(cls=_Command)
 def plugins() -> None:
     """Installed detectors, policies, sources and notifiers: package, version, whether each loads.
 
@@ -413,13 +581,20 @@ def plugins() -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     steps: Annotated[int, typer.Option(help="Training steps per job.")] = 500,
     port: Annotated[int, typer.Option(help="Port for /metrics; 0 picks a free one.")] = 0,
     workdir: Annotated[Path | None, typer.Option(help="Keep the runs here.")] = None,
 ) -> None:
     """A real small PyTorch job that diverges, rescued live by lrwatch, beside one without."""
+    missing = [name for name in ("torch", "sklearn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _fail(
+            f"lrwatch demo trains a real PyTorch job and needs {' and '.join(missing)}: "
+            "pip install 'lrwatch[demo]'",
+            code=1,
+        )
     from lrwatch.demo.showcase import run_demo
 
     logging.basicConfig(level=logging.ERROR)

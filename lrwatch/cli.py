@@ -393,43 +393,74 @@ _KIND_STYLES = {"divergence": "bold red", "stall": "red"}
 
 def status_table(answer: Mapping[str, Any], *, at: float | None = None) -> Table:
     """The daemon's status as a table, colour only where something wants a look: a run going
-    wrong (non-finite loss, a divergence, commands the hook has not answered) or lrwatch having
-    changed its LR (a factor other than 1)."""
+    wrong (non-finite loss, a divergence, commands the hook has not answered), lrwatch having
+    changed its LR (a factor other than 1), or a run lrwatch cannot judge (no loss recognised:
+    said under the table with the metrics it has and how to name the loss). Names come from
+    other people's files: shown as text, never as markup or terminal controls."""
     runs = sorted(answer.get("runs", []), key=lambda r: str(r["run"]))
     counts = Counter(str(r["state"]) for r in runs)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     stamp = time.strftime("%H:%M:%S", time.localtime(at))
+    caption = Text(
+        f"{len(runs)} run(s){': ' + summary if summary else ''} · as of {stamp}", style="dim"
+    )
+    for note in _status_notes(runs):
+        caption.append("\n" + printable(note), style="yellow")
+    mode, root = printable(str(answer.get("mode", "?"))), printable(str(answer.get("root", "?")))
     table = Table(
-        title=f"lrwatch ({answer.get('mode', '?')} mode) watching {answer.get('root', '?')}",
+        title=Text(f"lrwatch ({mode} mode) watching {root}"),
         title_justify="left",
-        caption=f"{len(runs)} run(s){': ' + summary if summary else ''} · as of {stamp}",
+        caption=caption,
         caption_justify="left",
     )
     for col in ("run", "state", "step", "loss", "LR factor", "LR", "hook", "findings", "unacked"):
         table.add_column(col, justify="right" if col in ("step", "loss", "LR factor") else "left")
     for r in runs:
-        loss = r["loss"]
-        state = str(r["state"])
+        state = printable(str(r["state"]))
         factor = float(r["lr_scale"])
         table.add_row(
-            str(r["run"]),
-            f"[{_STATE_STYLES.get(state, 'default')}]{state}[/]",
+            Text(printable(str(r["run"]))),
+            Text(state, style=_STATE_STYLES.get(state, "default")),
             str(r["last_step"]),
-            "-" if loss is None else _loss_cell(float(loss)),
-            f"{factor:g}" if factor == 1.0 else f"[bold yellow]{factor:g}[/]",
-            ", ".join(f"{x:.3g}" for x in r["lrs"]) or "-",
-            "[green]alive[/]" if r["hook_alive"] else "[dim]none[/]",
-            ", ".join(f"[{_KIND_STYLES.get(k, 'yellow')}]{k}[/]" for k in r["active_findings"])
+            _loss_cell(r),
+            Text(f"{factor:g}", style="" if factor == 1.0 else "bold yellow"),
+            ", ".join(f"{float(x):.3g}" for x in r["lrs"]) or "-",
+            Text("alive", style="green") if r["hook_alive"] else Text("none", style="dim"),
+            Text(", ").join(
+                Text(printable(str(k)), style=_KIND_STYLES.get(str(k), "yellow"))
+                for k in r["active_findings"]
+            )
             or "-",
-            ", ".join(f"[yellow]#{seq}[/]" for seq in r["unacked_commands"]) or "-",
+            Text(", ").join(Text(f"#{seq}", style="yellow") for seq in r["unacked_commands"])
+            or "-",
         )
     if not runs:
-        table.add_row("[dim]no runs yet[/]", *[""] * 8)
+        table.add_row(Text("no runs yet", style="dim"), *[""] * 8)
     return table
 
 
-def _loss_cell(loss: float) -> str:
-    return f"{loss:.4g}" if math.isfinite(loss) else f"[bold red]{loss}[/]"
+def _status_notes(runs: list[Mapping[str, Any]]) -> list[str]:
+    """What the daemon could not read, one line per run: the same words as replay's."""
+    notes = []
+    for r in runs:
+        name = str(r["run"])
+        if "loss_metric" in r and r["loss_metric"] is None:  # (older daemons do not say)
+            notes.append(coverage.no_loss(name, r.get("metrics", [])))
+        elif r.get("loss_inferred"):
+            notes.append(coverage.inferred_loss(name, str(r["loss_metric"])))
+        skipped = int(r.get("skipped_records", 0))
+        if skipped:
+            notes.append(f"run {name}: {skipped} corrupt record(s) skipped in its logs")
+    return notes
+
+
+def _loss_cell(row: Mapping[str, Any]) -> Text:
+    loss = row["loss"]
+    if loss is None:
+        known = "loss_metric" in row and row["loss_metric"] is None
+        return Text("no loss", style="yellow") if known else Text("-")
+    value = float(loss)  # (a non-finite loss comes as a string, "nan": strict JSON)
+    return Text(f"{value:.4g}") if math.isfinite(value) else Text(str(value), style="bold red")
 
 
 def _watch_status(fetch: Callable[[], Any], interval: float, count: int | None) -> bool:

@@ -550,7 +550,7 @@ def report(
     config: ConfigOpt = None,
 ) -> None:
     """Plot a run: metrics, findings, actions (finished or live)."""
-    if importlib.util.find_spec("matplotlib") is None:
+    if _missing("matplotlib"):
         raise _fail("lrwatch report draws with matplotlib, not installed: pip install matplotlib")
     from lrwatch.report import write_report
 
@@ -612,6 +612,19 @@ def plugins() -> None:
         raise typer.Exit(1)
 
 
+def _missing(*modules: str) -> list[str]:
+    """Those of ``modules`` that cannot be imported (found without importing them)."""
+    out = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken install, or a finder that refuses it
+            found = False
+        if not found:
+            out.append(name)
+    return out
+
+
 @app.command(cls=_Command)
 def demo(
     steps: Annotated[int, typer.Option(help="Training steps per job.")] = 500,
@@ -619,7 +632,7 @@ def demo(
     workdir: Annotated[Path | None, typer.Option(help="Keep the runs here.")] = None,
 ) -> None:
     """A real small PyTorch job that diverges, rescued live by lrwatch, beside one without."""
-    missing = [name for name in ("torch", "sklearn") if importlib.util.find_spec(name) is None]
+    missing = _missing("torch", "sklearn")
     if missing:
         raise _fail(
             f"lrwatch demo trains a real PyTorch job and needs {' and '.join(missing)}: "

@@ -16,7 +16,7 @@ from lrwatch.pipeline import RunMonitor
 from lrwatch.types import Role
 
 MAX_NAMES = 8  # metric names listed in a message; the rest are counted
-ROLE_HINT = "name the loss in a config file (--config): roles: {loss: [NAME]}"
+ROLE_HINT = "name the loss in a config file (--config): roles: {loss: [NAME, loss]}"
 
 
 def loss_of(monitor: RunMonitor) -> tuple[str | None, bool]:

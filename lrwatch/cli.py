@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from lrwatch import __version__, coverage
 from lrwatch.config import (
@@ -43,11 +43,21 @@ class _Command(TyperCommand):
     Python types (``<list[Path]>``), and nothing after a flag (``<bool>``)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)
-        for param in params:
-            shown = _metavar(param)
-            param.display_type_rich = lambda ctx, shown=shown: shown
-        return params
+        return _plain(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """The same for a group's own options (``lrwatch --help``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain(super().get_params(ctx))
+
+
+def _plain(params: list[Any]) -> list[Any]:
+    for param in params:
+        shown = _metavar(param)
+        param.display_type_rich = lambda ctx, shown=shown: shown
+    return params
 
 
 _METAVARS = {Path: "PATH", int: "INTEGER", float: "FLOAT", str: "TEXT"}
@@ -66,11 +76,12 @@ def _metavar(param: Any) -> str | None:
 
 
 app = typer.Typer(
+    cls=_Group,
     help="Watch training runs from their logs, detect trouble early, adjust the live LR.",
     no_args_is_help=True,
     add_completion=False,
 )
-config_app = typer.Typer(help="Config file tools.", no_args_is_help=True)
+config_app = typer.Typer(cls=_Group, help="Config file tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # a message is one line, whatever the terminal

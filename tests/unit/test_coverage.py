@@ -43,7 +43,8 @@ def test_messages_name_the_metrics_and_how_to_name_the_role() -> None:
     assert "and 4 more" in said and "roles: {loss: [NAME, loss]}" in said
     assert coverage.no_loss("exp", []).startswith("run exp: no loss recognised, not judged (no")
     assert coverage.skipped("f.jsonl", {"corrupt_records": 0}) is None
-    assert coverage.skipped("f.jsonl", {"corrupt_records": 2}) == "f.jsonl: skipped 2 corrupt records"
+    said = coverage.skipped("f.jsonl", {"corrupt_records": 2})
+    assert said == "f.jsonl: skipped 2 corrupt records"
 
 
 def test_json_safe_spells_non_finite_values_everywhere() -> None:

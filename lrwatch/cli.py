@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -402,21 +402,18 @@ _STATE_STYLES = {"active": "green", "stale": "yellow", "finished": "dim", "pause
 _KIND_STYLES = {"divergence": "bold red", "stall": "red"}
 
 
-def status_table(answer: Mapping[str, Any], *, at: float | None = None) -> Table:
+def status_table(answer: Mapping[str, Any], *, at: float | None = None) -> Table | Group:
     """The daemon's status as a table, colour only where something wants a look: a run going
     wrong (non-finite loss, a divergence, commands the hook has not answered), lrwatch having
     changed its LR (a factor other than 1), or a run lrwatch cannot judge (no loss recognised:
-    said under the table with the metrics it has and how to name the loss). Names come from
-    other people's files: shown as text, never as markup or terminal controls."""
+    said under the table, a line a run, with the metrics it has and how to name the loss).
+    Names come from other people's files: shown as text, never as markup or terminal
+    controls."""
     runs = sorted(answer.get("runs", []), key=lambda r: str(r["run"]))
     counts = Counter(str(r["state"]) for r in runs)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     stamp = time.strftime("%H:%M:%S", time.localtime(at))
-    caption = Text(
-        f"{len(runs)} run(s){': ' + summary if summary else ''} · as of {stamp}", style="dim"
-    )
-    for note in _status_notes(runs):
-        caption.append("\n" + printable(note), style="yellow")
+    caption = f"{len(runs)} run(s){': ' + summary if summary else ''} · as of {stamp}"
     mode, root = printable(str(answer.get("mode", "?"))), printable(str(answer.get("root", "?")))
     table = Table(
         title=Text(f"lrwatch ({mode} mode) watching {root}"),
@@ -447,7 +444,10 @@ def status_table(answer: Mapping[str, Any], *, at: float | None = None) -> Table
         )
     if not runs:
         table.add_row(Text("no runs yet", style="dim"), *[""] * 8)
-    return table
+    notes = _status_notes(runs)
+    if not notes:
+        return table
+    return Group(table, *(Text(printable(note), style="yellow") for note in notes))
 
 
 def _status_notes(runs: list[Mapping[str, Any]]) -> list[str]:
@@ -487,7 +487,7 @@ def _watch_status(fetch: Callable[[], Any], interval: float, count: int | None) 
         with Live(console=console, auto_refresh=False) as live:
             while True:
                 try:
-                    view: Table | Text = status_table(fetch())
+                    view: Table | Group | Text = status_table(fetch())
                     ok = True
                 except ApiError as exc:
                     view = Text(f"{exc} (retrying every {interval:g} s, Ctrl-C stops)", "red")

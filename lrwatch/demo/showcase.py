@@ -197,7 +197,7 @@ def run_demo(*, steps: int, port: int, workdir: Path | None, console: Console) -
 
 def opening_line() -> str:
     """What the demo is about to do, in one line (of 80 columns), before anything moves."""
-    return f"lrwatch demo: a PyTorch job set to diverge, run twice; lrwatch rescues {RESCUED} live"
+    return f"lrwatch demo: a PyTorch job that diverges, twice; lrwatch rescues {RESCUED}"
 
 
 def _summary(console: Console, root: Path, jobs: dict[str, JobView], url: str) -> None:

@@ -223,9 +223,10 @@ def replay(
             runs.append((run.name, run.metrics))
             judged += run.judged
             warnings = run.warnings()
-            if not (judged == 0 and len(found.runs) == 1):  # else the error below says it
-                for line in warnings:
-                    _warn(line)
+            if not run.judged and len(found.runs) == 1:
+                warnings = warnings[1:]  # "no loss": the one-line error below says it
+            for line in warnings:
+                _warn(line)
             rows = [item.to_json() for item in run.findings]
             if format is OutputFormat.JSONL:
                 for row in rows:
@@ -455,8 +456,8 @@ def _status_notes(runs: list[Mapping[str, Any]]) -> list[str]:
     notes = []
     for r in runs:
         name = str(r["run"])
-        if "loss_metric" in r and r["loss_metric"] is None:  # (older daemons do not say)
-            notes.append(coverage.no_loss(name, r.get("metrics", [])))
+        if r.get("metrics") and r.get("loss_metric", "") is None:  # (older daemons: no key)
+            notes.append(coverage.no_loss(name, r["metrics"]))
         elif r.get("loss_inferred"):
             notes.append(coverage.inferred_loss(name, str(r["loss_metric"])))
         skipped = int(r.get("skipped_records", 0))
@@ -468,8 +469,8 @@ def _status_notes(runs: list[Mapping[str, Any]]) -> list[str]:
 def _loss_cell(row: Mapping[str, Any]) -> Text:
     loss = row["loss"]
     if loss is None:
-        known = "loss_metric" in row and row["loss_metric"] is None
-        return Text("no loss", style="yellow") if known else Text("-")
+        unjudged = row.get("metrics") and row.get("loss_metric", "") is None
+        return Text("no loss", style="yellow") if unjudged else Text("-")
     value = float(loss)  # (a non-finite loss comes as a string, "nan": strict JSON)
     return Text(f"{value:.4g}") if math.isfinite(value) else Text(str(value), style="bold red")
 

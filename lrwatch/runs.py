@@ -180,6 +180,7 @@ class RunBook:
                 log.warning("run %s: saved analysis unusable (%s); starting it afresh", name, exc)
                 run.monitor = RunMonitor(name, self.config.for_run(name))
             run.load_lifecycle(lifecycles.get(name, {}))
+            self.export_loss_role(run)
         commands: dict[str, list[StoredCommand]] = defaultdict(list)
         for item in self.store.commands():
             commands[item.command.run].append(item)
@@ -246,6 +247,15 @@ class RunBook:
         active = run.active_kinds()
         self.metrics.export_kinds(run.name, active, run.kinds_active)
         run.kinds_active = active
+        self.export_loss_role(run)
+
+    def export_loss_role(self, run: Run) -> None:
+        """``lrwatch_run_loss_role``: whether the run's loss is recognised (else it is read but
+        not judged, and no alert on its loss can fire: that must be visible on its own).
+        Left as it was while the monitor has seen nothing (rebuilt by a reload that changed
+        the roles or detectors: it knows again from the run's next samples)."""
+        if not run.monitor.series:
+            return
         has_loss = coverage.loss_of(run.monitor)[0] is not None
         if has_loss != run.has_loss:
             self.metrics.run_loss_role.labels(run.name).set(1 if has_loss else 0)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,35 @@ def test_a_drift_never_raised_is_not_shown_active(daemon: int) -> None:
     assert sgdr["last_step"] == 400
     assert "drift" not in sgdr["active_findings"]
     assert testing.scrape(daemon).get('lrwatch_finding_active{kind="drift",run="sgdr"}', 0) == 0
+
+
+def test_naming_the_loss_in_the_config_and_reloading_clears_it(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write(root / "eval" / "metrics.jsonl", [{"step": i, "objective": 1.0} for i in range(30)])
+    write(root / "done" / "metrics.jsonl", [{"step": i, "loss": 1.0} for i in range(30)])
+    config = tmp_path / "lrwatch.yaml"
+    config.write_text("mode: observe\n")
+    port, log = free_port(), tmp_path / "daemon.log"
+    proc = testing.spawn(root, tmp_path / "state.sqlite", port, log, "--config", config)
+    name = 'lrwatch_run_loss_role{run="eval"}'
+    try:
+        testing.wait_ready(proc, port, log)
+        done = 'lrwatch_run_loss_role{run="done"}'
+        testing.wait_for(
+            lambda: (testing.scrape(port).get(name), testing.scrape(port).get(done)) == (0, 1),
+            20,
+            "one run unjudged, one judged",
+        )
+        config.write_text("mode: observe\nroles: {loss: [objective, loss]}\n")
+        proc.send_signal(signal.SIGHUP)
+        testing.wait_for(lambda: "config reloaded" in log.read_text(), 20, "the reload")
+        time.sleep(1.5)  # a tick or so: the finished run, rebuilt by the reload, keeps its 1
+        assert testing.scrape(port)[done] == 1
+        # New roles restart the run's detectors: they judge what the run logs from now on.
+        with (root / "eval" / "metrics.jsonl").open("a") as out:
+            out.write(json.dumps({"step": 30, "objective": 0.9}) + "\n")
+        testing.wait_for(lambda: testing.scrape(port).get(name) == 1, 20, "the loss recognised")
+        row = next(r for r in strict_status(port)["runs"] if r["run"] == "eval")
+        assert (row["loss_metric"], row["loss"]) == ("objective", 0.9)
+    finally:
+        testing.stop(proc, log)

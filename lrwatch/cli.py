@@ -214,6 +214,10 @@ def replay(
     unread += [f"{path}: holds no log lrwatch reads ({known}){_holds(path)}" for path in empty]
     if not found.runs:
         raise _fail("nothing to replay: " + "; ".join(unread), code=1)
+    unread += [
+        f"{path}: named like a log, but no format lrwatch reads claims it"
+        for path in found.unread_logs
+    ]
     for line in unread:
         _warn(line + "; skipped")
     runs: list[tuple[str, list[str]]] = []  # (name, metrics) of each run read

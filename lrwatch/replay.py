@@ -21,6 +21,8 @@ from lrwatch.coverage import json_safe
 from lrwatch.pipeline import RunMonitor
 from lrwatch.registry import PluginProblem
 from lrwatch.sources.discovery import (
+    CHANNEL_DIR,
+    OUTPUT_DIR,
     Formats,
     build_formats,
     installed_formats,
@@ -30,6 +32,8 @@ from lrwatch.sources.discovery import (
     scan,
 )
 from lrwatch.types import Decision, Finding, Sample
+
+SKIPPED_DIRS = frozenset({CHANNEL_DIR, OUTPUT_DIR})  # as discovery.scan skips them
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,14 @@ class Discovery:
     runs: dict[str, list[Path]]
     unrecognised: list[Path] = field(default_factory=list)  # files given that are no log
     empty: list[Path] = field(default_factory=list)  # directories given that hold no log
+    # Files under the directories given that look like logs (LOGLIKE) but no format reads.
+    unread_logs: list[Path] = field(default_factory=list)
+
+
+# Names of files that are usually a training log: under a directory replayed, one that no format
+# claims is said (a checkpoint or a config.json beside the logs is not).
+LOGLIKE = (".log", ".txt", ".out", ".jsonl", ".csv")
+LOGLIKE_NAMES = frozenset({"trainer_state.json", "metrics.json", "log_history.json"})
 
 
 def discover(paths: Iterable[Path], formats: Formats | None = None) -> Discovery:
@@ -109,6 +121,8 @@ def discover(paths: Iterable[Path], formats: Formats | None = None) -> Discovery
             logs = scan(path, formats)
             if not logs:
                 result.empty.append(path)
+            else:
+                result.unread_logs += _unread_logs(path, formats)
             base = Path(os.path.abspath(path))
             for log in logs:
                 try:
@@ -135,6 +149,21 @@ def discover(paths: Iterable[Path], formats: Formats | None = None) -> Discovery
             name = _distinct_name(folder, clash)
         result.runs.setdefault(name, []).extend(dict.fromkeys(files))
     return result
+
+
+def _unread_logs(root: Path, formats: Formats) -> list[Path]:
+    """Files under ``root`` named like logs (LOGLIKE) that no format claims; hidden names and
+    lrwatch's own directories left out, as ``scan`` leaves them."""
+    found = []
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") or not (name.endswith(LOGLIKE) or name in LOGLIKE_NAMES):
+                continue
+            full = Path(folder, name)
+            if formats.claim(PurePath(os.path.abspath(full))) is None:
+                found.append(full)
+    return sorted(found)
 
 
 def _distinct_name(folder: Path, clash: list[Path]) -> str:

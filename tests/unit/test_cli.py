@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from lrwatch import __version__
 from lrwatch.cli import app, printable
+from lrwatch.sources.discovery import log_format
 
 pytestmark = pytest.mark.slow  # real processes, about a second each
 
@@ -143,6 +144,20 @@ def test_replay_warns_on_every_run_and_file_it_could_not_read(tmp_path: Path) ->
     assert "run good: runs/good/metrics.jsonl: skipped 3 corrupt records" in said
     assert "run good: first non-finite value at step 80 (loss=nan)" in said
     assert "Traceback" not in said
+
+
+def test_replay_names_files_that_look_like_logs_it_cannot_read(tmp_path: Path) -> None:
+    run = write_log(tmp_path / "exp" / "metrics.jsonl", HEALTHY).parent
+    (run / "train.log").write_text("step 1 loss 2.0\n")
+    (run / "config.json").write_text("{}")  # beside logs, not a log: not worth a word
+    (run / "model.pt").write_bytes(b"\x00")
+    result = lrwatch("replay", run, "-f", "jsonl")
+    assert result.returncode == 0, result.stderr
+    said = result.stderr
+    warning = f"{run / 'train.log'}: named like a log, but no format lrwatch reads claims it"
+    # Said unless a plain-text reader is installed, which reads it.
+    assert (warning in said) == (log_format(run / "train.log") is None)
+    assert "config.json" not in said and "model.pt" not in said
 
 
 def test_replay_table_heads_each_run_with_what_was_read(tmp_path: Path) -> None:

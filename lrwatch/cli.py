@@ -296,7 +296,8 @@ def _read_line(run: Any) -> str:
     the loss, where a value first went non-finite, records skipped."""
     facts = [f"{run.steps} step{'s' if run.steps != 1 else ''}"]
     if run.loss is None:
-        facts.append(f"no loss recognised, not judged (metrics: {coverage.names(run.metrics)})")
+        listed = coverage.names(run.metrics)
+        facts.append(f"no loss recognised, not judged (metrics: {listed or 'none read'})")
     else:
         inferred = " (inferred from its name)" if run.loss_inferred else ""
         facts.append(f"loss `{run.loss}`{inferred}")

@@ -42,8 +42,9 @@ def names(metrics: Iterable[str]) -> str:
 def no_loss(run: str, metrics: Iterable[str]) -> str:
     """Why a run is not judged: the message replay prints and status shows."""
     listed = names(metrics)
-    found = f"metrics found: {listed}" if listed else "no metrics found"
-    return f"run {run}: no loss recognised, not judged ({found}); {ROLE_HINT}"
+    if not listed:  # nothing to name: the logs held no record lrwatch could read
+        return f"run {run}: no metric read from its logs, not judged"
+    return f"run {run}: no loss recognised, not judged (metrics found: {listed}); {ROLE_HINT}"
 
 
 def inferred_loss(run: str, metric: str) -> str:

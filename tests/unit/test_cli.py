@@ -109,6 +109,22 @@ def test_replay_of_a_file_that_is_no_log_exits_1_without_a_traceback(tmp_path: P
     assert f"{weights}: not a log lrwatch reads" in one_line_error(result)
 
 
+def test_replay_of_garbage_named_like_logs_exits_1_counting_what_it_skipped(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "bad"
+    run.mkdir()
+    (run / "events.out.tfevents.1.host").write_bytes(bytes(range(256)) * 20)
+    (run / "metrics.jsonl").write_bytes(b"\x00\xff{{{" * 10 + b"\n")
+    result = lrwatch("replay", run)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    *warnings, error = result.stderr.strip().splitlines()
+    assert error == "error: run bad: no metric read from its logs, not judged"
+    assert any("events.out.tfevents.1.host: skipped" in w for w in warnings), warnings
+    assert any("metrics.jsonl: skipped 1 corrupt record" in w for w in warnings), warnings
+
+
 def test_replay_of_a_run_without_a_loss_exits_1_naming_its_metrics(tmp_path: Path) -> None:
     run = tmp_path / "eval"
     write_log(run / "metrics.jsonl", [0.5] * 30, key="accuracy")

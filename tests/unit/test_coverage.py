@@ -41,7 +41,7 @@ def test_messages_name_the_metrics_and_how_to_name_the_role() -> None:
     said = coverage.no_loss("exp", many)
     assert "run exp: no loss recognised, not judged (metrics found: m0, m1, m10," in said
     assert "and 4 more" in said and "roles: {loss: [NAME, loss]}" in said
-    assert coverage.no_loss("exp", []).startswith("run exp: no loss recognised, not judged (no")
+    assert coverage.no_loss("exp", []) == "run exp: no metric read from its logs, not judged"
     assert coverage.skipped("f.jsonl", {"corrupt_records": 0}) is None
     said = coverage.skipped("f.jsonl", {"corrupt_records": 2})
     assert said == "f.jsonl: skipped 2 corrupt records"

@@ -55,6 +55,8 @@ class _Group(TyperGroup):
 
 def _plain(params: list[Any]) -> list[Any]:
     for param in params:
+        if param.param_type_name == "argument" and param.metavar is None:
+            param.metavar = param.name.upper()  # `{run}` reads as RUN, as in the docs
         shown = _metavar(param)
         param.display_type_rich = lambda ctx, shown=shown: shown
     return params

@@ -209,6 +209,8 @@ def test_help_shows_plain_metavars_not_python_types(command: str) -> None:
         assert "PATH" in out and "--format" in out and "jsonl|table" in out
     if command == "run":
         assert "--metrics-port" in out and "INTEGER" in out
+    if command == "set-lr":
+        assert "{RUN}" in out
 
 
 def test_config_typos_get_did_you_mean_and_detectors_are_listed(tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ class RunReport:
 
 def collect(run_dir: Path, config: Config) -> RunReport:
     """Everything a report shows, gathered from the run directory alone."""
+    if run_dir.is_file():
+        raise ValueError(f"{run_dir} is a file: give its run's directory ({run_dir.parent})")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no such run directory: {run_dir}")
     runs = discover_runs([run_dir])

@@ -284,6 +284,12 @@ def test_report_of_a_root_with_several_runs_lists_them(run_dir: Path) -> None:
     assert not list(run_dir.parent.glob("lrwatch-report.*"))
 
 
+def test_report_of_a_log_file_names_its_directory(run_dir: Path) -> None:
+    result = lrwatch("report", run_dir / "metrics.jsonl")
+    assert result.returncode == 2
+    assert f"is a file: give its run's directory ({run_dir})" in one_line_error(result)
+
+
 def test_report_without_matplotlib_says_what_to_install(run_dir: Path) -> None:
     result = lrwatch("report", run_dir, block=("matplotlib",))
     assert result.returncode == 2

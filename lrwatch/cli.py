@@ -115,6 +115,11 @@ def _warn(message: str) -> None:
     err.print(f"lrwatch: {printable(message)}", style="yellow", markup=False, highlight=False)
 
 
+def _say(message: str) -> None:
+    """One line on stdout; names in it (runs, paths) are text, not markup."""
+    console.print(printable(message), markup=False, highlight=False)
+
+
 def printable(text: str) -> str:
     """``text`` with every character a terminal would act on (escape sequences, carriage
     returns, bidi overrides) spelled as its Python escape: run and metric names come from
@@ -528,7 +533,7 @@ def set_lr(
     body: dict[str, Any] = {"who": _who(), "reason": reason}
     body.update({"value": value} if value is not None else {"scale": scale})
     answer = _api(host, port, _run_path(run, "set-lr"), body)
-    console.print(f"command {answer['seq']} sent to {answer['run']}: LR x{answer['factor']:g}")
+    _say(f"command {answer['seq']} sent to {answer['run']}: LR x{answer['factor']:g}")
 
 
 @app.command(cls=_Command)
@@ -537,7 +542,7 @@ def pause(
 ) -> None:
     """Stop adjusting RUN (it stays observed)."""
     _api(host, port, _run_path(run, "pause"), {"who": _who(), "reason": reason})
-    console.print(f"{run} paused")
+    _say(f"{run} paused")
 
 
 @app.command(cls=_Command)
@@ -546,7 +551,7 @@ def resume(
 ) -> None:
     """Let lrwatch adjust RUN again."""
     _api(host, port, _run_path(run, "resume"), {"who": _who(), "reason": reason})
-    console.print(f"{run} resumed")
+    _say(f"{run} resumed")
 
 
 def _who() -> str:
@@ -584,7 +589,7 @@ def report(
         out = write_report(path, output, html=html, config=load_config(config))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"wrote {out}")
+    _say(f"wrote {out}")
 
 
 @config_app.command("check", cls=_Command)
@@ -598,7 +603,7 @@ def config_check(path: Path) -> None:
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)
         raise _fail(f"{path}: {len(problems)} plugin(s) cannot be used\n{lines}", code=1)
-    console.print(f"{path}: ok")
+    _say(f"{path}: ok")
 
 
 @app.command(cls=_Command)

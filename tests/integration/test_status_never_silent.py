@@ -143,3 +143,10 @@ def test_naming_the_loss_in_the_config_and_reloading_clears_it(tmp_path: Path) -
         assert (row["loss_metric"], row["loss"]) == ("objective", 0.9)
     finally:
         testing.stop(proc, log)
+
+
+def test_pause_and_resume_echo_a_markup_name_as_text(daemon: int) -> None:
+    for verb in ("pause", "resume"):
+        result = CliRunner().invoke(cli.app, [verb, WEIRD, "--port", str(daemon)])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == f"{WEIRD} {verb}d"

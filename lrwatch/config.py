@@ -8,8 +8,10 @@ composes them, so a knob is defined in exactly one place.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fnmatch
 import tomllib
+import typing
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -209,5 +211,55 @@ def format_validation_error(exc: ValidationError, path: Path | None) -> str:
         # Notifier options hold webhook URLs and tokens: never echoed, not even in an error.
         secret = bool(err["loc"]) and err["loc"][0] == "notifiers"
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
-        lines.append(f"  {field}: {err['msg']}{shown}")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {field}: {_unknown(err['loc'], shown)}")
+        else:
+            lines.append(f"  {field}: {err['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _unknown(loc: tuple[int | str, ...], shown: str) -> str:
+    """An unknown key, with what it should have been: the closest valid name (difflib), else
+    the valid names of its section; for ``detectors:`` always every detector's name."""
+    valid = _fields_at(Config, loc[:-1])
+    section = ".".join(str(p) for p in loc[:-1])
+    detectors = section.endswith("detectors")
+    what = "unknown detector" if detectors else "unknown setting"
+    if not valid:
+        return f"{what}{shown}"
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    guess = f", did you mean {close[0]!r}?" if close else ""
+    if detectors:
+        builtin = ", ".join(name for name in valid if name != "plugins")
+        return f"{what}{shown}{guess} (detectors: {builtin}; plugins go under {section}.plugins)"
+    return f"{what}{shown}{guess}" if close else f"{what}{shown} (valid: {', '.join(valid)})"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the model found by following ``loc`` from ``model`` (through
+    optional, tuple and dict fields); empty if ``loc`` leads to no model."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _model_in(annotation)
+        if annotation is None:
+            return []
+        if isinstance(part, int):
+            continue  # (a tuple's element: _model_in looks inside it)
+        info = annotation.model_fields.get(str(part))
+        if info is None:
+            return []
+        annotation = info.annotation
+        if typing.get_origin(annotation) is dict:  # a name the user chose, then a model
+            annotation = typing.get_args(annotation)[-1]
+    found = _model_in(annotation)
+    return list(found.model_fields) if found is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):  # X | None, tuple[X, ...]
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

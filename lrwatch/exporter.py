@@ -128,6 +128,13 @@ class Metrics:
             ["notifier", "outcome"],
             registry=r,
         )
+        self.run_loss_role = Gauge(
+            "lrwatch_run_loss_role",
+            "1 if lrwatch recognised the run's loss metric, 0 if not: then its loss is not "
+            "watched (name it under roles.loss in the config).",
+            ["run"],
+            registry=r,
+        )
         self.runs = Gauge(
             "lrwatch_runs", "Runs known to the daemon, by state.", ["state"], registry=r
         )
@@ -196,5 +203,6 @@ class Metrics:
             self.commands_unacked,
             self.hook_heartbeat,
             self.command_acks_total,
+            self.run_loss_role,
         ):
             metric.remove_by_labels({"run": run})

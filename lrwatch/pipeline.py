@@ -119,6 +119,9 @@ class RunMonitor:
         self.control = ControlState()
         self.progress = Progress()  # of the run's loss: may a plateau be cut? (progress.py)
         self.series: dict[str, Series] = {}
+        # The kinds each series raised (not explained away) in the episode still open: only
+        # those are active, so status and /metrics never show a finding that was not reported.
+        self.raised: dict[str, set[str]] = {}
         # Plugins that failed (not installed, bad config, raised), until the next observe()
         # hands them to its caller: the daemon logs and counts them, replay prints them.
         self._problems: list[PluginProblem] = list(self.controller.problems)
@@ -199,7 +202,12 @@ class RunMonitor:
             lr_series = self.series.get(self.role_metric(Role.LR) or "") if findings else None
             watch = lr_series.detectors.get("schedule") if lr_series is not None else None
             schedule = watch if isinstance(watch, ScheduleMotion) else None
-            findings = self._explained_away(series, findings, schedule) if findings else []
+            if findings:
+                kept = self._explained_away(series, findings, schedule)
+                raised = self.raised.setdefault(sample.metric, set())
+                raised -= {f.kind for f in findings}
+                raised |= {f.kind for f in kept}
+                findings = kept
             # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
             # is reported, not acted on: the schedule is already doing the plateau's job.
             held = schedule is not None and schedule.moving
@@ -370,6 +378,7 @@ class RunMonitor:
         """Start ``sample.metric`` over at ``sample.step`` (see ``observe``)."""
         outcome.rewinds.append(Rewind(sample.metric, old.last_step, sample.step))
         del self.series[sample.metric]
+        self.raised.pop(sample.metric, None)
         series = self._series(sample.metric)
         series.out_of_order, series.rewinds = old.out_of_order, old.rewinds + 1
         self.control.forget_from(sample.step)
@@ -408,7 +417,15 @@ class RunMonitor:
         return findings
 
     def active_kinds(self) -> set[str]:
-        return {kind for series in self.series.values() for kind in self._kinds(series)}
+        """The kinds ongoing that were raised: one explained away (``_explained_away``) is
+        not open, whatever its detector says."""
+        active: set[str] = set()
+        for metric, series in self.series.items():
+            raised = self.raised.get(metric)
+            if raised:
+                raised &= set(self._kinds(series))  # an episode that ended is forgotten
+                active |= raised
+        return active
 
     def role_metric(self, role: Role) -> str | None:
         """The metric playing ``role`` in this run (the first configured name it logs)."""
@@ -428,6 +445,7 @@ class RunMonitor:
             "control": self.control.state_dict(),
             "series": {name: s.state_dict() for name, s in self.series.items()},
             "progress": self.progress.state_dict(),
+            "raised": {name: sorted(kinds) for name, kinds in self.raised.items() if kinds},
         }
         if sanitize:
             for metric, sub in state["series"].items():
@@ -470,6 +488,10 @@ class RunMonitor:
                     series.detectors[name] = fresh[name]
                 why = f"saved state of {self.run}/{metric} unusable ({_error(exc)}): starts afresh"
                 self._problems.append(PluginProblem("detectors", name, "run", why))
+        raised = state.get("raised")
+        if raised is None:  # saved before lrwatch kept it: what is active was raised
+            raised = {metric: self._kinds(s) for metric, s in self.series.items()}
+        self.raised = {metric: set(kinds) for metric, kinds in raised.items()}
 
 
 def _error(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lrwatch import coverage
 from lrwatch.actuator import Actuator
 from lrwatch.config import Config
 from lrwatch.detectors.stall import StallDetector
@@ -36,6 +37,7 @@ from lrwatch.types import Ack, AckStatus, Finding, Role
 log = logging.getLogger("lrwatch.daemon")
 
 RUN_STATES = ("active", "stale", "finished")
+MAX_STATUS_METRICS = 50  # metric names a status row lists (to say what a run without a loss has)
 
 
 @dataclass(slots=True)
@@ -52,6 +54,7 @@ class Run:
     role_metrics: frozenset[str] = frozenset()  # names that are role metrics, for /metrics
     dirty_since: float | None = None  # monotonic time of the first analysis not checkpointed
     hooked: bool = False  # a heartbeat was seen: the ack counters exist (at 0) from then on
+    has_loss: bool | None = None  # what lrwatch_run_loss_role says, once set
 
     def alive(self, now: float, config: Config) -> bool:
         return self.actuator.alive(now, config.heartbeat_timeout_seconds)
@@ -89,10 +92,13 @@ class Run:
     def row(self, now: float, config: Config) -> dict[str, Any]:
         """This run's line in ``lrwatch status``."""
         monitor = self.monitor
-        loss_metric = monitor.role_metric(Role.LOSS)
+        loss_metric, inferred = coverage.loss_of(monitor)
         beat = self.actuator.heartbeat
         return {
             "run": self.name,
+            "loss_metric": loss_metric,  # None: no loss recognised, the run is not judged
+            "loss_inferred": inferred,
+            "metrics": sorted(monitor.series)[:MAX_STATUS_METRICS],
             "state": "paused" if monitor.control.paused else self.state(now, config),
             "last_step": monitor.last_step(),
             "loss": monitor.series[loss_metric].last_value if loss_metric else None,
@@ -174,6 +180,7 @@ class RunBook:
                 log.warning("run %s: saved analysis unusable (%s); starting it afresh", name, exc)
                 run.monitor = RunMonitor(name, self.config.for_run(name))
             run.load_lifecycle(lifecycles.get(name, {}))
+            self.export_loss_role(run)
         commands: dict[str, list[StoredCommand]] = defaultdict(list)
         for item in self.store.commands():
             commands[item.command.run].append(item)
@@ -236,9 +243,23 @@ class RunBook:
         )
 
     def export_kinds(self, run: Run) -> None:
+        """The run's open findings, and whether it has a loss at all (after every batch)."""
         active = run.active_kinds()
         self.metrics.export_kinds(run.name, active, run.kinds_active)
         run.kinds_active = active
+        self.export_loss_role(run)
+
+    def export_loss_role(self, run: Run) -> None:
+        """``lrwatch_run_loss_role``: whether the run's loss is recognised (else it is read but
+        not judged, and no alert on its loss can fire: that must be visible on its own).
+        Left as it was while the monitor has seen nothing (rebuilt by a reload that changed
+        the roles or detectors: it knows again from the run's next samples)."""
+        if not run.monitor.series:
+            return
+        has_loss = coverage.loss_of(run.monitor)[0] is not None
+        if has_loss != run.has_loss:
+            self.metrics.run_loss_role.labels(run.name).set(1 if has_loss else 0)
+            run.has_loss = has_loss
 
     # --- channels ----------------------------------------------------------------------------
 
@@ -330,8 +351,17 @@ class RunBook:
     def status(self, now: float) -> dict[str, Any]:
         """What ``lrwatch status`` shows. Built on demand: rows for a thousand runs every
         second, for nobody, cost 3% of a core."""
-        rows = [run.row(now, self.config) for run in self.runs.values()]
-        return {"root": str(self.root), "mode": self.config.mode.value, "runs": rows}
+        rows = []
+        for run in self.runs.values():
+            row = run.row(now, self.config)
+            row["skipped_records"] = sum(
+                int(reader.stats.get("corrupt_records", 0))
+                for reader in self.follower.readers_of(run.name)
+            )
+            rows.append(row)
+        # Strict JSON: a NaN loss is spelled "nan", as replay spells it.
+        answer = {"root": str(self.root), "mode": self.config.mode.value, "runs": rows}
+        return dict(coverage.json_safe(answer))
 
     def _settle(
         self, stalls: list[tuple[Run, Finding | None]], expired: list[Run], overdue: list[Run]

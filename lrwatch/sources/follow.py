@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lrwatch.boundary import escape_name
 from lrwatch.sources.base import Batch, LogReader
-from lrwatch.sources.discovery import Formats, installed_formats, open_reader
+from lrwatch.sources.discovery import Formats, inside_root, installed_formats, open_reader
 
 log = logging.getLogger("lrwatch.sources")
 
@@ -56,6 +57,9 @@ class Follower:
         self._failed: set[Path] = set()  # readers that raised: logged with a traceback once
         self._sources: dict[Path, str] = {}  # a file's name relative to the root
         self._names: dict[Path, str] = {}  # ... and as a str, for os.stat
+        self.paused: set[str] = set()  # runs whose files are not read (quarantined)
+        self.outside: dict[str, int] = {}  # run -> reads refused: a symlink out of the root
+        self._real_root = os.path.realpath(root)
 
     def restore(self, states: Mapping[str, tuple[str, Mapping[str, Any]]]) -> None:
         """Readers back at their saved positions, in the runs they were read into."""
@@ -101,7 +105,13 @@ class Follower:
         progress = False  # a turn reads at least one file, however short its budget
         for path in sorted(paths, key=str):  # str: a Path compares part by part, slowly
             reader = self._reader(path)
-            if reader is None:
+            if reader is None or reader.run in self.paused:
+                continue
+            name = self._names[path]
+            if os.path.islink(name) and not inside_root(self._real_root, name):
+                # Swapped for a symlink out of the root since it was found: not ours to read
+                # (scan and the watcher check new paths; a sweep only stats known ones).
+                yield FileRead(reader, self._sources[path], errors={"symlink_outside_root": 1})
                 continue
             late = progress and time.monotonic() > deadline
             if reader.run in behind or stop() or late:
@@ -120,7 +130,16 @@ class Follower:
         for path in gone:
             del self.readers[path], self._sources[path], self._names[path]
             self._by_run[run].discard(path)
+            self._failed.discard(path)
+        if not self._by_run.get(run):
+            self._by_run.pop(run, None)
+        self.paused.discard(run)
         return gone
+
+    def pause(self, run: str) -> None:
+        """Read none of ``run``'s files any more (a quarantined run, see RunBook.quarantine)."""
+        self.paused.add(run)
+        self.backlog -= self._by_run.get(run, set())
 
     def _reader(self, path: Path) -> LogReader | None:
         reader = self.readers.get(path)
@@ -141,7 +160,7 @@ class Follower:
         self.readers[path] = reader
         self._by_run[reader.run].add(path)
         relative = path.relative_to(self.root) if path.is_relative_to(self.root) else path
-        self._sources[path] = relative.as_posix()
+        self._sources[path] = escape_name(relative.as_posix())
         self._names[path] = os.fspath(path)
 
     def _read(self, path: Path, reader: LogReader, deadline: float) -> FileRead:

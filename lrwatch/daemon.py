@@ -194,6 +194,9 @@ class Daemon:
         if overflowed or now >= next_rescan:
             changed |= set(scan(self.root))
             next_rescan = now + self.config.rescan_interval_seconds
+            gone = self.follower.prune(self.book.runs)
+            if gone:
+                self.store.forget_run("", [str(path) for path in gone])
         swept = 0
         if self.watcher.sweeping and time.monotonic() >= next_sweep:
             found = self.follower.sweep()

@@ -470,6 +470,10 @@ class Daemon:
                 for run in {id(item.run): item.run for item in news}.values():
                     self.book.checkpoint(run)
             committed = news
+        except sqlite3.OperationalError as exc:  # full, I/O, locked: the state file's, not a run's
+            self._state_failed("commit", exc)
+            self._withdraw(news)
+            committed = []
         except Exception:
             committed = []
             by_run: dict[int, list[_News]] = {}

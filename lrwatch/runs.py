@@ -249,6 +249,8 @@ class RunBook:
                 log.exception("%s: reader state unusable; not saved", reader.path)
                 continue
             self.store.save_reader(str(reader.path), reader.run, position)
+        dirty = run.dirty_since if run.dirty_since is not None else time.monotonic()
+        self.store.on_rollback(lambda: setattr(run, "dirty_since", dirty))
         run.dirty_since = None
 
     def flush(self) -> None:

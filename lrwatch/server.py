@@ -27,11 +27,12 @@ log = logging.getLogger("lrwatch.server")
 
 MAX_BODY_BYTES = 4096
 CONTROL_TIMEOUT_SECONDS = 10.0
-IDLE_TIMEOUT_SECONDS = 10.0
+IDLE_TIMEOUT_SECONDS = 5.0
 """A connection that sends nothing (or too slowly) for this long is closed: else each idle
 client would hold a thread for ever."""
-MAX_CONNECTIONS = 64
-"""Connections served at once; more are closed at once (Prometheus and the CLI need a few)."""
+MAX_CONNECTIONS = 256
+"""Connections served at once (a thread each); more are closed unanswered. Prometheus and the
+CLI need a few; the idle timeout frees the slots of clients that say nothing."""
 LISTEN_BACKLOG = 128
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +88,7 @@ class Store:
         # let a second daemon in. flock and SQLite's own (POSIX, fcntl) locks are independent.
         self._lock = exclusive_lock(path, f"state file {path}")
         self.problems: list[tuple[str, str, str]] = []  # (table, key, why): rows left out
+        self._undo: list[Callable[[], None]] = []
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -120,6 +121,7 @@ class Store:
         by itself on some errors, SQLITE_FULL among them: a second ROLLBACK would then fail
         with "cannot rollback - no transaction is active" and hide the real error.)"""
         self._db.execute("BEGIN IMMEDIATE")
+        self._undo = []
         try:
             yield
             self._db.execute("COMMIT")
@@ -127,7 +129,16 @@ class Store:
             if self._db.in_transaction:
                 with suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
+            for undo in reversed(self._undo):
+                undo()
             raise
+        finally:
+            self._undo = []
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Inside a transaction: what to undo in memory should it not commit (a run marked
+        saved must be marked unsaved again, or it would wait for its next batch)."""
+        self._undo.append(undo)
 
     def _rows(self, sql: str) -> list[tuple[Any, ...]]:
         """All rows at once: a cursor left open by a failing parse would lock the table

@@ -194,4 +194,3 @@ class Intake:
         batch.steps[:] = [batch.steps[i] for i in keep]
         batch.wall_times[:] = [batch.wall_times[i] for i in keep]
         batch.values[:] = [batch.values[i] for i in keep]
-

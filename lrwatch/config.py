@@ -111,7 +111,7 @@ class Config(_Strict):
         default=1000,
         ge=1,
         description="distinct metric names kept per run; values of further names are dropped "
-        "and counted (lrwatch_source_errors_total{error=\"metric_names_capped\"})",
+        'and counted (lrwatch_source_errors_total{error="metric_names_capped"})',
     )
     max_metric_names: int = Field(
         default=100_000, ge=1, description="distinct metric names kept over all runs"

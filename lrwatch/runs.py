@@ -26,18 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.actuator import Actuator
+from lrwatch.boundary import unescape_name
 from lrwatch.config import Config
 from lrwatch.detectors.stall import StallDetector
-from lrwatch.boundary import unescape_name
-from lrwatch.exporter import Metrics
+from lrwatch.exporter import RUN_STATES, Metrics
 from lrwatch.pipeline import RunMonitor
 from lrwatch.sources.follow import Follower
 from lrwatch.store import Store, StoredCommand
 from lrwatch.types import Ack, AckStatus, Finding, Role
 
 log = logging.getLogger("lrwatch.daemon")
-
-from lrwatch.exporter import RUN_STATES
 
 
 @dataclass(slots=True)
@@ -366,9 +364,7 @@ class RunBook:
                     continue
                 if run.quarantined is None:
                     found = run.check_stall(now, config)
-                    if found is not None or bool(run.stall.active) != (
-                        "stall" in run.kinds_active
-                    ):
+                    if found is not None or bool(run.stall.active) != ("stall" in run.kinds_active):
                         stalls.append((run, found))
                     elif run.dirty_since is not None and run.dirty_since <= due:
                         overdue.append(run)

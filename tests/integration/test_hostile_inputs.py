@@ -182,14 +182,16 @@ def test_out_of_range_steps_and_values_are_refused_and_counted(node: Node) -> No
 
     testing.wait_for(refused, 20, "the refused steps", show=lambda: testing.scrape(node.port))
     # The record at step 3 is kept; its 10**400 loss is no number (the reader drops it).
-    testing.wait_for(lambda: metric(node.port, "lrwatch_run_last_step", run="huge_step") == 3, 10, "")
+    last_step = "lrwatch_run_last_step"
+    testing.wait_for(lambda: metric(node.port, last_step, run="huge_step") == 3, 10, "step 3")
     node.alive()
 
 
 def test_a_run_name_that_is_not_utf8_is_escaped_everywhere(node: Node) -> None:
     testing.wait_for(
-        lambda: metric(node.port, "lrwatch_run_last_step", run=BAD_LABEL.replace("\\", "\\\\"))
-        == 4,
+        lambda: (
+            metric(node.port, "lrwatch_run_last_step", run=BAD_LABEL.replace("\\", "\\\\")) == 4
+        ),
         20,
         "the run on /metrics",
         show=lambda: [k for k in testing.scrape(node.port) if "bad" in k],

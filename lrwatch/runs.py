@@ -214,6 +214,9 @@ class RunBook:
         if run.quarantined is not None:
             return
         run.quarantined = f"{stage}: {type(exc).__name__}: {exc}"[:500]
+        # Its time-to-live counts from now (a run that failed on its first batch has no sample
+        # time yet, and would expire, come back and fail again at once, in a loop).
+        run.last_sample_at = max(run.last_sample_at, time.time())
         run.dirty_since = None  # what it holds is suspect: not checkpointed
         self.follower.pause(run.name)
         self.metrics.run_errors_total.labels(stage, type(exc).__name__).inc()

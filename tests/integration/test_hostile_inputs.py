@@ -386,3 +386,38 @@ def test_a_full_disk_under_the_state_file_is_counted_not_fatal(tmp_path: Path) -
             proc.kill()
             proc.wait()
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_any_error_of_one_run_quarantines_that_run_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process, to plant a bug: whatever one run's analysis raises, that run is set aside
+    (logged once, counted, shown in status) and the others are watched on."""
+    from lrwatch.pipeline import RunMonitor
+    from tests.integration import inproc
+
+    observe = RunMonitor.observe
+
+    def buggy(self: RunMonitor, *args: object, **kwargs: object) -> object:
+        if self.run == "boom":
+            raise RuntimeError("a bug that only this run's data reaches")
+        return observe(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RunMonitor, "observe", buggy)
+    cfg = inproc.config(tmp_path)
+    assert cfg.logdir is not None
+    diverging_jsonl(cfg.logdir / "boom" / "metrics.jsonl")
+    with inproc.running(cfg) as daemon:
+        diverging_jsonl(cfg.logdir / "legit" / "metrics.jsonl")
+        active = {"run": "legit", "kind": "divergence"}
+        inproc.wait_for(lambda: inproc.value(daemon, "lrwatch_finding_active", **active) == 1)
+        errors = {"stage": "ingest", "error": "RuntimeError"}
+        assert inproc.value(daemon, "lrwatch_run_errors_total", **errors) == 1
+        assert inproc.value(daemon, "lrwatch_runs", state="quarantined") in (0, 1)
+        diverging_jsonl(cfg.logdir / "boom" / "metrics.jsonl", start=44)  # not read again
+        time.sleep(1.5)
+        assert inproc.value(daemon, "lrwatch_run_errors_total", **errors) == 1
+        assert inproc.value(daemon, "lrwatch_runs", state="quarantined") == 1
+        rows = {row["run"]: row for row in daemon.status()["runs"]}
+        assert rows["boom"]["state"] == "quarantined" and "RuntimeError" in rows["boom"]["error"]
+        assert rows["legit"]["state"] == "active"

@@ -106,8 +106,9 @@ def run(
         raise fail(str(exc)) from None
     try:
         daemon = Daemon(cfg, reload=load)
-    except (OSError, ConfigError) as exc:  # the port is taken, another daemon holds the root
-        raise fail(f"cannot start: {exc}") from None  # or the state; an unreadable secret
+    except (OSError, ConfigError, ValueError) as exc:  # the port is taken, another daemon
+        raise fail(f"cannot start: {exc}") from None  # holds the root or the state; a secret
+        # or token file that cannot be read (or is not UTF-8)
     try:
         daemon.run()
     except Exception:  # logged as the daemon logs (JSON with --log-format json), then exit 1

@@ -71,7 +71,9 @@ def _batch(run: str, *records: tuple[int, dict[str, float]]) -> Batch:
 
 def test_steps_outside_int64_are_refused_and_counted() -> None:
     intake = Intake()
-    batch = _batch("r", (2**64 - 1, {"loss": math.nan}), (5, {"loss": 1.0}), (-(2**63) - 1, {"a": 1.0}))
+    batch = _batch(
+        "r", (2**64 - 1, {"loss": math.nan}), (5, {"loss": 1.0}), (-(2**63) - 1, {"a": 1.0})
+    )
     assert intake.admit(batch) == {STEP_OUT_OF_RANGE: 2}
     assert batch.steps == [5] and batch.values == [{"loss": 1.0}]
 
@@ -108,7 +110,9 @@ json_scalars = st.one_of(
     st.text(max_size=5),
 )
 json_values = st.recursive(
-    json_scalars, lambda inner: st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6
+    json_scalars,
+    lambda inner: st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
 )
 steps = st.one_of(
     st.integers(min_value=-5, max_value=1000),
@@ -206,7 +210,9 @@ _fuzz = settings(
 
 @_fuzz
 @given(names, st.lists(jsonl_lines, max_size=12))
-def test_fuzz_jsonl_lines_and_run_names(tmp_path_factory: Any, name: bytes, lines: list[bytes]) -> None:
+def test_fuzz_jsonl_lines_and_run_names(
+    tmp_path_factory: Any, name: bytes, lines: list[bytes]
+) -> None:
     world = _world(tmp_path_factory)
     world.feed(name, "metrics.jsonl", b"\n".join(lines) + b"\n")
 

@@ -130,11 +130,10 @@ def test_an_unparseable_row_is_left_out_and_said(tmp_path: Path) -> None:
 def test_a_failed_transaction_raises_its_own_error_and_undoes(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.sqlite")
     undone = []
-    with pytest.raises(ZeroDivisionError):
-        with store.transaction():
-            store.on_rollback(lambda: undone.append(1))
-            store._db.execute("ROLLBACK")  # as SQLite does by itself on SQLITE_FULL
-            raise ZeroDivisionError
+    with pytest.raises(ZeroDivisionError), store.transaction():
+        store.on_rollback(lambda: undone.append(1))
+        store._db.execute("ROLLBACK")  # as SQLite does by itself on SQLITE_FULL
+        raise ZeroDivisionError
     assert undone == [1]
     with store.transaction():  # usable again
         store.save_run("a", {})

@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -386,21 +387,37 @@ class RunBook:
         rows = [run.row(now, self.config) for run in self.runs.values()]
         return {"root": str(self.root), "mode": self.config.mode.value, "runs": rows}
 
+    def _guarded(self, run: Run, stage: str, action: Callable[[], None]) -> None:
+        """``action`` for ``run``; should it raise (not the state file: that is every run's
+        trouble, the caller's), ``run`` is quarantined and the others go on."""
+        try:
+            action()
+        except sqlite3.Error:
+            raise
+        except Exception as exc:
+            self.quarantine(run, stage, exc)
+
+    def _settle_stall(self, run: Run, found: Finding | None) -> None:
+        if found is not None:
+            self.record_finding(run, found)
+        self.checkpoint(run)
+
+    def _let_go(self, run: Run) -> None:
+        gone = self.follower.forget(run.name)
+        self.store.forget_run(run.name, [str(p) for p in gone])
+        for reader in self.follower.readers_of(run.name):  # files still there: keep
+            self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
+
     def _settle(
         self, stalls: list[tuple[Run, Finding | None]], expired: list[Run], overdue: list[Run]
     ) -> None:
         with self.store.transaction():
             for run, found in stalls:
-                if found is not None:
-                    self.record_finding(run, found)
-                self.checkpoint(run)
+                self._guarded(run, "tick", partial(self._settle_stall, run, found))
             for run in overdue:
-                self.checkpoint(run)
+                self._guarded(run, "tick", partial(self.checkpoint, run))
             for run in expired:
-                gone = self.follower.forget(run.name)
-                self.store.forget_run(run.name, [str(p) for p in gone])
-                for reader in self.follower.readers_of(run.name):  # files still there: keep
-                    self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
+                self._guarded(run, "tick", partial(self._let_go, run))
         for run, _ in stalls:
             self.export_kinds(run)
         for run in expired:

@@ -58,7 +58,7 @@ class Follower:
         self._sources: dict[Path, str] = {}  # a file's name relative to the root
         self._names: dict[Path, str] = {}  # ... and as a str, for os.stat
         self.paused: set[str] = set()  # runs whose files are not read (quarantined)
-        self.outside: dict[str, int] = {}  # run -> reads refused: a symlink out of the root
+        self._refused: set[Path] = set()  # known files now symlinks out of the root
         self._real_root = os.path.realpath(root)
 
     def restore(self, states: Mapping[str, tuple[str, Mapping[str, Any]]]) -> None:
@@ -111,8 +111,12 @@ class Follower:
             if os.path.islink(name) and not inside_root(self._real_root, name):
                 # Swapped for a symlink out of the root since it was found: not ours to read
                 # (scan and the watcher check new paths; a sweep only stats known ones).
-                yield FileRead(reader, self._sources[path], errors={"symlink_outside_root": 1})
+                # Counted once per swap, not at every sweep that sees it "changed".
+                if path not in self._refused:
+                    self._refused.add(path)
+                    yield FileRead(reader, self._sources[path], errors={"symlink_outside_root": 1})
                 continue
+            self._refused.discard(path)
             late = progress and time.monotonic() > deadline
             if reader.run in behind or stop() or late:
                 self.backlog.add(path)
@@ -131,6 +135,7 @@ class Follower:
             del self.readers[path], self._sources[path], self._names[path]
             self._by_run[run].discard(path)
             self._failed.discard(path)
+            self._refused.discard(path)
         if not self._by_run.get(run):
             self._by_run.pop(run, None)
         self.paused.discard(run)

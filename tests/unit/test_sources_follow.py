@@ -131,6 +131,9 @@ def test_a_file_swapped_for_a_symlink_out_of_the_root_is_not_read(tmp_path: Path
     assert follower.sweep() == {log}  # a stat follows the link: it "changed"
     reads = list(follower.turn({log}, time.monotonic() + 5, lambda: False))
     assert steps(reads) == [] and reads[0].errors == {"symlink_outside_root": 1}
+    # counted once per swap, not at every sweep that sees the link "changed"
+    assert follower.sweep() == {log}
+    assert list(follower.turn({log}, time.monotonic() + 5, lambda: False)) == []
 
 
 def test_a_paused_run_is_not_read_and_orphan_readers_are_pruned(tmp_path: Path) -> None:

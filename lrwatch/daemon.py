@@ -48,7 +48,7 @@ from lrwatch.sources import discovery
 from lrwatch.sources.base import Batch, LogReader
 from lrwatch.sources.discovery import LogWatcher, scan
 from lrwatch.sources.follow import Follower
-from lrwatch.store import StateInUse, Store, exclusive_lock
+from lrwatch.store import StateInUse, Store, error_kind, exclusive_lock
 from lrwatch.tbwriter import DecisionWriter
 from lrwatch.types import ActionType, Command, Decision
 
@@ -196,7 +196,7 @@ class Daemon:
             next_rescan = now + self.config.rescan_interval_seconds
             gone = self.follower.prune(self.book.runs)
             if gone:
-                self.store.forget_run("", [str(path) for path in gone])
+                self.store.forget_readers([str(path) for path in gone])
         swept = 0
         if self.watcher.sweeping and time.monotonic() >= next_sweep:
             found = self.follower.sweep()
@@ -214,7 +214,7 @@ class Daemon:
             next_tick = now + TICK_SECONDS
         try:
             self.book.poll_channels(heartbeats=tick)
-        except sqlite3.Error as exc:  # the state file's trouble; acks are read again
+        except sqlite3.Error as exc:  # the state file's trouble: counted, the loop goes on
             self._state_failed("commit", exc)
         if tick:
             try:
@@ -511,15 +511,7 @@ class Daemon:
     def _state_failed(self, operation: str, exc: BaseException) -> None:
         """The state file failed (a full disk, an I/O error): counted, logged once per kind
         with the real error. Runs stay dirty, and are checkpointed again at the next chance."""
-        text = str(exc).lower()
-        if "full" in text:
-            error = "full"
-        elif "i/o" in text or "disk" in text or isinstance(exc, OSError):
-            error = "io"
-        elif "locked" in text or "busy" in text:
-            error = "locked"
-        else:
-            error = "other"
+        error = error_kind(exc)
         self.metrics.state_errors_total.labels(operation, error).inc()
         key = (operation, error)
         level = logging.DEBUG if key in self._state_reported else logging.ERROR

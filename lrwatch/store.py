@@ -207,6 +207,10 @@ class Store:
         """Drop an expired run's analysis state and the offsets of its vanished files. Its
         findings, commands and audit stay: they are history, and the audit log is the point."""
         self._db.execute("DELETE FROM runs WHERE run = ?", (run,))
+        self.forget_readers(paths)
+
+    def forget_readers(self, paths: list[str]) -> None:
+        """Drop the offsets of vanished files (see Follower.prune)."""
         self._db.executemany(
             "DELETE FROM readers WHERE path = ?", [(escape_name(p),) for p in paths]
         )
@@ -319,6 +323,19 @@ class Store:
             {"at": at, "run": r, "event": e, "who": w, "detail": json.loads(d)}
             for at, r, e, w, d in reversed(rows)
         ]
+
+
+def error_kind(exc: BaseException) -> str:
+    """What a failure of the state file is, for ``lrwatch_state_errors_total{error}``: full
+    (SQLITE_FULL: no space left), io, locked, or other."""
+    text = str(exc).lower()
+    if "full" in text:
+        return "full"
+    if "i/o" in text or "disk" in text or isinstance(exc, OSError):
+        return "io"
+    if "locked" in text or "busy" in text:
+        return "locked"
+    return "other"
 
 
 def _object(text: Any) -> dict[str, Any]:

@@ -425,6 +425,7 @@ class Daemon:
             except Exception as exc:  # anything one run's data raised: that run, not the daemon
                 if run is not None:
                     self.book.quarantine(run, "ingest", exc)
+                    self._withdraw([item for item in news if item.run is run])
                     news = [item for item in news if item.run is not run]
                 else:
                     self.metrics.run_errors_total.labels("ingest", type(exc).__name__).inc()
@@ -460,9 +461,10 @@ class Daemon:
     def _commit_all(self, news: list[_News]) -> None:
         """Commit the turn's news in one transaction, then send the commands (the outbox: never
         a command that is not in the database). Should the transaction fail, each run's news is
-        tried alone, so that one run's bad data costs only that run (quarantined); a failure of
-        the state file itself (a full disk) is counted, and those runs' news stay in memory,
-        their commands unsent, until a later checkpoint succeeds."""
+        tried alone, so that one run's bad data costs only that run (quarantined; the others'
+        findings are then counted and logged twice, a small price on a path only a bug takes);
+        a failure of the state file itself (a full disk) is counted, and those runs' news stay
+        in memory, their commands unsent, until a later checkpoint succeeds."""
         try:
             with self.store.transaction():
                 for item in news:

@@ -59,6 +59,10 @@ def exclusive_lock(path: Path, what: str, *, directory: bool = False) -> int:
     leaves a stale lock behind (a pid file would); and since the lock is on the state file or
     the log root itself, deleting some lock file cannot let a second daemon in. Raises
     StateInUse if another process (or another open of it in this one) has it.
+
+    (A refused open in the process that holds the lock closes its descriptor, which drops that
+    process's POSIX locks on the file, SQLite's: only tests open one state file twice in one
+    process, and the second open is refused at once.)
     """
     if directory:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -32,6 +32,7 @@ from lrwatch.config import (
     Mode,
     load_config,
     plugin_problems,
+    read_secret_file,
 )
 from lrwatch.views import (
     PlainCommand,
@@ -119,8 +120,14 @@ def run(
     from lrwatch.logs import setup_logging
 
     setup_logging(json_format=log_format is LogFormat.JSON)
+    startup_log = logging.getLogger("lrwatch.daemon")
+
+    def fail(message: str) -> typer.Exit:  # a log record: one JSON line with --log-format json
+        startup_log.critical("%s", message)
+        return typer.Exit(2)
+
     if not logdir.is_dir():
-        raise _fail(f"--logdir {logdir} is not a directory")
+        raise fail(f"--logdir {logdir} is not a directory")
 
     def load() -> Config:  # again on SIGHUP: the file anew, the flags on top as at start
         return load_config(
@@ -135,18 +142,24 @@ def run(
     try:
         cfg = load()
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         daemon = Daemon(cfg, reload=load)
     except OSError as exc:  # the port is taken, or another daemon holds the root or the state
         if exc.errno == errno.EADDRINUSE:
-            raise _fail(
+            raise fail(
                 f"cannot start: port {cfg.metrics_port} on {cfg.metrics_host} is already in use "
                 "(another lrwatch?); choose another with --metrics-port "
                 "(or metrics_port in the config; 0 picks a free one)"
             ) from None
-        raise _fail(f"cannot start: {exc}") from None
-    daemon.run()
+        raise fail(f"cannot start: {exc}") from None
+    except (ConfigError, ValueError) as exc:  # a secret or token file that cannot be read
+        raise fail(f"cannot start: {exc}") from None  # (or is not UTF-8)
+    try:
+        daemon.run()
+    except Exception:  # logged as the daemon logs (JSON with --log-format json), then exit 1
+        startup_log.critical("the daemon failed", exc_info=True)
+        raise typer.Exit(1) from None
 
 
 @app.command(cls=PlainCommand)
@@ -388,6 +401,7 @@ def config_check(path: Path) -> None:
     """Validate a config file; errors name the field and the value."""
     try:
         cfg = load_config(path)
+        read_secret_file(cfg)  # the daemon reads it at start and at each SIGHUP
     except ConfigError as exc:
         raise _fail(str(exc), code=1) from None
     problems = plugin_problems(cfg)

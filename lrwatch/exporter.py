@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from lrwatch import __version__
 from lrwatch.sources.base import Batch
 
-RUN_STATES = ("active", "stale", "finished")
+RUN_STATES = ("active", "stale", "finished", "quarantined")
 
 
 @dataclass(slots=True)
@@ -97,6 +97,22 @@ class Metrics:
             "lrwatch_source_errors",
             "Problems met while reading logs (corrupt records, truncations, replaced files).",
             ["format", "error"],
+            registry=r,
+        )
+        self.run_errors_total = Counter(
+            "lrwatch_run_errors",
+            "Unexpected errors while handling one run, by stage (ingest, commit, channel, tick) "
+            "and exception type; the run is quarantined (its files are no longer read, nothing "
+            "is sent to it) until it expires or the daemon restarts. Every other run goes on.",
+            ["stage", "error"],
+            registry=r,
+        )
+        self.state_errors_total = Counter(
+            "lrwatch_state_errors",
+            "Failures of the state file (SQLite), by operation (restore, commit, close) and "
+            "error (full: no space left; io; unparseable_row; locked; other). What was not "
+            "committed stays in memory and is committed again at the next checkpoint.",
+            ["operation", "error"],
             registry=r,
         )
         self.ingest_lag = Histogram(

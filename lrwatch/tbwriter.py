@@ -31,6 +31,7 @@ through that call site and are not drawn here (``lrwatch report`` shows them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -242,13 +243,28 @@ class DecisionWriter:
             scalar_event(TAG_ACTION, ack.step, factor, now),
         ]
 
+    def forget(self, run_dir: Path) -> None:
+        """The run expired: what this writer kept of it goes too."""
+        self._runs.pop(run_dir, None)
+
     def _append(self, state: _RunState, events: list[event_pb2.Event]) -> None:
+        """Append to the events file. Neither ``lrwatch/`` nor the file may be a symlink: a job
+        (or anyone who can write the run directory) could otherwise point them anywhere, and
+        the daemon would write there with its own rights. Opened with O_NOFOLLOW, the file
+        through a descriptor of the directory, so nothing can be swapped in between."""
+        folder = state.path.parent
         if not state.started:
-            state.path.parent.mkdir(exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o755)
             version = event_pb2.Event(wall_time=self._clock(), file_version="brain.Event:2")
             events = [version, *events]
         data = b"".join(frame(e.SerializeToString()) for e in events)
-        fd = os.open(state.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(state.path.name, flags, 0o644, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
         try:
             view = memoryview(data)
             while view:

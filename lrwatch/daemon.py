@@ -470,6 +470,8 @@ class Daemon:
                 request = self.control.get_nowait()
             except queue.Empty:
                 return
+            if not request.reply.set_running_or_notify_cancel():
+                continue  # withdrawn by the HTTP thread after its timeout (see server._withdraw)
             try:
                 if request.verb == "status":
                     answer = (200, self.book.status(self.clock()))
@@ -487,7 +489,10 @@ class Daemon:
         try:
             self.control.put_nowait(request)
             _, answer = request.reply.result(timeout=STATUS_TIMEOUT_SECONDS)
-        except (queue.Full, TimeoutError):
+        except queue.Full:
+            return {"error": "the daemon is busy", "runs": []}
+        except TimeoutError:
+            request.reply.cancel()
             return {"error": "the daemon is busy", "runs": []}
         return answer
 

@@ -54,6 +54,8 @@ def load_json(data: bytes) -> dict[str, Any]:
 
 def integer(raw: dict[str, Any], name: str, low: int, high: int = MAX_INT, **kw: Any) -> int:
     value = raw.get(name, kw["default"]) if "default" in kw else _field(raw, name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ChannelError(f"{name} is {value!r}", "out_of_range")
     if type(value) is not int:  # bool is not an int here, nor is 3.0
         raise ChannelError(f"{name} must be an integer, got {_show(value)}", "malformed")
     if not low <= value <= high:

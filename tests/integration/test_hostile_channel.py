@@ -150,9 +150,7 @@ def test_hostile_heartbeats_and_acks_never_crash_the_daemon(
     # A believable heartbeat, so the daemon cuts this run, and then a hostile ack of the cut.
     bad_ack = plant_run(root, "bad_ack", beat_bytes())
     legit, trigger = start_job(daemon, "legit")
-    testing.wait_for(
-        lambda: job.channel_files(bad_ack, "commands") != [], 30, "the cut of bad_ack"
-    )
+    testing.wait_for(lambda: job.channel_files(bad_ack, "commands") != [], 30, "the cut of bad_ack")
     (bad_ack / ".lrwatch" / "acks").mkdir()
     channel.ack_path(bad_ack, 1).write_bytes(
         b'{"seq": 1, "status": "applied", "step": Infinity, "lr_scale": 0.1, "lrs": [],'

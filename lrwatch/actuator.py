@@ -183,6 +183,8 @@ class Actuator:
             return
         if self.channel is None:
             self.channel = channel_id
+        elif channel_id != self.channel:
+            return  # a relaunched job: written once poll() has started its numbering afresh
         for ident in unwritten:
             if not self._write(self._out[ident], channel_id):
                 return  # keep the order: the later ones wait for this one
@@ -217,10 +219,12 @@ class Actuator:
             beat = self._read_heartbeat()
             if beat is not None:
                 self.heartbeat = beat
-                if beat.channel and self.channel and beat.channel != self.channel:
-                    superseded = self._relaunched(beat.channel)
-                elif beat.channel and self.channel is None:
-                    self.channel = beat.channel
+                # Hooks older than the heartbeat's channel field: the id file says it.
+                current = beat.channel or channel.channel_id(self.run_dir)
+                if current and self.channel and current != self.channel:
+                    superseded = self._relaunched(current)
+                elif current and self.channel is None:
+                    self.channel = current
             self._flush()
         return superseded + self._collect_acks()
 
@@ -249,14 +253,16 @@ class Actuator:
         return acks
 
     def _relaunched(self, new_channel: str) -> list[Ack]:
-        """A new job in this run's directory: number afresh for it; close what the old owed."""
+        """A new job in this run's directory: number afresh for it; close what was written to
+        the old one. Commands not written yet were decided on what the daemon read last,
+        which may already be the new job's logs: they go to the new channel."""
+        written = [ident for ident, out in self._out.items() if out.slot is not None]
         self._report(
             "channel_replaced",
             f"new channel {new_channel} (a relaunched job): numbering starts over, "
-            f"{len(self._out)} command(s) owed to the old job superseded",
+            f"{len(written)} command(s) owed to the old job superseded",
         )
-        superseded = [self._superseded(o.command, "job relaunched") for o in self._out.values()]
-        self._out.clear()
+        superseded = [self._superseded(self._out.pop(i).command, "job relaunched") for i in written]
         self.channel, self._last_slot, self.acked_slot = new_channel, 0, 0
         self._bad_acks.clear()
         return superseded

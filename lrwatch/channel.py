@@ -14,7 +14,11 @@ filesystem, with no port to open inside the training job.
 
 Why one file per sequence number: the hook only ever looks for the *next* number, which is one
 failed ``open()`` when nothing is pending, and a command can be applied at most once because
-its ack (or the hook's restored ``last_seq``) says it was handled.
+its ack (or the hook's restored ``last_seq``) says it was handled. An ack names the digest of
+the command file it answers, so an ack of other bytes once at that number (a junk file, a
+planted ack) counts for neither end; the daemon never writes over a file it did not write and
+chooses its numbers where the hook looks next (actuator.py). Heartbeats and acks are parsed in
+boundary.py, the one place that turns what a job wrote into checked daemon data.
 """
 
 from __future__ import annotations

@@ -417,7 +417,10 @@ class Daemon:
                     sent.append((command, decision))
         commands = [command for command, _ in sent]
         if run.actuator.has_channel:  # what record() writes for; cached, unlike its own check
-            self.tensorboard.record(run.actuator.run_dir, run.monitor, outcome, commands)
+            actuator = run.actuator
+            self.tensorboard.record(
+                actuator.run_dir, run.monitor, outcome, commands, answer=actuator.answer
+            )
         if not (outcome.findings or outcome.decisions):
             return None
         notices = self._notices(outcome, sent) if self.outlets else []

@@ -568,7 +568,10 @@ class Daemon:
                     sent.append((command, decision))
         commands = [command for command, _ in sent]
         if run.actuator.has_channel:  # what record() writes for; cached, unlike its own check
-            self.tensorboard.record(run.actuator.run_dir, run.monitor, outcome, commands)
+            actuator = run.actuator
+            self.tensorboard.record(
+                actuator.run_dir, run.monitor, outcome, commands, answer=actuator.answer
+            )
         if not (outcome.findings or outcome.decisions):
             return None
         notices = self._notices(outcome, sent) if self.outlets else []
@@ -622,6 +625,8 @@ class Daemon:
                 request = self.control.get_nowait()
             except queue.Empty:
                 return
+            if not request.reply.set_running_or_notify_cancel():
+                continue  # withdrawn by the HTTP thread after its timeout (see server._withdraw)
             try:
                 if request.verb == "status":
                     answer = (200, self.book.status(self.clock()))
@@ -639,7 +644,10 @@ class Daemon:
         try:
             self.control.put_nowait(request)
             _, answer = request.reply.result(timeout=STATUS_TIMEOUT_SECONDS)
-        except (queue.Full, TimeoutError):
+        except queue.Full:
+            return {"error": "the daemon is busy", "runs": []}
+        except TimeoutError:
+            request.reply.cancel()
             return {"error": "the daemon is busy", "runs": []}
         return answer
 

@@ -137,6 +137,14 @@ class Metrics:
             ["group", "plugin", "stage"],
             registry=r,
         )
+        self.channel_errors_total = Counter(
+            "lrwatch_channel_errors",
+            "Problems with a run's channel files (error: not_json, malformed, out_of_range, "
+            "unreadable, stale_ack, slot_taken, write_failed, channel_replaced); see "
+            "docs/runbooks.md. The run stays watched; nothing from the bad file is used.",
+            ["run", "error"],
+            registry=r,
+        )
         self.notifications_total = Counter(
             "lrwatch_notifications",
             "Notices (findings, actions) by notifier instance and outcome: sent, failed "
@@ -220,5 +228,6 @@ class Metrics:
             self.hook_heartbeat,
             self.command_acks_total,
             self.run_loss_role,
+            self.channel_errors_total,
         ):
             metric.remove_by_labels({"run": run})

@@ -15,6 +15,7 @@ Split from daemon.py so that the daemon reads as wiring. What a run's lifecycle 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -87,10 +88,16 @@ class Run:
         return kinds
 
     def lifecycle_dict(self) -> dict[str, Any]:
-        return {"last_sample_at": self.last_sample_at, "stall": self.stall.state_dict()}
+        return {
+            "last_sample_at": self.last_sample_at,
+            "stall": self.stall.state_dict(),
+            "channel": self.actuator.channel,  # whose commands the stored ones are (restore)
+        }
 
     def load_lifecycle(self, state: Mapping[str, Any]) -> None:
         self.last_sample_at = float(state.get("last_sample_at", 0.0))
+        if isinstance(state.get("channel"), str):
+            self.actuator.channel = state["channel"]
         if "stall" in state:
             self.stall.load_state_dict(state["stall"])
 
@@ -115,6 +122,8 @@ class Run:
             "active_findings": sorted(self.kinds_active),
             "unacked_commands": sorted(self.actuator.unacked),
             **({"error": self.quarantined} if self.quarantined else {}),
+            # Non-empty: the run is unhealthy (a refused heartbeat, a command not written...).
+            "channel_trouble": sorted(self.actuator.trouble.values()),
         }
 
 
@@ -162,6 +171,7 @@ class RunBook:
         self.store, self.metrics, self.follower = store, metrics, follower
         self.runs: dict[str, Run] = {}
         self.on_forget: Callable[[Run], None] | None = None  # what else holds a run: let go
+        self._reported: set[tuple[str, str]] = set()  # (run, channel error) already logged
 
     def get(self, name: str) -> Run:
         """The run called ``name``, created on first sight."""
@@ -173,7 +183,7 @@ class RunBook:
             run = self.runs[name] = Run(
                 name,
                 monitor,
-                Actuator(name, run_dir, self.key),
+                Actuator(name, run_dir, self.key, functools.partial(self._channel_error, name)),
                 StallDetector(self.config.stale_after_seconds),
                 role_metrics=role_metrics(monitor),
             )
@@ -202,10 +212,26 @@ class RunBook:
             commands[item.command.run].append(item)
         for name, items in commands.items():
             if name in self.runs:
+                run = self.runs[name]
                 try:
-                    self.runs[name].actuator.restore(items)
+                    superseded = run.actuator.restore(items)
+                    if superseded:
+                        with self.store.transaction():
+                            for ack in superseded:
+                                self._record_ack(run, ack)
+                            self.checkpoint(run)
+                except sqlite3.Error:
+                    raise  # the state file's, not the run's
                 except Exception as exc:
-                    self.quarantine(self.runs[name], "restore", exc)
+                    self.quarantine(run, "restore", exc)
+
+    def _channel_error(self, run: str, error: str, message: str) -> None:
+        """Counted every time; logged the first time per run and kind (a file that stays bad
+        must not flood the log: the counter says how often)."""
+        self.metrics.channel_errors_total.labels(run, error).inc()
+        level = logging.DEBUG if (run, error) in self._reported else logging.WARNING
+        self._reported.add((run, error))
+        log.log(level, "run %s: channel: %s", run, message)
 
     def reconfigure(self, config: Config, key: bytes | None) -> None:
         self.config, self.key = config, key
@@ -323,7 +349,7 @@ class RunBook:
             with self.store.transaction():
                 for ack in acks:
                     self._record_ack(run, ack)
-                self.checkpoint(run)
+                self.checkpoint(run)  # with the channel the numbering is now for
         beat = run.actuator.heartbeat
         if beat is None:
             return
@@ -454,6 +480,7 @@ class RunBook:
         for run in expired:
             log.info("run %s: gone for over %g s, forgotten", run.name, self.config.run_ttl_seconds)
             self.metrics.forget_run(run.name)
+            self._reported = {k for k in self._reported if k[0] != run.name}
             del self.runs[run.name]
             if self.on_forget is not None:
                 self.on_forget(run)

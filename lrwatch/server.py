@@ -114,6 +114,27 @@ class DaemonServer:
         self._httpd.server_close()
 
 
+def _withdraw(request: ControlRequest) -> tuple[int, dict[str, Any]]:
+    """A control request the main loop did not answer in time: withdrawn, or waited for.
+
+    ``Future.cancel()`` and the loop's ``set_running_or_notify_cancel()`` decide atomically
+    which of the two happens: either the request is withdrawn and never carried out (504, safe
+    to retry: a retried set-lr cannot apply the change twice), or the loop has already taken
+    it, and its answer comes within a turn (the handling itself is short).
+    """
+    if request.reply.cancel():
+        return HTTPStatus.GATEWAY_TIMEOUT, {
+            "error": "the daemon is busy; the request was withdrawn, nothing was changed: retry"
+        }
+    try:
+        return request.reply.result(timeout=CONTROL_TIMEOUT_SECONDS)
+    except TimeoutError:  # a loop stuck inside the handling: the outcome is unknown
+        return HTTPStatus.GATEWAY_TIMEOUT, {
+            "error": "the daemon took the request but did not answer: see lrwatch status "
+            "before retrying"
+        }
+
+
 def _make_handler(
     registry: CollectorRegistry,
     status: Callable[[], dict[str, Any]],
@@ -164,7 +185,7 @@ def _make_handler(
             except queue.Full:
                 code, answer = HTTPStatus.SERVICE_UNAVAILABLE, {"error": "daemon busy"}
             except TimeoutError:
-                code, answer = HTTPStatus.GATEWAY_TIMEOUT, {"error": "daemon did not answer"}
+                code, answer = _withdraw(request)
             self._json(code, answer)
 
         def _body(self) -> dict[str, Any] | None:

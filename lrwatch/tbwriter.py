@@ -133,6 +133,7 @@ class DecisionWriter:
         monitor: RunMonitor,
         outcome: Outcome,
         commands: Sequence[Command] = (),
+        answer: Callable[[int], Ack | None] | None = None,
     ) -> None:
         """Called once per analysed batch of a run's samples, with the findings, decisions and
         commands it led to: writes what changed since the last call, if anything.
@@ -147,7 +148,7 @@ class DecisionWriter:
             state = self._runs[run_dir] = _RunState(events_path(run_dir, self._clock))
         if state.failed:
             return
-        events = self._events(run_dir, state, monitor, outcome, commands)
+        events = self._events(run_dir, state, monitor, outcome, commands, answer)
         if not events:
             return
         try:
@@ -163,6 +164,7 @@ class DecisionWriter:
         monitor: RunMonitor,
         outcome: Outcome,
         commands: Sequence[Command],
+        answer: Callable[[int], Ack | None] | None,
     ) -> list[event_pb2.Event]:
         now = self._clock()
         step = monitor.last_step()
@@ -196,7 +198,7 @@ class DecisionWriter:
                 scalar_event(FINDING_TAG_PREFIX + kind, step + 1, 0.0, now),
             ]
             state.open_kinds.discard(kind)
-        acks = self._new_acks(run_dir, state)
+        acks = self._new_acks(run_dir, state, answer)
         for ack in acks:
             events += self._ack_events(state, ack, now)
             lines.append(_ack_line(ack, state.pending.pop(ack.seq, None)))
@@ -216,9 +218,19 @@ class DecisionWriter:
             events.append(text_event(TAG_DECISIONS, max(step, 0), "\n\n".join(lines), now))
         return events
 
-    def _new_acks(self, run_dir: Path, state: _RunState) -> list[Ack]:
+    def _new_acks(
+        self, run_dir: Path, state: _RunState, answer: Callable[[int], Ack | None] | None
+    ) -> list[Ack]:
+        """The acks of pending commands. ``answer`` (the daemon's actuator) finds each where
+        it was written and matches it to the command's bytes; without it, the file at the
+        command's number (a channel without foreign files numbers them alike)."""
         acks = []
         for seq in sorted(state.pending):
+            if answer is not None:
+                ack = answer(seq)
+                if ack is not None:
+                    acks.append(ack)
+                continue
             try:
                 ack = channel.read_ack(run_dir, seq)
             except channel.ChannelError:

@@ -115,10 +115,10 @@ def test_cell_rules(path: Path) -> None:
     assert reader.stats["corrupt_records"] == 1
 
 
-def test_without_a_step_column_nothing_is_yielded(path: Path) -> None:
+def test_without_a_step_column_a_step_like_column_is_the_step(path: Path) -> None:
     append(path, "epoch,loss\n1,0.5\n")
     reader = CsvReader(path, "exp")
-    assert points(reader) == []
+    assert points(reader) == [("loss", 1, 0.5)]
     assert reader.stats["corrupt_records"] == 0
 
 

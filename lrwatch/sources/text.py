@@ -8,8 +8,8 @@ A line gives a record in one of these shapes (tried in this order):
   matching lines so far.
 - **a dict line**, ``{'loss': 2.31, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.1}`` as
   the Hugging Face Trainer prints, or a JSON object per line (DeiT's ``log.txt``). The step is the
-  dict's ``step`` (or ``global_step``, ``iteration``, ``iter``, ``epoch``) when it is written as an
-  integer, else **the number of dict lines so far** (1, 2, ...): the Trainer prints no step, and a
+  dict's ``step`` (or ``global_step``, ``iteration``, ``iter``, ``epoch``) when it is written as a
+  bare integer, else **the number of dict lines so far** (1, 2, ...): the Trainer prints no step, and a
   fractional ``epoch`` is no step. The end-of-training summary (``train_runtime``) is skipped.
 - **build-nanogpt**'s ``<step> <split> <value>`` (``0 train 10.96``): ``train`` and ``val`` are
   losses there, named ``train_loss`` and ``val_loss``; other splits (``hella``) keep their name.
@@ -70,7 +70,9 @@ _ASSIGNED = re.compile(
 # key value, at the start of a segment ("train loss 11.0093", "loss     nan (+nanz)")
 _SPACED = re.compile(rf"[\s\-]*({_KEY}(?:\s+{_KEY})?)\s+({_NUM})", re.IGNORECASE)
 _SEGMENTS = re.compile(r"[|;]|,(?!\d{3}(?!\d))")
-_DICT_PAIR = re.compile(rf"""['"]([^'"]+)['"]\s*:\s*({_NUM})""", re.IGNORECASE)
+# a quoted value is a number too: transformers 5 prints {'loss': '319.2', 'epoch': '1'}
+_DICT_PAIR = re.compile(rf"""['"]([^'"]+)['"]\s*:\s*(['"]?)({_NUM})\2""", re.IGNORECASE)
+_INT = re.compile(r"[-+]?\d+")
 _DICT_STEP_KEYS = ("step", "global_step", "iteration", "iter", "epoch")
 _SPLIT_LINE = re.compile(rf"(\d+)\s+([A-Za-z]\w*)\s+({_NUM})\s*")  # build-nanogpt
 _SPLIT_LOSSES = {"train": "train_loss", "val": "val_loss"}
@@ -239,13 +241,16 @@ class TextReader(TailedReader):
         return False
 
     def _dict(self, line: str, out: Batch) -> bool:
-        values = {key: _number(value) for key, value in _DICT_PAIR.findall(line)}
+        pairs = _DICT_PAIR.findall(line)
+        values = {key: _number(value) for key, _, value in pairs}
         if not values or _SUMMARY_KEY in values:
             return False
+        # The step: a step-like key written as a bare integer ('epoch': 3, not 'epoch': 0.5,
+        # nor transformers 5's quoted 'epoch': '1', which is a float it printed short).
+        integers = {key for key, quote, value in pairs if not quote and _INT.fullmatch(value)}
         step = None
         for key in _DICT_STEP_KEYS:
-            value = values.get(key)
-            if value is not None and value.is_integer() and _is_int_token(line, key):
+            if key in integers:
                 step = int(values.pop(key))
                 break
         if step is None:
@@ -280,12 +285,6 @@ class TextReader(TailedReader):
             step = self._counted
         out.add(step, None, values)
         return True
-
-
-def _is_int_token(line: str, key: str) -> bool:
-    """Whether ``key``'s value is written as an integer (``'epoch': 3``, not ``'epoch': 0.5``)."""
-    match = re.search(rf"""['"]{re.escape(key)}['"]\s*:\s*([-+]?[\d.eE+-]+)""", line)
-    return match is not None and match.group(1).lstrip("+-").isdigit()
 
 
 class TextSource:

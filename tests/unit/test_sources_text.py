@@ -207,3 +207,18 @@ def test_claims(name: str, claimed: bool) -> None:
 def test_globs_are_configurable() -> None:
     source = TextSource(TextConfig(globs=("*.out",)))
     assert source.claims(PurePath("job.out")) and not source.claims(PurePath("train.log"))
+
+
+def test_transformers_5_quotes_its_numbers(path: Path) -> None:
+    # as printed by transformers 5.25's Trainer (captured from the integration test's job)
+    append(
+        path,
+        "{'loss': '319.2', 'grad_norm': '354.4', 'learning_rate': '0.5', 'epoch': '0.125'}\n"
+        "{'loss': 'nan', 'grad_norm': 'inf', 'learning_rate': '0.5', 'epoch': '1'}\n",
+    )
+    got = points(TextReader(path, "r"))
+    assert [(m, s) for m, s, _ in got] == [
+        ("loss", 1), ("grad_norm", 1), ("learning_rate", 1), ("epoch", 1),
+        ("loss", 2), ("grad_norm", 2), ("learning_rate", 2), ("epoch", 2),
+    ]  # fmt: skip
+    assert got[0][2] == 319.2 and math.isnan(got[4][2]) and got[7][2] == 1.0

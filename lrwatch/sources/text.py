@@ -7,10 +7,11 @@ A line gives a record in one of these shapes (tried in this order):
   When a pattern is given, only it is used. Without a ``step`` group the step is the number of
   matching lines so far.
 - **a dict line**, ``{'loss': 2.31, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.1}`` as
-  the Hugging Face Trainer prints, or a JSON object per line (DeiT's ``log.txt``). The step is the
-  dict's ``step`` (or ``global_step``, ``iteration``, ``iter``, ``epoch``) when it is written as a
-  bare integer, else **the number of dict lines so far** (1, 2, ...): the Trainer prints no step, and a
-  fractional ``epoch`` is no step. The end-of-training summary (``train_runtime``) is skipped.
+  the Hugging Face Trainer prints (transformers 5 quotes the numbers, ``{'loss': '2.31'}``: read
+  the same), or a JSON object per line (DeiT's ``log.txt``). The step is the dict's ``step`` (or
+  ``global_step``, ``iteration``, ``iter``, ``epoch``) when written as a bare integer, else **the
+  number of dict lines so far** (1, 2, ...): the Trainer prints no step, and its fractional
+  ``epoch`` is none. The end-of-training summary (``train_runtime``) is skipped.
 - **build-nanogpt**'s ``<step> <split> <value>`` (``0 train 10.96``): ``train`` and ``val`` are
   losses there, named ``train_loss`` and ``val_loss``; other splits (``hella``) keep their name.
 - **a step marker** followed by pairs: ``step 100``, ``step=1/2500``, ``iter 100:``,

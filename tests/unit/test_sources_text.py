@@ -222,3 +222,20 @@ def test_transformers_5_quotes_its_numbers(path: Path) -> None:
         ("loss", 2), ("grad_norm", 2), ("learning_rate", 2), ("epoch", 2),
     ]  # fmt: skip
     assert got[0][2] == 319.2 and math.isnan(got[4][2]) and got[7][2] == 1.0
+
+
+def test_the_sources_text_section_configures_the_source(tmp_path: Path) -> None:
+    from lrwatch.sources.discovery import build_formats, log_format, open_reader
+
+    formats, problems = build_formats(
+        {"text": {"globs": ["*.out"], "pattern": r"it (?P<step>\d+) obj (?P<obj>\S+)"}}
+    )
+    assert not problems
+    assert log_format("run/job.out", formats=formats) == "text"
+    assert log_format("run/train.log", formats=formats) is None
+    job = tmp_path / "job.out"
+    job.write_text("it 3 obj 0.5\n")
+    reader = open_reader(tmp_path, job, formats=formats)
+    assert [(s.metric, s.step, s.value) for s in reader.read()] == [("obj", 3, 0.5)]
+    _, problems = build_formats({"text": {"pattern": "("}})
+    assert problems and "not a valid regex" in problems[0].message

@@ -107,3 +107,22 @@ def test_checkpoint_copies_belong_to_the_output_directory() -> None:
     assert source.run_dir(PurePath("out/checkpoint-500/trainer_state.json")) == PurePath("out")
     assert source.run_dir(PurePath("out/trainer_state.json")) == PurePath("out")
     assert not source.claims(PurePath("out/config.json"))
+
+
+def test_checkpoint_copies_are_one_run_and_count_each_step_once(tmp_path: Path) -> None:
+    from lrwatch.config import Config
+    from lrwatch.pipeline import RunMonitor
+    from lrwatch.replay import discover_runs, read_run
+
+    out = tmp_path / "out"
+    history = [entry(step, 2.0 / step) for step in range(1, 31)]
+    for saved in (10, 20, 30):
+        (out / f"checkpoint-{saved}").mkdir(parents=True)
+        save(out / f"checkpoint-{saved}" / "trainer_state.json", history[:saved])
+    runs = discover_runs([tmp_path])
+    assert list(runs) == ["out"] and len(runs["out"]) == 3
+    monitor = RunMonitor("out", Config().for_run("out"), assume_landed=True)
+    monitor.observe(read_run("out", runs["out"]), can_act=None)
+    loss = monitor.series["loss"]
+    assert loss.last_step == 30
+    assert loss.out_of_order == 10 + 20  # the older copies' steps: repeats, skipped

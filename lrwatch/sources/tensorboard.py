@@ -27,7 +27,9 @@ Damage is survived, never raised:
 Keras' TensorBoard callback writes one run as ``<run>/train/`` and ``<run>/validation/`` event
 files with the same tags (``epoch_loss``, ``epoch_learning_rate``): the run is ``<run>``, and each
 tag is prefixed with its folder (``train/epoch_loss``, ``validation/epoch_loss``) so the two
-curves stay apart and the validation one is a validation-loss role.
+curves stay apart and the validation one is a validation-loss role. Told by the name alone (no
+I/O): TF2's writers, which Keras uses, end event file names in ``.v2``; torch's SummaryWriter
+does not, so Ultralytics' ``runs/detect/train/`` stays a run of its own.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ below this): a length beyond it is treated as damaged framing rather than waited
 
 KERAS_SPLITS = frozenset({"train", "validation"})
 """Folder names the Keras TensorBoard callback writes a run's event files into."""
+
+
+def _keras_split(path: PurePath) -> bool:
+    """Whether ``path`` is a Keras event file in a run's ``train/`` or ``validation/`` folder."""
+    return path.name.endswith(".v2") and path.parent.name in KERAS_SPLITS
+
 
 MAX_REMEMBERED_TAGS = 10_000  # bounds the state of a hostile file with endless non-scalar tags
 
@@ -162,8 +170,7 @@ class TensorBoardReader(TailedReader):
         # not-scalars; persisted so that holds across a daemon restart too.
         self._other_tags: set[str] = set()
         self._tags: dict[bytes, str] = {}  # decoded tags of the fast path, not persisted
-        parent = self.path.parent.name
-        self._prefix = f"{parent}/" if parent in KERAS_SPLITS else ""
+        self._prefix = f"{self.path.parent.name}/" if _keras_split(self.path) else ""
         self._awaiting = 0  # the file size the incomplete record at the offset needs
 
     def read(self) -> Batch:
@@ -363,5 +370,4 @@ class TensorBoardSource(FileSource):
 
     def run_dir(self, path: PurePath) -> PurePath:
         """A Keras run's ``train/`` and ``validation/`` folders belong to the run above them."""
-        parent = path.parent
-        return parent.parent if parent.name in KERAS_SPLITS else parent
+        return path.parent.parent if _keras_split(path) else path.parent

@@ -128,7 +128,7 @@ def keras_layout(out: Path) -> None:
 
     losses = diverging(20)
     for split, shift in (("train", 1.0), ("validation", 1.2)):
-        writer = SummaryWriter(log_dir=str(out / split))
+        writer = SummaryWriter(log_dir=str(out / split), filename_suffix=".v2")  # as TF2 names
         events = writer._get_file_writer()  # torch's FileWriter: add_summary(summary, step)
         for epoch, loss in enumerate(losses):
             events.add_summary(scalar("epoch_loss", loss * shift, epoch == 0), epoch)

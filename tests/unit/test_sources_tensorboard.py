@@ -381,10 +381,14 @@ def test_keras_train_and_validation_folders_are_one_run(tmp_path: Path) -> None:
 
     source = TensorBoardSource()
     for split in ("train", "validation"):
-        writer = SummaryWriter(log_dir=str(tmp_path / "fit" / split))
+        # TF2 (Keras) names its event files *.v2
+        writer = SummaryWriter(log_dir=str(tmp_path / "fit" / split), filename_suffix=".v2")
         writer.add_scalar("epoch_loss", 1.0, 0)
         writer.close()
         [path] = (tmp_path / "fit" / split).glob("*tfevents*")
         assert source.run_dir(PurePath(path)) == PurePath(tmp_path / "fit")
         assert points(TensorBoardReader(path, "fit")) == [(f"{split}/epoch_loss", 0, 1.0)]
     assert source.run_dir(PurePath("runs/a/events.out.tfevents.1")) == PurePath("runs/a")
+    # Ultralytics' runs/detect/train/ (torch's SummaryWriter, no .v2): a run of its own
+    yolo = PurePath("runs/detect/train/events.out.tfevents.1675348815.host.37247.0")
+    assert source.run_dir(yolo) == yolo.parent

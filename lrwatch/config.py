@@ -67,7 +67,6 @@ class RolesConfig(_Strict):
         "train/epoch_loss",
         "epoch_loss",
         "train/CrossEntropyLoss",
-        "train_loss_epoch",
     )
     val_loss: tuple[str, ...] = (
         "val/loss",

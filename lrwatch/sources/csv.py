@@ -51,6 +51,8 @@ STEP_COLUMNS = (
 )
 """Columns that stand for the step, in order of preference; none: the row number."""
 
+_CORRUPT: list[str] = []  # what _checked_rows yields for a damaged line (an identity, never filled)
+
 
 def _step(cell: str) -> int | None:
     try:
@@ -136,15 +138,17 @@ class CsvReader(TailedReader):
         text = data[start:end].decode("utf-8", "replace")
         lines = text.split("\n")
         lines.pop()  # the empty string after the last newline
-        if '"' in text or "\r" in text:
+        # csv's own writers end lines in \r\n (Lightning's and Keras' CSVs are CRLF): fine for
+        # the fast path. Only a quote or a bare \r needs the line-by-line one.
+        if '"' in text or ("\r" in text and text.count("\r") != text.count("\r\n")):
             self._rows(self._checked_rows(lines, columns.delimiter), columns, out)
         else:  # the common case: one csv.reader over the whole chunk
             self._rows(csv.reader(lines, delimiter=columns.delimiter), columns, out)
         return end, 0
 
     def _checked_rows(self, lines: list[str], delimiter: str) -> Iterable[list[str]]:
-        """Rows one line at a time, for chunks holding quotes or carriage returns: a line with
-        an unbalanced quote, or one the csv module rejects (a bare ``\r`` inside it), is
+        """Rows one line at a time, for chunks holding quotes or bare carriage returns: a line
+        with an unbalanced quote, or one the csv module rejects (a bare ``\r`` inside it), is
         counted as corrupt and the next line goes on (one per line, or a stray quote would
         make the csv module swallow every line after it as one quoted field)."""
         for line in lines:
@@ -152,22 +156,25 @@ class CsvReader(TailedReader):
                 line = line[:-1]  # CRLF line endings
             if line.count('"') % 2 or "\r" in line:
                 self._corrupt += 1
-                self._rows_read += 1
+                yield _CORRUPT
                 continue
             try:
                 yield next(csv.reader([line], delimiter=delimiter), [])
             except csv.Error:
                 self._corrupt += 1
-                self._rows_read += 1
+                yield _CORRUPT
 
     def _rows(self, rows: Iterable[list[str]], columns: _Columns, out: Batch) -> None:
         metrics, step_at, time_at = columns.metrics, columns.step, columns.time
+        rows_read = self._rows_read  # a local in the hot loop; stored back at the end
         for row in rows:
-            if not row or (len(row) == 1 and not row[0].strip()):
+            if not row:
+                if row is _CORRUPT:  # counted by _checked_rows; it still takes a row number
+                    rows_read += 1
                 continue  # a blank line
-            self._rows_read += 1
+            rows_read += 1
             if step_at < 0:
-                step: int | None = self._rows_read - 1
+                step: int | None = rows_read - 1
             else:
                 step = _step(row[step_at]) if step_at < len(row) else None
             if step is None:
@@ -194,6 +201,7 @@ class CsvReader(TailedReader):
                         pass  # a non-numeric cell (a note, a path): not a metric
             if found:
                 out.add(step, wall_time, found)
+        self._rows_read = rows_read
 
 
 class CsvSource(FileSource):

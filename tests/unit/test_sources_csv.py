@@ -189,7 +189,7 @@ def test_yolo_padded_headers_and_catboost_tsv(tmp_path: Path) -> None:
     yolo = tmp_path / "results.csv"
     append(yolo, "               epoch,      train/box_loss,      x/lr0\n"
                  "                   0,            0.067453,   0.070081\n"
-                 "            \n")  # fmt: skip
+)  # fmt: skip
     assert points(CsvReader(yolo, "r")) == [("train/box_loss", 0, 0.067453), ("x/lr0", 0, 0.070081)]
     learn = tmp_path / "learn_error.tsv"
     append(learn, "iter\tRMSE\n0\t1.24\n1\t1.22\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
+import re
 import tomllib
 import typing
 from enum import StrEnum
@@ -40,7 +41,20 @@ class _Strict(BaseModel):
 
 
 class RolesConfig(_Strict):
-    """Which metric names play which role. The first name present in a run wins."""
+    """Which metric names play which role. The first name present in a run wins.
+
+    The defaults are the names the common frameworks write natively: Hugging Face (``loss``,
+    ``eval_loss``, ``train/loss``, ``eval/loss``, ``learning_rate``, ``grad_norm``), Lightning
+    (``train_loss_step``, ``lr-AdamW``), Keras (``epoch_loss``, ``train/epoch_loss``,
+    ``validation/epoch_loss``, ``epoch_learning_rate``), detectron2 (``total_loss``), llm.c
+    (``trl``, ``tel``, ``norm``), nanoGPT and text logs (``train_loss``, ``val_loss``), OLMo
+    (``train/CrossEntropyLoss``, ``optim/total_grad_norm``), DeiT (``train_lr``), YOLO
+    (``lr/pg0``, ``x/lr0``), Stable-Baselines3 (``train/loss``, ``train/learning_rate``).
+
+    ``infer``: when a run logs none of the ``loss`` (or ``val_loss``) names, the first metric
+    whose name contains "loss" takes the role (see ``infer_role`` and
+    ``RunMonitor.inferred_roles``).
+    """
 
     loss: tuple[str, ...] = (
         "loss",
@@ -50,16 +64,80 @@ class RolesConfig(_Strict):
         "loss/train",
         "train_loss_step",
         "training_loss",
+        "total_loss",
+        "trl",
+        "train/epoch_loss",
+        "epoch_loss",
+        "train/CrossEntropyLoss",
     )
-    val_loss: tuple[str, ...] = ("val/loss", "val_loss", "Loss/val", "loss/val", "eval_loss")
-    grad_norm: tuple[str, ...] = ("grad_norm", "train/grad_norm", "gradient_norm", "grad/norm")
-    lr: tuple[str, ...] = ("lr", "train/lr", "learning_rate", "lr-SGD", "lr-Adam", "lr-AdamW")
+    val_loss: tuple[str, ...] = (
+        "val/loss",
+        "val_loss",
+        "Loss/val",
+        "loss/val",
+        "eval_loss",
+        "eval/loss",
+        "validation/epoch_loss",
+        "val_loss_epoch",
+        "valid_loss",
+        "validation_loss",
+        "tel",
+        "eval/CrossEntropyLoss",
+    )
+    grad_norm: tuple[str, ...] = (
+        "grad_norm",
+        "train/grad_norm",
+        "gradient_norm",
+        "grad/norm",
+        "norm",
+        "optim/total_grad_norm",
+        "total_grad_norm",
+    )
+    lr: tuple[str, ...] = (
+        "lr",
+        "train/lr",
+        "learning_rate",
+        "train/learning_rate",
+        "lr-SGD",
+        "lr-Adam",
+        "lr-AdamW",
+        "lr-RMSprop",
+        "lr-Adagrad",
+        "lr-Adamax",
+        "lr-NAdam",
+        "lr-RAdam",
+        "train/epoch_learning_rate",
+        "epoch_learning_rate",
+        "train_lr",
+        "optim/learning_rate_group0",
+        "lr/pg0",
+        "x/lr0",
+    )
+    infer: bool = True
 
     def role_of(self, metric: str) -> Role | None:
         for role in Role:
             if metric in getattr(self, role.value):
                 return role
         return None
+
+    def infer_role(self, metric: str) -> Role | None:
+        """The role a metric named nowhere above would take by its name alone: a name that
+        contains "loss" (any case) is a validation loss when it also names a held-out split
+        (``val``, ``valid``, ``validation``, ``eval``, ``test``), else the training loss. Only
+        the last ``/`` part counts for "loss": StyleGAN's ``Loss/G/loss`` is one,
+        its ``Loss/scores/fake`` (a logit) is not."""
+        if not self.infer:
+            return None
+        lower = metric.lower()
+        if "loss" not in lower.rpartition("/")[2]:
+            return None
+        words = set(_WORDS.split(lower))
+        return Role.VAL_LOSS if words & _HELD_OUT else Role.LOSS
+
+
+_WORDS = re.compile(r"[^a-z]+")
+_HELD_OUT = frozenset({"val", "valid", "validation", "eval", "test", "dev"})
 
 
 class RunOverride(_Strict):

@@ -544,7 +544,10 @@ class Daemon:
         run.last_sample_at = now
         if run.stall.active:  # data again: the stall is over now, not at the next tick
             run.check_stall(now, self.config)
-        self.metrics.export_batch(run.name, batch, run.role_metrics, run.monitor.last_step(), now)
+        roles = run.role_metrics
+        if run.monitor.inferred_roles:  # a loss guessed from its name is exported too
+            roles = roles | frozenset(run.monitor.inferred_roles.values())
+        self.metrics.export_batch(run.name, batch, roles, run.monitor.last_step(), now)
         self.book.export_kinds(run)
         for rewind in outcome.rewinds:
             log.warning(

@@ -122,15 +122,42 @@ class RunMonitor:
         # The kinds each series raised (not explained away) in the episode still open: only
         # those are active, so status and /metrics never show a finding that was not reported.
         self.raised: dict[str, set[str]] = {}
+        # Roles given by name alone (RolesConfig.infer_role), e.g. {Role.LOSS: "mean_loss"}:
+        # see _series. Read by replay and status to say the role was guessed.
+        self.inferred_roles: dict[Role, str] = {}
         # Plugins that failed (not installed, bad config, raised), until the next observe()
         # hands them to its caller: the daemon logs and counts them, replay prints them.
         self._problems: list[PluginProblem] = list(self.controller.problems)
         self.controller.problems = self._problems
 
     def _series(self, metric: str) -> Series:
+        """The series of ``metric``, built with its role's detectors at first sight.
+
+        A run that logs none of the configured names of a role gets one by inference
+        (``RolesConfig.infer_role``): the *first* metric seen whose name says "loss" takes the
+        loss (or validation-loss) role, and ``inferred_roles`` records it. Deciding at first
+        sight keeps each series' detectors built once, at the cost of not weighing the
+        candidates (which is why the configured names always win): if a configured name of
+        the role shows up later, it takes the role and the inferred series is demoted to a
+        plain metric (its detectors dropped; what it found stays found).
+        """
         series = self.series.get(metric)
         if series is None:
-            role = self.settings.roles.role_of(metric)
+            roles = self.settings.roles
+            role = roles.role_of(metric)
+            if role is None:
+                guess = roles.infer_role(metric)
+                if (
+                    guess is not None
+                    and self.inferred_roles.get(guess, metric) == metric  # (a rewind rebuilds)
+                    and not any(name in self.series for name in getattr(roles, guess.value))
+                ):
+                    role = guess
+                    self.inferred_roles[guess] = metric
+            elif role in self.inferred_roles:
+                demoted = self.series.get(self.inferred_roles.pop(role))
+                if demoted is not None:
+                    demoted.role, demoted.detectors = None, {}
             detectors = build_detectors(self.settings.detectors, role, self._problems)
             series = self.series[metric] = Series(role, detectors)
         return series
@@ -428,11 +455,12 @@ class RunMonitor:
         return active
 
     def role_metric(self, role: Role) -> str | None:
-        """The metric playing ``role`` in this run (the first configured name it logs)."""
+        """The metric playing ``role`` in this run: the first configured name it logs, else
+        the one inferred from its name (``inferred_roles``)."""
         for name in getattr(self.settings.roles, role.value):
             if name in self.series:
                 return str(name)
-        return None
+        return self.inferred_roles.get(role)
 
     def last_step(self) -> int:
         return max((s.last_step for s in self.series.values()), default=-1)

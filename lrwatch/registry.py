@@ -54,6 +54,8 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "jsonl": "lrwatch.sources.jsonl:JsonlSource",
         "csv": "lrwatch.sources.csv:CsvSource",
         "tensorboard": "lrwatch.sources.tensorboard:TensorBoardSource",
+        "trainer_state": "lrwatch.sources.trainer_state:TrainerStateSource",
+        "text": "lrwatch.sources.text:TextSource",
     },
     "notifiers": {},
 }

@@ -64,7 +64,8 @@ class Batch:
 class LogReader(Protocol):
     path: Path
     run: str
-    format: str  # "jsonl" | "csv" | "tensorboard": the label of lrwatch_ingested_samples_total
+    format: str  # "jsonl", "csv", "tensorboard", "trainer_state", "text": the label of
+    # lrwatch_ingested_samples_total and lrwatch_source_errors_total
     has_more: bool  # the last read() stopped at its byte budget, not at the end: call again
 
     def read(self) -> Batch:

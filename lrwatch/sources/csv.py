@@ -4,8 +4,19 @@ Written with Lightning's ``CSVLogger`` (``metrics.csv``) in mind. Cells are skip
 row holds only the metrics logged at that step) or not numbers; ``nan``/``inf`` are kept. A
 ``step`` cell must be an integer (``"12.0"`` is accepted: CSV has no types, and pandas writes
 integers that way next to NaNs); a row without one is corrupt and counted. A ``time`` column, if
-any, is the wall time (as in JSONL). A file whose header has no ``step`` column is not a metrics
-log: it is consumed without yielding anything.
+any, is the wall time (as in JSONL).
+
+Native CSVs without a ``step`` column are read too (DESIGN.md): the first column named in
+``STEP_COLUMNS`` is the step (Stable-Baselines3's ``time/total_timesteps``, Keras' CSVLogger and
+YOLO's ``epoch``, CatBoost's ``iter``, a W&B export's ``Step``), else the row number (from 0; it
+persists with the offset). Header names are stripped (YOLO pads them with spaces); ``*.tsv`` files
+(CatBoost's ``learn_error.tsv``) are tab-separated, and CatBoost's ``<split>_error.tsv`` metrics
+are named ``<split>/<metric>`` (``learn/RMSE``, ``test/RMSE``): both files log the same names.
+
+Damage is counted, never fatal: a row the ``csv`` module rejects (a bare ``\r`` inside a line)
+and a line with an unbalanced quote are corrupt records, and the next line is read as usual.
+Each line is one row: quoted fields spanning lines are not supported (no metrics logger writes
+them), which is what keeps one stray quote from swallowing the rest of the file.
 
 Lightning **rewrites the whole file** with a wider header when a new metric key first appears.
 The header is pinned as the file's expected head (``FileTail.head``), so a changed header is seen
@@ -25,6 +36,23 @@ from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, TailedReader
 
 MAX_LINE_BYTES = 64 << 20  # as for JSONL: beyond this a newline-less run of bytes is garbage
 
+STEP_COLUMNS = (
+    "step",
+    "Step",
+    "global_step",
+    "time/total_timesteps",  # Stable-Baselines3
+    "total/steps",  # OpenAI baselines
+    "total_timesteps",
+    "timesteps",
+    "steps_done",
+    "iteration",
+    "iter",  # CatBoost learn_error.tsv
+    "epoch",  # Keras CSVLogger, YOLO results.csv
+)
+"""Columns that stand for the step, in order of preference; none: the row number."""
+
+_CORRUPT: list[str] = []  # what _checked_rows yields for a damaged line (an identity, never filled)
+
 
 def _step(cell: str) -> int | None:
     try:
@@ -41,15 +69,23 @@ def _step(cell: str) -> int | None:
 class _Columns:
     """Where the step, the time and the metrics are in a row, from the header line."""
 
-    __slots__ = ("metrics", "step", "time")
+    __slots__ = ("delimiter", "metrics", "step", "time")
 
-    def __init__(self, header: bytes) -> None:
-        names = next(csv.reader([header.decode("utf-8", "replace").lstrip("\ufeff")]), [])
+    def __init__(self, header: bytes, delimiter: str = ",", prefix: str = "") -> None:
+        self.delimiter = delimiter
+        text = header.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
+        try:
+            names = next(csv.reader([text], delimiter=delimiter), [])
+        except csv.Error:
+            names = []
         names = [name.strip() for name in names]
-        self.step = names.index("step") if "step" in names else -1
+        # -1: the row number is the step (no step-like column)
+        self.step = next((names.index(n) for n in STEP_COLUMNS if n in names), -1)
         self.time = names.index("time") if "time" in names else -1
         self.metrics = [
-            (i, name) for i, name in enumerate(names) if name and i not in (self.step, self.time)
+            (i, prefix + name)
+            for i, name in enumerate(names)
+            if name and i not in (self.step, self.time)
         ]
 
 
@@ -61,6 +97,10 @@ class CsvReader(TailedReader):
     def __init__(self, path: Path, run: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         super().__init__(path, run, chunk_bytes=chunk_bytes)
         self._columns: _Columns | None = None  # parsed from self._tail.head, which persists
+        name = self.path.name
+        self._delimiter = "\t" if name.endswith(".tsv") else ","
+        self._prefix = name[: -len("_error.tsv")] + "/" if name.endswith("_error.tsv") else ""
+        self._rows_read = 0  # data rows consumed: the step when there is no step column
 
     @property
     def header(self) -> str:
@@ -68,10 +108,14 @@ class CsvReader(TailedReader):
         return self._tail.head.decode("utf-8", "replace").rstrip("\r\n")
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._tail.state_dict(), "header": self.header}
+        return {**self._tail.state_dict(), "header": self.header, "rows": self._rows_read}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        rows = state.get("rows", 0)
+        if type(rows) is not int or rows < 0:
+            raise ValueError(f"csv state: rows must be a non-negative int, got {rows!r}")
         self._tail.load_state_dict(state)
+        self._rows_read = rows
         self._columns = None
         if self._tail.offset and not self._tail.head:  # no header to parse rows by: start over
             self._tail.restart()
@@ -85,22 +129,54 @@ class CsvReader(TailedReader):
             start = data.index(b"\n") + 1
             self._tail.head = data[:start]
             self._columns = None
+            self._rows_read = 0
         columns = self._columns
         if columns is None:
-            columns = self._columns = _Columns(self._tail.head)
-        if columns.step < 0 or start == end:
+            columns = self._columns = _Columns(self._tail.head, self._delimiter, self._prefix)
+        if start == end:
             return end, 0
-        lines = data[start:end].decode("utf-8", "replace").split("\n")
+        text = data[start:end].decode("utf-8", "replace")
+        lines = text.split("\n")
         lines.pop()  # the empty string after the last newline
-        self._rows(csv.reader(lines), columns, out)
+        # csv's own writers end lines in \r\n (Lightning's and Keras' CSVs are CRLF): fine for
+        # the fast path. Only a quote or a bare \r needs the line-by-line one.
+        if '"' in text or ("\r" in text and text.count("\r") != text.count("\r\n")):
+            self._rows(self._checked_rows(lines, columns.delimiter), columns, out)
+        else:  # the common case: one csv.reader over the whole chunk
+            self._rows(csv.reader(lines, delimiter=columns.delimiter), columns, out)
         return end, 0
+
+    def _checked_rows(self, lines: list[str], delimiter: str) -> Iterable[list[str]]:
+        """Rows one line at a time, for chunks holding quotes or bare carriage returns: a line
+        with an unbalanced quote, or one the csv module rejects (a bare ``\r`` inside it), is
+        counted as corrupt and the next line goes on (one per line, or a stray quote would
+        make the csv module swallow every line after it as one quoted field)."""
+        for line in lines:
+            if line.endswith("\r"):
+                line = line[:-1]  # CRLF line endings
+            if line.count('"') % 2 or "\r" in line:
+                self._corrupt += 1
+                yield _CORRUPT
+                continue
+            try:
+                yield next(csv.reader([line], delimiter=delimiter), [])
+            except csv.Error:
+                self._corrupt += 1
+                yield _CORRUPT
 
     def _rows(self, rows: Iterable[list[str]], columns: _Columns, out: Batch) -> None:
         metrics, step_at, time_at = columns.metrics, columns.step, columns.time
+        rows_read = self._rows_read  # a local in the hot loop; stored back at the end
         for row in rows:
             if not row:
+                if row is _CORRUPT:  # counted by _checked_rows; it still takes a row number
+                    rows_read += 1
                 continue  # a blank line
-            step = _step(row[step_at]) if step_at < len(row) else None
+            rows_read += 1
+            if step_at < 0:
+                step: int | None = rows_read - 1
+            else:
+                step = _step(row[step_at]) if step_at < len(row) else None
             if step is None:
                 self._corrupt += 1
                 continue
@@ -125,6 +201,7 @@ class CsvReader(TailedReader):
                         pass  # a non-numeric cell (a note, a path): not a metric
             if found:
                 out.add(step, wall_time, found)
+        self._rows_read = rows_read
 
 
 class CsvSource(FileSource):
@@ -133,4 +210,4 @@ class CsvSource(FileSource):
     reader = CsvReader
 
     def claims(self, path: PurePath) -> bool:
-        return path.name.endswith(".csv")
+        return path.name.endswith((".csv", ".tsv"))

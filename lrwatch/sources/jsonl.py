@@ -6,6 +6,15 @@ we exist for; an optional top-level ``time`` (Unix seconds) is the sample's wall
 metric; booleans, strings, lists and nulls are not metrics. A line counts only once its newline is
 written, so a half-flushed line is "not yet". A torn or corrupt line (invalid JSON, not an object,
 a missing or non-integer ``step``) is skipped and counted in ``stats["corrupt_records"]``.
+
+Native files of other frameworks are read as they are written (DESIGN.md, "Native framework
+files"): when ``step`` is absent, the first step-like key of ``STEP_KEYS`` that holds an integer
+(or an integral float) is the step and is not a metric — detectron2's ``metrics.json``
+(``iteration``, read although it is not named ``*.jsonl``), LLaMA-Factory's ``trainer_log.jsonl``
+(``current_steps``), StyleGAN2-ADA's ``stats.jsonl`` (``Progress/tick``), DeiT-style logs
+(``epoch``). StyleGAN2-ADA writes each statistic as ``{"num": n, "mean": m, "std": s}``: such an
+object is read as its mean, under the statistic's own name. Only lines without an integer
+``step`` take these paths, so the common case costs nothing more.
 """
 
 from __future__ import annotations
@@ -24,6 +33,20 @@ try:  # orjson parses ~6x faster; it is optional, the standard library is the fa
     _fast_loads: Callable[[bytes], Any] = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
     _fast_loads = json.loads
+
+STEP_KEYS = (
+    "iteration",  # detectron2 metrics.json
+    "current_steps",  # LLaMA-Factory trainer_log.jsonl
+    "global_step",
+    "iter",
+    "Progress/tick",  # StyleGAN2-ADA stats.jsonl: {"num": 1, "mean": 12.0, "std": 0.0}
+    "tick",
+    "epoch",  # DeiT/timm log.txt, Keras-style per-epoch records
+)
+"""Keys that stand for the step when ``step`` is absent, most specific first."""
+
+NATIVE_NAMES = frozenset({"metrics.json"})
+"""JSON-lines files that do not end in ``.jsonl``: detectron2's ``metrics.json``."""
 
 MAX_LINE_BYTES = 64 << 20
 """A "line" longer than this without a newline is garbage (or a hostile file), not a record:
@@ -70,8 +93,10 @@ class JsonlReader(TailedReader):
                 continue
             step = record.pop("step", None)
             if type(step) is not int:
-                self._corrupt += 1
-                continue
+                step = step_of(record) if step is None else None
+                if step is None:
+                    self._corrupt += 1
+                    continue
             wall_time = record.pop("time", None)
             if wall_time is not None and type(wall_time) is not float:
                 wall_time = _number(wall_time)
@@ -84,6 +109,20 @@ class JsonlReader(TailedReader):
                 walls.append(wall_time)
                 values.append(record)
         return end, 0
+
+
+def step_of(record: dict[str, Any]) -> int | None:
+    """The step of a record without a ``step`` key, popped from it (see ``STEP_KEYS``)."""
+    for key in STEP_KEYS:
+        value = record.get(key)
+        if value is None:
+            continue
+        if type(value) is dict:  # StyleGAN2-ADA's {"num", "mean", "std"}
+            value = value.get("mean")
+        if type(value) is int or (type(value) is float and value.is_integer()):
+            del record[key]
+            return int(value)
+    return None
 
 
 def _slow_loads(line: bytes) -> Any:
@@ -108,6 +147,11 @@ def _flatten(record: dict[str, Any]) -> dict[str, float]:
             if kind is float:
                 out[prefix + key] = value
             elif kind is dict:
+                if "mean" in value and "num" in value:  # a StyleGAN2-ADA statistic
+                    number = _number(value["mean"])
+                    if number is not None:
+                        out[prefix + key] = number
+                    continue
                 stack.append((prefix + key + "/", iter(value.items())))
                 break
             elif kind is int:
@@ -125,4 +169,4 @@ class JsonlSource(FileSource):
     reader = JsonlReader
 
     def claims(self, path: PurePath) -> bool:
-        return path.name.endswith(".jsonl")
+        return path.name.endswith(".jsonl") or path.name in NATIVE_NAMES

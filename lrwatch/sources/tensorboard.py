@@ -18,12 +18,23 @@ Damage is survived, never raised:
 - a truncated last record (header or body not fully written) is "not yet": the offset stays at
   the end of the last complete record;
 - a record whose *data* CRC fails is skipped and counted: its framing is still sound;
-- a record whose *length* CRC fails cannot be framed at all: it is counted once and the reader
-  resynchronises on the next position whose length CRC verifies.
+- a record whose *length* CRC fails cannot be framed at all, nor can one claiming more than
+  ``MAX_RECORD_BYTES``: it is counted once and the reader resynchronises on the next position
+  whose length CRC verifies;
+- while a record is incomplete, the file is not read again until it has grown enough to hold it
+  (one ``stat`` per change instead of re-reading the whole rest of the file every time).
+
+Keras' TensorBoard callback writes one run as ``<run>/train/`` and ``<run>/validation/`` event
+files with the same tags (``epoch_loss``, ``epoch_learning_rate``): the run is ``<run>``, and each
+tag is prefixed with its folder (``train/epoch_loss``, ``validation/epoch_loss``) so the two
+curves stay apart and the validation one is a validation-loss role. Told by the name alone (no
+I/O): TF2's writers, which Keras uses, end event file names in ``.v2``; torch's SummaryWriter
+does not, so Ultralytics' ``runs/detect/train/`` stays a run of its own.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Mapping
@@ -44,9 +55,18 @@ _DOUBLE = struct.Struct("<d")
 _MASK_DELTA = 0xA282EAD8
 HEADER_BYTES = 12
 FOOTER_BYTES = 4
-MAX_RECORD_BYTES = 1 << 30
-"""Bigger than any real event (protobufs stop at 2 GiB, TensorBoard records are far smaller):
-a length beyond it is treated as damaged framing rather than allocated."""
+MAX_RECORD_BYTES = 64 << 20
+"""Bigger than any real event (an image summary is a few MiB; TensorBoard's own loaders warn far
+below this): a length beyond it is treated as damaged framing rather than waited for."""
+
+KERAS_SPLITS = frozenset({"train", "validation"})
+"""Folder names the Keras TensorBoard callback writes a run's event files into."""
+
+
+def _keras_split(path: PurePath) -> bool:
+    """Whether ``path`` is a Keras event file in a run's ``train/`` or ``validation/`` folder."""
+    return path.name.endswith(".v2") and path.parent.name in KERAS_SPLITS
+
 
 MAX_REMEMBERED_TAGS = 10_000  # bounds the state of a hostile file with endless non-scalar tags
 
@@ -150,6 +170,23 @@ class TensorBoardReader(TailedReader):
         # not-scalars; persisted so that holds across a daemon restart too.
         self._other_tags: set[str] = set()
         self._tags: dict[bytes, str] = {}  # decoded tags of the fast path, not persisted
+        self._prefix = f"{self.path.parent.name}/" if _keras_split(self.path) else ""
+        self._awaiting = 0  # the file size the incomplete record at the offset needs
+
+    def read(self) -> Batch:
+        if self._awaiting:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                st = None
+            if (
+                st is not None
+                and st.st_ino == self._tail.inode
+                and self._tail.offset <= st.st_size < self._awaiting
+            ):
+                return Batch(self.run)  # the record being written is not complete yet
+            self._awaiting = 0
+        return super().read()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -199,7 +236,9 @@ class TensorBoardReader(TailedReader):
             body = pos + HEADER_BYTES
             stop = body + length
             if stop + FOOTER_BYTES > end:
-                return pos, stop + FOOTER_BYTES - pos  # the record is still being written
+                # the record is still being written: wait until the file can hold it
+                self._awaiting = self._tail.offset + stop + FOOTER_BYTES
+                return pos, stop + FOOTER_BYTES - pos
             payload = data[body:stop]
             pos = stop + FOOTER_BYTES
             crc = crc32c(payload)
@@ -252,7 +291,7 @@ class TensorBoardReader(TailedReader):
         """A tag's text, remembered (tags repeat on every step); None if not UTF-8, which the
         protobuf parser then judges."""
         try:
-            tag = raw.decode()
+            tag = self._prefix + raw.decode()
         except UnicodeDecodeError:
             return None
         if len(self._tags) < MAX_REMEMBERED_TAGS:
@@ -285,11 +324,11 @@ class TensorBoardReader(TailedReader):
         for value in event.summary.value:  # empty when the event holds no summary
             kind = value.WhichOneof("value")
             if kind == "simple_value":
-                found[value.tag] = value.simple_value
+                found[self._prefix + value.tag] = value.simple_value
             elif kind == "tensor":
                 number = self._tensor_scalar(value)
                 if number is not None:
-                    found[value.tag] = number
+                    found[self._prefix + value.tag] = number
         if found:
             out.add(event.step, event.wall_time, found)
 
@@ -328,3 +367,7 @@ class TensorBoardSource(FileSource):
 
     def claims(self, path: PurePath) -> bool:
         return "tfevents" in path.name
+
+    def run_dir(self, path: PurePath) -> PurePath:
+        """A Keras run's ``train/`` and ``validation/`` folders belong to the run above them."""
+        return path.parent.parent if _keras_split(path) else path.parent

@@ -46,7 +46,14 @@ def touch(path: Path, text: str = "") -> Path:
         ("runs/a/metrics.csv", "csv"),
         ("runs/a/events.out.tfevents.1700000000.host.1.0", "tensorboard"),
         ("runs/a/tb/x.tfevents.profile", "tensorboard"),
-        ("runs/a/notes.txt", None),
+        ("runs/a/notes.txt", "text"),  # read; a file none of whose lines parse yields nothing
+        ("runs/a/train.log", "text"),
+        ("runs/a/README.txt", None),
+        ("runs/a/requirements.txt", None),
+        ("runs/a/metrics.json", "jsonl"),  # detectron2
+        ("runs/a/checkpoint-500/trainer_state.json", "trainer_state"),
+        ("runs/a/learn_error.tsv", "csv"),
+        ("runs/a/config.json", None),
         ("runs/a/metrics.jsonl.tmp", None),
         ("runs/a/.metrics.jsonl", None),  # an atomic writer's temp file
         ("runs/a/.lrwatch/acks.jsonl", None),  # the control channel
@@ -94,7 +101,7 @@ def test_open_reader_chooses_by_format(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         open_reader(tmp_path, tmp_path / "a" / ".lrwatch" / "cmd.jsonl")
     with pytest.raises(ValueError):
-        open_reader(tmp_path, tmp_path / "notes.txt")
+        open_reader(tmp_path, tmp_path / "README.txt")
 
 
 def test_scan(tmp_path: Path) -> None:
@@ -145,7 +152,7 @@ def test_watcher_delivers_a_new_file_in_a_new_directory(tmp_path: Path, use_poll
         started = time.monotonic()
         log = touch(tmp_path / "new" / "run" / "metrics.jsonl", '{"step": 1, "loss": 1}\n')
         touch(tmp_path / "new" / "run" / ".lrwatch" / "cmd.jsonl")
-        touch(tmp_path / "new" / "run" / "notes.txt")
+        touch(tmp_path / "new" / "run" / "README.txt")
         seen, _ = wait_for(watcher, {log})
         assert seen == {log}
         assert time.monotonic() - started < 3.0

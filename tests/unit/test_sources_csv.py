@@ -115,10 +115,10 @@ def test_cell_rules(path: Path) -> None:
     assert reader.stats["corrupt_records"] == 1
 
 
-def test_without_a_step_column_nothing_is_yielded(path: Path) -> None:
+def test_without_a_step_column_a_step_like_column_is_the_step(path: Path) -> None:
     append(path, "epoch,loss\n1,0.5\n")
     reader = CsvReader(path, "exp")
-    assert points(reader) == []
+    assert points(reader) == [("loss", 1, 0.5)]
     assert reader.stats["corrupt_records"] == 0
 
 
@@ -167,3 +167,46 @@ def test_vanished_file_reads_nothing(path: Path) -> None:
     points(reader)
     path.unlink()
     assert list(reader.read()) == []
+
+
+def test_step_like_columns_and_the_row_number(tmp_path: Path) -> None:
+    sb3 = tmp_path / "progress.csv"
+    append(sb3, "time/total_timesteps,train/value_loss\n2000,201.6\n4000,133.4\n")
+    assert points(CsvReader(sb3, "r")) == [("train/value_loss", 2000, 201.6),
+                                           ("train/value_loss", 4000, 133.4)]  # fmt: skip
+    gail = tmp_path / "gail.csv"
+    append(gail, "agent acc,loss\n0.65,10.5\n1.0,-0.0075\n")
+    reader = CsvReader(gail, "r")
+    assert points(reader) == [("agent acc", 0, 0.65), ("loss", 0, 10.5),
+                              ("agent acc", 1, 1.0), ("loss", 1, -0.0075)]  # fmt: skip
+    again = CsvReader(gail, "r")
+    again.load_state_dict(reader.state_dict())
+    append(gail, "0.5,3.0\n")
+    assert points(again) == [("agent acc", 2, 0.5), ("loss", 2, 3.0)]
+
+
+def test_yolo_padded_headers_and_catboost_tsv(tmp_path: Path) -> None:
+    yolo = tmp_path / "results.csv"
+    append(yolo, "               epoch,      train/box_loss,      x/lr0\n"
+                 "                   0,            0.067453,   0.070081\n"
+)  # fmt: skip
+    assert points(CsvReader(yolo, "r")) == [("train/box_loss", 0, 0.067453), ("x/lr0", 0, 0.070081)]
+    learn = tmp_path / "learn_error.tsv"
+    append(learn, "iter\tRMSE\n0\t1.24\n1\t1.22\n")
+    assert points(CsvReader(learn, "r")) == [("learn/RMSE", 0, 1.24), ("learn/RMSE", 1, 1.22)]
+
+
+def test_a_bare_carriage_return_is_one_corrupt_row(path: Path) -> None:
+    append(path, "step,loss\n1,0.5\n2,0.\r4\n3,0.3\n")
+    reader = CsvReader(path, "r")
+    assert points(reader) == [("loss", 1, 0.5), ("loss", 3, 0.3)]
+    assert reader.stats["corrupt_records"] == 1
+    append(path, "4,0.2\n")  # and the reader is not wedged
+    assert points(reader) == [("loss", 4, 0.2)]
+
+
+def test_an_unbalanced_quote_is_one_corrupt_row(path: Path) -> None:
+    append(path, 'step,loss,note\n1,0.5,"ok, quoted"\n2,0.4,"oops\n3,0.3,x\n4,0.2,x\n')
+    reader = CsvReader(path, "r")
+    assert points(reader) == [("loss", 1, 0.5), ("loss", 3, 0.3), ("loss", 4, 0.2)]
+    assert reader.stats["corrupt_records"] == 1

@@ -228,3 +228,28 @@ def test_any_split_of_the_stream_reads_the_same(
             got += batch
     assert got == expected
     assert reader.stats["corrupt_records"] == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # detectron2 metrics.json (bare NaN as Python's json writes it)
+        ('{"data_time": 0.26, "iteration": 19, "lr": 0.00019, "total_loss": NaN}',
+         [("data_time", 19), ("lr", 19), ("total_loss", 19)]),
+        # LLaMA-Factory trainer_log.jsonl
+        ('{"current_steps": 5, "total_steps": 8712, "loss": 1.7484, "eval_loss": null,'
+         ' "learning_rate": 4.99e-05, "epoch": 0.0, "elapsed_time": "0:03:29"}',
+         [("total_steps", 5), ("loss", 5), ("learning_rate", 5), ("epoch", 5)]),
+        # StyleGAN2-ADA stats.jsonl: {"num", "mean", "std"} per statistic
+        ('{"Loss/G/loss": {"num": 8, "mean": 6.57, "std": 1.8},'
+         ' "Progress/tick": {"num": 1, "mean": 3.0, "std": 0.0}}',
+         [("Loss/G/loss", 3)]),
+        ('{"epoch": 2, "train_loss": 4.7}', [("train_loss", 2)]),
+        ('{"epoch": 0.5, "train_loss": 4.7}', []),  # a fractional epoch is no step
+    ],
+)  # fmt: skip
+def test_step_like_keys_when_step_is_absent(path: Path, line: str, expected: list[Any]) -> None:
+    append(path, line + "\n")
+    reader = JsonlReader(path, "r")
+    assert [(m, s) for m, s, _ in points(reader)] == expected
+    assert reader.stats["corrupt_records"] == (0 if expected else 1)

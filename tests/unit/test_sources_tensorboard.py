@@ -337,3 +337,58 @@ def test_big_records_are_peeked_at_not_mistaken(tmp_path: Path) -> None:
     reader = TensorBoardReader(path, "exp")
     assert points(reader) == [(long_tag, 300, 1.5)]
     assert reader.stats["corrupt_records"] == 0
+
+
+def _header(length: int) -> bytes:
+    head = struct.pack("<Q", length)
+    return head + struct.pack("<I", masked_crc32c(head))
+
+
+def test_a_huge_claimed_length_is_corrupt_not_awaited(log_path: Path, canonical: bytes) -> None:
+    # A header whose CRC holds but which claims 1 GiB: damaged framing, skipped, counted once;
+    # the records after it are still read.
+    log_path.write_bytes(canonical[:200] + _header(1 << 30) + b"\0" * 64 + canonical[200:])
+    reader = TensorBoardReader(log_path, "exp")
+    got = read_all(reader)
+    assert reader.stats["corrupt_records"] >= 1
+    assert got[-1] == expected(range(10))[-1]
+
+
+def test_an_incomplete_record_is_not_read_again_until_it_can_be_complete(
+    log_path: Path, canonical: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start, end = record_of(canonical, "loss", 9)
+    body = canonical[start:end]
+    filler = canonical[:start] * 40  # well past one chunk of records before it
+    log_path.write_bytes(filler + body[:20])
+    reader = TensorBoardReader(log_path, "exp", chunk_bytes=1024)
+    read_all(reader)
+    reads: list[int] = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: reads.append(n) or real(fd, n, at))
+    with log_path.open("ab") as f:
+        f.write(body[20:-2])  # still short of the record's end
+    assert points(reader) == [] and reads == []  # one stat, no read
+    with log_path.open("ab") as f:
+        f.write(body[-2:])
+    assert points(reader) == [("loss", 9, expected(range(10))[-2][2])]
+
+
+def test_keras_train_and_validation_folders_are_one_run(tmp_path: Path) -> None:
+    from pathlib import PurePath
+
+    from lrwatch.sources.tensorboard import TensorBoardSource
+
+    source = TensorBoardSource()
+    for split in ("train", "validation"):
+        # TF2 (Keras) names its event files *.v2
+        writer = SummaryWriter(log_dir=str(tmp_path / "fit" / split), filename_suffix=".v2")
+        writer.add_scalar("epoch_loss", 1.0, 0)
+        writer.close()
+        [path] = (tmp_path / "fit" / split).glob("*tfevents*")
+        assert source.run_dir(PurePath(path)) == PurePath(tmp_path / "fit")
+        assert points(TensorBoardReader(path, "fit")) == [(f"{split}/epoch_loss", 0, 1.0)]
+    assert source.run_dir(PurePath("runs/a/events.out.tfevents.1")) == PurePath("runs/a")
+    # Ultralytics' runs/detect/train/ (torch's SummaryWriter, no .v2): a run of its own
+    yolo = PurePath("runs/detect/train/events.out.tfevents.1675348815.host.37247.0")
+    assert source.run_dir(yolo) == yolo.parent

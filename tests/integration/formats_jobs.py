@@ -1,0 +1,247 @@
+"""Tiny diverging training jobs whose logs are written by the real libraries, one per native
+format (``python -m tests.integration.formats_jobs KIND DIR``), and the formats of libraries
+that do not install here, written line for line as those libraries write them.
+
+Every job diverges: plain SGD at a learning rate far above 2/λ of a linear least-squares problem
+with inputs of scale 10, so the loss grows geometrically to inf, then NaN, within ~15 steps.
+Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+LR = 0.5
+STEPS = 40
+
+
+def _data() -> Any:
+    import torch
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * 10
+    return x, x.sum(1, keepdim=True)
+
+
+def hugging_face(out: Path) -> None:
+    """transformers' Trainer: checkpoint-*/trainer_state.json, TensorBoard under runs/, and the
+    dicts it prints on stdout (the caller sends stdout to a file)."""
+    import torch
+    import transformers
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": torch.nn.functional.mse_loss(self.net(x), labels)}
+
+    x, y = _data()
+    rows = [{"x": x[i], "labels": y[i]} for i in range(len(x))]
+    args = transformers.TrainingArguments(
+        output_dir=str(out),
+        max_steps=STEPS,
+        per_device_train_batch_size=8,
+        learning_rate=LR,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,  # no clipping: let it diverge
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # log the inf/NaN losses as they are
+        save_steps=10,
+        save_only_model=True,
+        eval_strategy="steps",
+        eval_steps=10,
+        report_to=["tensorboard"],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(
+        model=Tiny(), args=args, train_dataset=rows, eval_dataset=rows[:16]
+    )
+    trainer.train()
+
+
+def lightning(out: Path) -> None:
+    """Lightning: CSVLogger (train_loss_step/_epoch, sparse rows), TensorBoardLogger, and
+    LearningRateMonitor (lr-SGD)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    class Lit(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch: Any, _: int) -> torch.Tensor:
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch: Any, _: int) -> None:
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=LR)
+
+    x, y = _data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    trainer = L.Trainer(
+        max_epochs=STEPS // len(loader),
+        logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb")],
+        callbacks=[LearningRateMonitor(logging_interval="step")],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(Lit(), loader, loader)
+
+
+def keras_layout(out: Path) -> None:
+    """What Keras' TensorBoard callback writes (TensorFlow does not install here): one run
+    as ``train/`` and ``validation/`` event files, tags ``epoch_loss`` and
+    ``epoch_learning_rate``, TF2 tensor scalars (a 0-d DT_FLOAT tensor, plugin ``scalars``
+    metadata with a tag's first value only), written with torch's event writer."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from torch.utils.tensorboard import SummaryWriter
+
+    def scalar(tag: str, value: float, first: bool) -> summary_pb2.Summary:
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_FLOAT,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+            float_val=[value],
+        )
+        item = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
+        if first:
+            item.metadata.plugin_data.plugin_name = "scalars"
+        return summary_pb2.Summary(value=[item])
+
+    losses = diverging(20)
+    for split, shift in (("train", 1.0), ("validation", 1.2)):
+        writer = SummaryWriter(log_dir=str(out / split), filename_suffix=".v2")  # as TF2 names
+        events = writer._get_file_writer()  # torch's FileWriter: add_summary(summary, step)
+        for epoch, loss in enumerate(losses):
+            events.add_summary(scalar("epoch_loss", loss * shift, epoch == 0), epoch)
+            if split == "train":
+                events.add_summary(scalar("epoch_learning_rate", LR, epoch == 0), epoch)
+        writer.close()
+
+
+def diverging(n: int) -> list[float]:
+    """A loss that falls for a while, then grows geometrically to inf and NaN."""
+    values = [2.0 / (1 + 0.2 * i) for i in range(n // 2)]
+    while len(values) < n:
+        grown = values[-1] * 50
+        values.append(grown if grown < 1e38 else (math.inf if values[-1] < 1e38 else math.nan))
+    return values
+
+
+def copied_formats(root: Path) -> dict[str, str]:
+    """The native formats of libraries not installed here, copied line for line from their
+    source or a published log; each a diverging run. Returns {run: its loss metric}."""
+    losses = diverging(STEPS)
+    runs: dict[str, str] = {}
+
+    def write(rel: str, lines: list[str]) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(line + "\n" for line in lines))
+
+    # detectron2 JSONWriter (detectron2/utils/events.py): json.dumps(sort_keys=True) per line,
+    # "iteration" for the step, bare NaN as Python writes it (reallogs/detectron2_orbital_*).
+    write(
+        "detectron2/metrics.json",
+        [
+            json.dumps(
+                {
+                    "data_time": 0.26,
+                    "iteration": 19 + 20 * i,
+                    "loss_cls": v / 2,
+                    "lr": 0.02,
+                    "total_loss": v,
+                },
+                sort_keys=True,
+            )
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["detectron2"] = "total_loss"
+    # LLaMA-Factory LogCallback (src/llamafactory/train/callbacks.py): trainer_log.jsonl
+    # (reallogs/llamafactory_7b_cpt_cosine_8k).
+    write(
+        "llamafactory/trainer_log.jsonl",
+        [
+            json.dumps(
+                {
+                    "current_steps": 5 * (i + 1),
+                    "total_steps": 5 * STEPS,
+                    "loss": v,
+                    "eval_loss": None,
+                    "predict_loss": None,
+                    "reward": None,
+                    "learning_rate": 5e-05,
+                    "epoch": round(i / STEPS, 2),
+                    "percentage": round(100 * (i + 1) / STEPS, 2),
+                    "elapsed_time": "0:03:29",
+                    "remaining_time": "4 days, 5:06:09",
+                }
+            )
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["llamafactory"] = "loss"
+    # llm.c train_gpt2.cu printf (reallogs/llmc_gpt2_nan_from_step1): a NaN loss prints as
+    # "nan (+nanz)".
+    write(
+        "llmc/train.log",
+        ["Multi-GPU support is disabled. Using a single GPU.", "=> setting grad_accum_steps=16"]
+        + [
+            f"step {i + 1:4d}/{STEPS} | loss {_llmc(v)}| norm {_llmc(v / 3)}| lr 6.00e-04 "
+            f"| 3914.05 ms | 34.5% bf16 MFU | 133950 tok/s"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["llmc"] = "loss"
+    # karpathy/nanoGPT train.py: print(f"iter {iter_num}: loss {lossf:.4f}, time ..., mfu ...")
+    write(
+        "nanogpt/train.log",
+        [f"iter {i}: loss {v:.4f}, time 31.02ms, mfu 12.34%" for i, v in enumerate(losses)],
+    )
+    runs["nanogpt"] = "loss"
+    # Stable-Baselines3 CSVOutputFormat: progress.csv, no step column, sorted keys
+    # (reallogs/rl_ppo_carracing_sb3).
+    write(
+        "sb3/progress.csv",
+        ["time/total_timesteps,train/learning_rate,train/loss,train/value_loss"]
+        + [f"{2048 * (i + 1)},0.0003,{v},{2 * v}" for i, v in enumerate(losses)],
+    )
+    runs["sb3"] = "train/loss"
+    # Keras CSVLogger: "epoch" then the sorted logs keys (reallogs/keras_tomato_csvlogger).
+    write(
+        "keras_csv/training_log.csv",
+        ["epoch,accuracy,loss,val_accuracy,val_loss"]
+        + [f"{i},0.5,{v},0.5,{v * 1.1}" for i, v in enumerate(losses)],
+    )
+    runs["keras_csv"] = "loss"
+    return runs
+
+
+def _llmc(value: float) -> str:
+    return "    nan (+nanz)" if math.isnan(value) else f"{value:.6f} "
+
+
+if __name__ == "__main__":
+    kind, where = sys.argv[1], Path(sys.argv[2])
+    {"hugging_face": hugging_face, "lightning": lightning, "keras_layout": keras_layout}[kind](
+        where
+    )

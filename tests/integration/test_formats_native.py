@@ -1,0 +1,133 @@
+"""Native logs, no config: each format, written by the real library where it installs (the
+Hugging Face Trainer, Lightning's CSV and TensorBoard loggers, torch's event writer in Keras'
+layout) or copied line for line where it does not (formats_jobs.copied_formats), holds a run
+that diverges; ``lrwatch replay`` and a live ``lrwatch run`` both find it, on the run's loss.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lrwatch import testing
+from lrwatch.demo.showcase import free_port
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+pytest.importorskip("lightning")
+
+JOBS = "tests.integration.formats_jobs"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Every format's diverging run under one directory, and {run: the loss metric}."""
+    from tests.integration.formats_jobs import copied_formats
+
+    root = tmp_path_factory.mktemp("native")
+    (root / "hf_stdout").mkdir()
+    with (root / "hf_stdout" / "train.log").open("wb") as stdout:
+        jobs = [
+            subprocess.Popen(
+                [sys.executable, "-m", JOBS, "hugging_face", str(root / "hf")],
+                cwd=REPO,
+                stdout=stdout,
+                stderr=subprocess.DEVNULL,
+            ),
+            *(
+                subprocess.Popen(
+                    [sys.executable, "-m", JOBS, kind, str(root / name)],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for kind, name in (("lightning", "lightning"), ("keras_layout", "keras/fit"))
+            ),
+        ]
+        for job in jobs:
+            assert job.wait(timeout=240) == 0, job.args
+    [hf_tb] = (root / "hf" / "runs").iterdir()  # the Trainer's logging_dir: runs/<time_host>
+    runs = {
+        "hf": "loss",  # checkpoint-*/trainer_state.json: one run, the output directory
+        f"hf/runs/{hf_tb.name}": "train/loss",  # report_to tensorboard
+        "hf_stdout": "loss",  # the printed dicts
+        "lightning/csv/version_0": "train_loss_step",
+        "lightning/tb/version_0": "train_loss_step",
+        "keras/fit": "train/epoch_loss",  # train/ and validation/ are one run
+        **copied_formats(root),
+    }
+    return root, runs
+
+
+def test_the_library_files_are_where_the_runs_say(made: tuple[Path, dict[str, str]]) -> None:
+    root, _ = made
+    assert len(list(root.glob("hf/checkpoint-*/trainer_state.json"))) == 4
+    assert list(root.glob("hf/runs/*/events.out.tfevents.*"))
+    assert "{'loss': " in (root / "hf_stdout" / "train.log").read_text()
+    header = (root / "lightning/csv/version_0/metrics.csv").read_text().splitlines()[0]
+    assert {"train_loss_step", "train_loss_epoch", "lr-SGD", "step"} <= set(header.split(","))
+    assert list(root.glob("lightning/tb/version_0/events.out.tfevents.*"))
+    assert list(root.glob("keras/fit/validation/events.out.tfevents.*"))
+
+
+def test_replay_finds_each_divergence_with_no_config(made: tuple[Path, dict[str, str]]) -> None:
+    root, runs = made
+    out = subprocess.run(
+        [sys.executable, "-m", "lrwatch", "replay", str(root), "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    found = {(r["run"], r["metric"]) for r in rows if r["kind"] == "divergence"}
+    missing = {run: loss for run, loss in runs.items() if (run, loss) not in found}
+    assert not missing, f"no divergence on the loss of {missing}; found {sorted(found)}"
+    # The validation curve of the Keras run is its own series, a validation loss.
+    assert not any(r["metric"] == "epoch_loss" for r in rows)
+
+
+def test_a_live_daemon_finds_each_divergence_with_no_config(
+    made: tuple[Path, dict[str, str]], tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    source, runs = made
+    root = tmp_path / "runs"
+    root.mkdir()
+    port, state, log = free_port(), tmp_path / "state.sqlite", tmp_path / "daemon.log"
+    daemon = testing.spawn(root, state, port, log)
+    procs.append(daemon)
+    testing.wait_ready(daemon, port, log)
+    # The logs appear under the watched root while the daemon runs; the Trainer's checkpoints
+    # one after the other, as it saves them (each a longer trainer_state.json).
+    for item in sorted(source.iterdir()):
+        shutil.copytree(item, root / item.name)
+        time.sleep(0.2)
+
+    def divergent() -> set[tuple[str, str]]:
+        db = sqlite3.connect(state)
+        try:
+            return set(db.execute("SELECT run, metric FROM findings WHERE kind = 'divergence'"))
+        except sqlite3.OperationalError:
+            return set()
+        finally:
+            db.close()
+
+    def missing() -> dict[str, str]:
+        found = divergent()
+        return {run: loss for run, loss in runs.items() if (run, loss) not in found}
+
+    testing.wait_for(lambda: not missing(), 60, "a divergence on each run's loss", show=missing)
+    scraped = testing.scrape(port)
+    for run in runs:
+        assert scraped[f'lrwatch_findings_total{{kind="divergence",run="{run}"}}'] >= 1
+    status = testing.status(port)
+    assert status, "no status"
+    testing.stop(daemon, log)

@@ -1,0 +1,106 @@
+"""Metric roles: the frameworks' native names, and a role inferred from a name with "loss" in it
+when a run logs none of the configured ones (RunMonitor.inferred_roles)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lrwatch.config import Config, RolesConfig
+from lrwatch.pipeline import RunMonitor
+from lrwatch.types import Role, Sample
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [
+        ("total_loss", Role.LOSS),  # detectron2
+        ("train_loss_step", Role.LOSS),  # Lightning
+        ("epoch_loss", Role.LOSS),  # Keras
+        ("train/epoch_loss", Role.LOSS),
+        ("train/loss", Role.LOSS),  # HF TensorBoard, SB3
+        ("trl", Role.LOSS),  # llm.c main.log
+        ("train_loss", Role.LOSS),
+        ("train/CrossEntropyLoss", Role.LOSS),  # OLMo
+        ("eval/loss", Role.VAL_LOSS),
+        ("eval_loss", Role.VAL_LOSS),
+        ("val_loss", Role.VAL_LOSS),
+        ("val/loss", Role.VAL_LOSS),
+        ("validation/epoch_loss", Role.VAL_LOSS),
+        ("tel", Role.VAL_LOSS),
+        ("train/learning_rate", Role.LR),
+        ("lr-AdamW", Role.LR),
+        ("epoch_learning_rate", Role.LR),
+        ("norm", Role.GRAD_NORM),  # llm.c
+        ("optim/total_grad_norm", Role.GRAD_NORM),
+        ("accuracy", None),
+    ],
+)
+def test_native_names(name: str, role: Role | None) -> None:
+    assert RolesConfig().role_of(name) is role
+
+
+@pytest.mark.parametrize(
+    ("name", "role"),
+    [
+        ("mean_loss", Role.LOSS),
+        ("train/nll_loss", Role.LOSS),
+        ("Loss/G/loss", Role.LOSS),
+        ("Loss/scores/fake", None),  # "loss" only in a group name: a logit, not a loss
+        ("val/rmse_loss", Role.VAL_LOSS),
+        ("eval_g0_loss", Role.VAL_LOSS),
+        ("test_loss", Role.VAL_LOSS),
+        ("accuracy", None),
+    ],
+)
+def test_inference_by_name(name: str, role: Role | None) -> None:
+    assert RolesConfig().infer_role(name) is role
+    assert RolesConfig(infer=False).infer_role(name) is None
+
+
+def feed(monitor: RunMonitor, rows: list[tuple[int, dict[str, float]]]) -> list[str]:
+    samples = [Sample("r", m, step, v) for step, values in rows for m, v in values.items()]
+    outcome = monitor.observe(samples, can_act=None)
+    return [f.kind for f in outcome.findings]
+
+
+def test_an_inferred_loss_is_watched_and_said() -> None:
+    monitor = RunMonitor("r", Config().for_run("r"), assume_landed=True)
+    rows = [(s, {"acc": 0.5, "mean_loss": 1.0 / (s + 1), "val/rmse_loss": 0.3}) for s in range(50)]
+    rows.append((50, {"mean_loss": math.nan}))
+    assert "divergence" in feed(monitor, rows)
+    assert monitor.inferred_roles == {Role.LOSS: "mean_loss", Role.VAL_LOSS: "val/rmse_loss"}
+    assert monitor.role_metric(Role.LOSS) == "mean_loss"
+    assert monitor.series["mean_loss"].role is Role.LOSS
+
+
+def test_a_configured_name_seen_later_takes_the_role_back() -> None:
+    monitor = RunMonitor("r", Config().for_run("r"), assume_landed=True)
+    feed(monitor, [(0, {"disc_loss": 1.0})])
+    assert monitor.inferred_roles == {Role.LOSS: "disc_loss"}
+    feed(monitor, [(1, {"loss": 2.0, "disc_loss": 1.0})])
+    assert monitor.inferred_roles == {}
+    assert monitor.role_metric(Role.LOSS) == "loss"
+    assert monitor.series["disc_loss"].role is None and not monitor.series["disc_loss"].detectors
+
+
+def test_the_first_loss_name_wins_and_a_rewind_keeps_it() -> None:
+    monitor = RunMonitor("r", Config().for_run("r"), assume_landed=True)
+    feed(monitor, [(s, {"g_loss": 1.0, "d_loss": 2.0}) for s in range(5)])
+    assert monitor.inferred_roles == {Role.LOSS: "g_loss"}
+    assert monitor.series["d_loss"].role is None
+    # a restart appended to the same file: the series is rebuilt, with its inferred role
+    monitor.observe([Sample("r", "g_loss", 5, 1.0)], can_act=None, source="f")
+    outcome = monitor.observe([Sample("r", "g_loss", 1, 1.0)], can_act=None, source="f")
+    assert [r.metric for r in outcome.rewinds] == ["g_loss"]
+    assert monitor.series["g_loss"].role is Role.LOSS
+    assert monitor.inferred_roles == {Role.LOSS: "g_loss"}
+
+
+def test_state_round_trip_infers_the_same() -> None:
+    monitor = RunMonitor("r", Config().for_run("r"), assume_landed=True)
+    feed(monitor, [(s, {"g_loss": 1.0, "d_loss": 2.0}) for s in range(5)])
+    again = RunMonitor("r", Config().for_run("r"), assume_landed=True)
+    again.load_state_dict(monitor.state_dict())
+    assert again.inferred_roles == monitor.inferred_roles

@@ -1,0 +1,241 @@
+"""The text reader: the exact line formats of nanoGPT, llm.c (stdout and main.log), the Hugging
+Face Trainer's printed dicts, build-nanogpt, OLMo and a Keras-like epoch line; a user regex;
+torn lines; files that are not logs; state round-trip."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path, PurePath
+
+import pytest
+from pydantic import ValidationError
+
+from lrwatch.sources.base import LogReader
+from lrwatch.sources.text import TextConfig, TextReader, TextSource
+
+Point = tuple[str, int, float]
+
+
+def points(reader: TextReader) -> list[Point]:
+    return [(s.metric, s.step, s.value) for s in reader.read()]
+
+
+def append(path: Path, data: str) -> None:
+    with path.open("a") as f:
+        f.write(data)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "train.log"
+
+
+def test_nanogpt(path: Path) -> None:
+    # model.py/train.py of karpathy/nanoGPT: print(f"iter {iter_num}: loss {lossf:.4f}, ...")
+    append(path, "iter 10: loss 2.3456, time 31.02ms, mfu 12.34%\n")
+    append(path, "step 250: train loss 2.1000, val loss 2.2000\n")
+    assert points(TextReader(path, "r")) == [
+        ("loss", 10, 2.3456),
+        ("time", 10, 31.02),
+        ("mfu", 10, 12.34),
+        ("train_loss", 250, 2.1),
+        ("val_loss", 250, 2.2),
+    ]
+
+
+def test_llmc_stdout_keeps_nan(path: Path) -> None:
+    # train_gpt2.cu's printf, as in reallogs/llmc_gpt2_nan_from_step1
+    append(
+        path,
+        "step    1/19560 | train loss 11.009384 | norm 15.4310 | lr 1.71e-06 | 1234.56 ms"
+        " | 34.5% bf16 MFU | 133950 tok/s\n"
+        "step    2/19560 | loss     nan (+nanz)| norm    nan (+nanz)| lr 8.57e-07 | 3914.05 ms"
+        " | 34.5% bf16 MFU | 133950 tok/s\n",
+    )
+    got = points(TextReader(path, "r"))
+    assert got[:3] == [("train_loss", 1, 11.009384), ("norm", 1, 15.431), ("lr", 1, 1.71e-06)]
+    assert [(m, s) for m, s, _ in got[3:]] == [("loss", 2), ("norm", 2), ("lr", 2)]
+    assert math.isnan(got[3][2]) and math.isnan(got[4][2])
+
+
+def test_llmc_main_log(path: Path) -> None:
+    append(path, "s:0 tel:11.0095\ns:0 trl:11.0116 lr:0.000001 norm:14.96\ns:1 trl:nan\n")
+    got = points(TextReader(path, "r"))
+    assert got[:4] == [
+        ("tel", 0, 11.0095),
+        ("trl", 0, 11.0116),
+        ("lr", 0, 1e-06),
+        ("norm", 0, 14.96),
+    ]
+    assert got[4][:2] == ("trl", 1) and math.isnan(got[4][2])
+
+
+def test_hugging_face_printed_dicts_count_as_steps(path: Path) -> None:
+    append(
+        path,
+        "  5%|▌         | 1/20 [00:00<00:01]\n"
+        "{'loss': 2.31, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.1}\n"
+        "{'loss': nan, 'grad_norm': inf, 'learning_rate': 4e-05, 'epoch': 0.2}\n"
+        "{'eval_loss': 2.5, 'eval_runtime': 0.1, 'epoch': 1.0}\n"
+        "{'train_runtime': 3.2, 'train_loss': 2.4, 'epoch': 1.0}\n",  # the summary: skipped
+    )
+    reader = TextReader(path, "r")
+    got = points(reader)
+    assert got[:4] == [
+        ("loss", 1, 2.31),
+        ("grad_norm", 1, 1.2),
+        ("learning_rate", 1, 5e-05),
+        ("epoch", 1, 0.1),
+    ]
+    assert [(m, s) for m, s, _ in got[4:]] == [
+        ("loss", 2), ("grad_norm", 2), ("learning_rate", 2), ("epoch", 2),
+        ("eval_loss", 3), ("eval_runtime", 3), ("epoch", 3),
+    ]  # fmt: skip
+    assert math.isnan(got[4][2]) and got[5][2] == math.inf
+    assert reader.stats["skipped_lines"] == 2  # the progress bar and the summary
+
+
+def test_dict_lines_with_an_integer_step_key(path: Path) -> None:
+    append(path, '{"train_lr": 0.001, "train_loss": 4.77, "epoch": 0, "n_parameters": 5}\n')
+    append(path, "{'step': 7, 'loss': 1.5}\n")
+    assert points(TextReader(path, "r")) == [
+        ("train_lr", 0, 0.001),
+        ("train_loss", 0, 4.77),
+        ("n_parameters", 0, 5.0),
+        ("loss", 7, 1.5),
+    ]
+
+
+def test_build_nanogpt_and_epoch_lines(path: Path) -> None:
+    append(path, "0 val 10.9519\n0 hella 0.2487\n0 train 10.955011\n")
+    append(path, "Epoch 3/100 - Train Loss: 4.0520, Val Loss: 3.2508\n")
+    assert points(TextReader(path, "r")) == [
+        ("val_loss", 0, 10.9519),
+        ("hella", 0, 0.2487),
+        ("train_loss", 0, 10.955011),
+        ("train_loss", 3, 4.052),
+        ("val_loss", 3, 3.2508),
+    ]
+
+
+def test_olmo_indented_metrics_belong_to_the_step_above(path: Path) -> None:
+    append(
+        path,
+        "2025-12-11 00:27:01.586\thost:0\tolmo.train:979\tINFO\t[step=1/2500,epoch=0]\n"
+        "    optim/total_grad_norm=11.55\n"
+        "    train/CrossEntropyLoss=11.33\n"
+        "    train/Perplexity=83,461\n"
+        "2025-12-11 00:27:05.000\thost:0\tolmo.train:100\tINFO\tSaving checkpoint\n"
+        "    not/a_metric=1\n",
+    )
+    assert points(TextReader(path, "r")) == [
+        ("epoch", 1, 0.0),
+        ("optim/total_grad_norm", 1, 11.55),
+        ("train/CrossEntropyLoss", 1, 11.33),
+        ("train/Perplexity", 1, 83461.0),
+    ]
+
+
+def test_a_user_regex_replaces_the_built_in_shapes(path: Path) -> None:
+    append(path, "epoch=1 batch=3 objective: 0.75 acc=0.5\nstep 9 loss 1.0\n")
+    reader = TextReader(path, "r", pattern=r"batch=(?P<step>\d+) objective: (?P<objective>\S+)")
+    assert points(reader) == [("objective", 3, 0.75)]
+    assert reader.stats["skipped_lines"] == 1
+
+
+def test_a_regex_needs_a_metric_group() -> None:
+    with pytest.raises(ValidationError, match="named group per metric"):
+        TextConfig(pattern=r"step (?P<step>\d+)")
+    with pytest.raises(ValidationError, match="not a valid regex"):
+        TextConfig(pattern="(")
+
+
+def test_a_torn_last_line_waits_for_its_newline(path: Path) -> None:
+    append(path, "iter 1: loss 2.0\niter 2: lo")
+    reader = TextReader(path, "r")
+    assert points(reader) == [("loss", 1, 2.0)]
+    assert points(reader) == []
+    append(path, "ss 1.5\n")
+    assert points(reader) == [("loss", 2, 1.5)]
+
+
+def test_a_file_that_is_no_log_is_counted_once_and_left(path: Path) -> None:
+    append(path, "".join(f"just some prose, line {i}\n" for i in range(30)))
+    reader = TextReader(path, "r", probe_lines=20)
+    assert points(reader) == []
+    assert reader.stats["unrecognised_files"] == 1
+    append(path, "iter 1: loss 2.0\n")  # no longer parsed: the file was judged
+    assert points(reader) == []
+
+
+def test_skipped_lines_do_not_condemn_a_log(path: Path) -> None:
+    append(path, "loading...\n" * 5 + "iter 1: loss 2.0\n" + "noise\n" * 50)
+    reader = TextReader(path, "r", probe_lines=20)
+    assert points(reader) == [("loss", 1, 2.0)]
+    assert reader.stats == {**reader.stats, "skipped_lines": 55, "unrecognised_files": 0}
+
+
+def test_state_dict_round_trip(path: Path) -> None:
+    append(path, "[step=1/9]\n    loss=2.0\n{'loss': 1.0}\n")
+    reader = TextReader(path, "r")
+    assert isinstance(reader, LogReader)
+    reader.read()
+    again = TextReader(path, "r")
+    again.load_state_dict(reader.state_dict())
+    append(path, "    lr=0.1\n{'loss': 0.5}\n")
+    assert points(again) == [("lr", 1, 0.1), ("loss", 2, 0.5)]
+    with pytest.raises(ValueError, match="step"):
+        again.load_state_dict({**reader.state_dict(), "step": "x"})
+
+
+@pytest.mark.parametrize(
+    ("name", "claimed"),
+    [
+        ("train.log", True),
+        ("log.txt", True),
+        ("loss_log.txt", True),
+        ("README.txt", False),
+        ("requirements.txt", False),
+        ("LICENSE.txt", False),
+        ("metrics.jsonl", False),
+    ],
+)
+def test_claims(name: str, claimed: bool) -> None:
+    assert TextSource().claims(PurePath("runs/a") / name) is claimed
+
+
+def test_globs_are_configurable() -> None:
+    source = TextSource(TextConfig(globs=("*.out",)))
+    assert source.claims(PurePath("job.out")) and not source.claims(PurePath("train.log"))
+
+
+def test_transformers_5_quotes_its_numbers(path: Path) -> None:
+    # as printed by transformers 5.25's Trainer (captured from the integration test's job)
+    append(
+        path,
+        "{'loss': '319.2', 'grad_norm': '354.4', 'learning_rate': '0.5', 'epoch': '0.125'}\n"
+        "{'loss': 'nan', 'grad_norm': 'inf', 'learning_rate': '0.5', 'epoch': '1'}\n",
+    )
+    got = points(TextReader(path, "r"))
+    assert [(m, s) for m, s, _ in got] == [
+        ("loss", 1), ("grad_norm", 1), ("learning_rate", 1), ("epoch", 1),
+        ("loss", 2), ("grad_norm", 2), ("learning_rate", 2), ("epoch", 2),
+    ]  # fmt: skip
+    assert got[0][2] == 319.2 and math.isnan(got[4][2]) and got[7][2] == 1.0
+
+
+def test_the_sources_text_section_configures_the_source(tmp_path: Path) -> None:
+    from lrwatch.sources.discovery import build_formats, log_format, open_reader
+
+    formats, problems = build_formats(
+        {"text": {"globs": ["*.out"], "pattern": r"it (?P<step>\d+) obj (?P<obj>\S+)"}}
+    )
+    assert not problems
+    assert log_format("run/job.out", formats=formats) == "text"
+    assert log_format("run/train.log", formats=formats) is None
+    job = tmp_path / "job.out"
+    job.write_text("it 3 obj 0.5\n")
+    reader = open_reader(tmp_path, job, formats=formats)
+    assert [(s.metric, s.step, s.value) for s in reader.read()] == [("obj", 3, 0.5)]
+    _, problems = build_formats({"text": {"pattern": "("}})
+    assert problems and "not a valid regex" in problems[0].message

@@ -216,7 +216,8 @@ class RunMonitor:
                 found_here += self._isolate(series, sample, ran, exc)
             findings = self._checked(series, sample, found_here) if found_here else []
             if series.role is Role.LOSS:
-                self.progress.update(sample.step, sample.value)
+                if sample.metric == self.role_metric(Role.LOSS):  # one loss, if two are logged
+                    self.progress.update(sample.step, sample.value)
                 due = self.controller.on_step(self.run, sample.step, self.control, can_act=can_act)
                 if due is None:
                     due = self._judge_cut(sample.step, can_act)
@@ -241,7 +242,11 @@ class RunMonitor:
             for found in findings:
                 found = replace(found, run=self.run, metric=sample.metric)
                 outcome.findings.append(found)
-                if held and found.kind == "plateau":
+                guessed = self._guessed(sample.metric)
+                if guessed is not None:
+                    why = f"{found.kind}: reported only: {guessed}"
+                    decision = Decision(self.run, found.step, None, why, found, label=found.kind)
+                elif held and found.kind == "plateau":
                     why = "plateau: reported only while the LR schedule is still moving the LR"
                     decision = Decision(self.run, found.step, None, why, found, label=found.kind)
                 elif found.kind == "plateau":
@@ -262,8 +267,20 @@ class RunMonitor:
         if self.assume_landed and action is not None and action.factor is not None:
             self.control.lr_scale *= action.factor
 
+    def _guessed(self, metric: str) -> str | None:
+        """Why findings on ``metric`` are not acted on, if its role was only guessed from its
+        name (an RL policy loss or a GAN's discriminator loss is no loss to minimise): lrwatch
+        reports them and pages on them, but touches no LR on a guess (do no harm)."""
+        for role, name in self.inferred_roles.items():
+            if name == metric:
+                return (
+                    f"its {role.value} role was inferred from the name {metric!r}; name it "
+                    f"under roles.{role.value} in the config to let lrwatch act on it"
+                )
+        return None
+
     def _judge(self) -> dict[str, Any]:
-        return self.control.memory.setdefault(_JUDGE, {"since": None, "cut": None, "backoff": 1})
+        return self.control.memory.setdefault(_JUDGE, {"since": None, "cut": None, "wait": 0})
 
     def _plateau(self, found: Finding, can_act: str | None) -> Decision:
         """A plateau is cut only if the run has stopped making progress relative to its own
@@ -272,7 +289,7 @@ class RunMonitor:
         judge = self._judge()
         since = judge["since"] if judge["since"] is not None else self._first_loss_step()
         verdict = self.progress.verdict(since, found.step)
-        wait = self.settings.policy.cooldown_steps * judge["backoff"]
+        wait = max(self.settings.policy.cooldown_steps, judge.get("wait", 0))
         if not verdict.stalled or verdict.horizon < wait:
             why = verdict.why if not verdict.stalled else f"horizon {verdict.horizon} < {wait}"
             return Decision(
@@ -298,7 +315,7 @@ class RunMonitor:
         since = judge["since"] if judge["since"] is not None else self._first_loss_step()
         verdict = self.progress.verdict(since, step)
         judge["next"] = step + max(1, verdict.horizon // 4)
-        wait = self.settings.policy.cooldown_steps * judge["backoff"]
+        wait = max(self.settings.policy.cooldown_steps, judge.get("wait", 0))
         if not verdict.stalled or verdict.horizon < wait:
             return None
         return Finding(
@@ -323,7 +340,8 @@ class RunMonitor:
         helped, why = self.progress.helped(cut_at, step)
         if helped:
             return None
-        judge["backoff"] = min(64, judge["backoff"] * 2)
+        # Backing off: the next plateau cut needs twice the evidence this one had.
+        judge["wait"] = 2 * max(horizon, judge.get("wait", 0))
         proposal = Proposal(
             1.0 / factor,
             f"plateau cut at step {cut_at} did not help ({why}): given back",

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 SHARE = 0.05  # the share of its progress so far a run must still make over the horizon
 Z = 2.0  # standard errors of confidence that it did not
+NOISE_SHARE = 1.0  # ... or less than this many times its sample-to-sample noise (see verdict)
+NOISE_PROGRESS = 0.2  # ... and less than this share of its progress so far
 _MAX_BLOCKS = 256
+_RECENT = 256
 _MIN_BLOCKS = 4  # in each of the two windows compared
 
 
@@ -51,6 +55,7 @@ class Progress:
 
     def __init__(self) -> None:
         self._blocks: list[tuple[int, float]] = []  # (last step, median log value)
+        self._recent: deque[float] = deque(maxlen=_RECENT)  # the last raw log values: noise
         self._pending: list[float] = []
         self._size = 1  # samples per block
         self._usable = True  # False once a value <= 0 is seen: no log, no judgement
@@ -62,6 +67,7 @@ class Progress:
             self._usable = False
             return
         self._pending.append(math.log(value))
+        self._recent.append(self._pending[-1])
         if len(self._pending) < self._size:
             return
         self._blocks.append((step, _median(self._pending)))
@@ -110,12 +116,22 @@ class Progress:
         if gained + Z * se < need:
             why = f"the loss moved {pct:+.2g} % over the last {horizon} steps ({of})"
             return Verdict(True, why, horizon)
+        noise = self._noise(list(self._recent))
+        if gained + Z * se < NOISE_SHARE * noise and gained < NOISE_PROGRESS * total:
+            # Half its life bought less than one batch's scatter: the loss sits at the floor
+            # its LR's noise sets (SGD's noise floor), which only a lower LR gets below.
+            why = (
+                f"the loss moved {pct:+.2g} % over the last {horizon} steps, less than its "
+                f"sample-to-sample noise ({100 * math.expm1(noise):.2g} %): at its noise floor"
+            )
+            return Verdict(True, why, horizon)
         why = f"the loss still improves: {pct:+.2g} % over the last {horizon} steps ({of})"
         return Verdict(False, why, horizon)
 
     def helped(self, cut_at: int, now: int) -> tuple[bool, str]:
-        """Did the loss improve after a cut at ``cut_at``, over [cut_at, now]? Judged as a
-        plateau is: by ``SHARE`` of its progress so far, with confidence that it did not."""
+        """Did the loss improve after a cut at ``cut_at``, over [cut_at, now]: by ``SHARE`` of
+        its progress so far, with ``Z`` standard errors of confidence? A cut stays only if it
+        proved itself; one that cannot be told from noise is given back (do no harm)."""
         before = self._window(-math.inf, cut_at)[-_MIN_BLOCKS * 2 :]
         after = self._window(cut_at + (now - cut_at) / 2, now)
         if len(before) < _MIN_BLOCKS or len(after) < _MIN_BLOCKS:
@@ -126,7 +142,7 @@ class Progress:
         se = 1.2533 * self._noise(before + after) * math.sqrt(1 / len(before) + 1 / len(after))
         need = SHARE * total if total > 0 else math.log1p(0.01)
         pct = 100 * math.expm1(gained)
-        if gained + Z * se < need:
+        if gained - Z * se < need:
             return False, f"the loss moved {pct:+.2g} % in the {now - cut_at} steps since"
         return True, f"the loss improved {pct:+.2g} % in the {now - cut_at} steps since"
 
@@ -137,6 +153,7 @@ class Progress:
             "pending": list(self._pending),
             "size": self._size,
             "usable": self._usable,
+            "recent": list(self._recent),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -146,3 +163,4 @@ class Progress:
         self._pending = [float(v) for v in state["pending"]]
         self._size = int(state["size"])
         self._usable = bool(state["usable"])
+        self._recent = deque((float(v) for v in state["recent"]), maxlen=_RECENT)

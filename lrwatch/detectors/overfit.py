@@ -22,11 +22,18 @@ losses are few (one per evaluation) and smooth, so:
   average is higher than it was ``patience`` evaluations ago (still climbing, not a bump that is
   settling back); ``onset_step`` is the best step.
 
+Few evaluations (a fine-tune evaluated 4 or 5 times) never fill that patience, so a second
+rule reads the raw values: the last ``RISES`` evaluations each above the one before, starting
+from the lowest so far, ending ``2 * threshold`` above it and clear of the noise too (a
+validation loss climbing three evaluations in a row, by 10 %, is overfitting however few there
+are; one that wobbles does not climb every time).
+
 ``active`` stays "overfit" until the average sets a new best. Non-finite values are skipped.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -35,6 +42,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from lrwatch.types import Finding, Role, Severity
+
+RISES = 3  # evaluations in a row, each above the one before, that are a climb however few
 
 
 class OverfitConfig(BaseModel):
@@ -73,6 +82,8 @@ class OverfitDetector:
         self._rising = 0
         self._recent: deque[float] = deque(maxlen=cfg.patience + 1)  # the last averages
         self._active = False
+        self._raw: deque[tuple[int, float]] = deque(maxlen=RISES + 1)  # the last evaluations
+        self._raw_best = math.inf
 
     @property
     def active(self) -> str | None:
@@ -90,6 +101,12 @@ class OverfitDetector:
             self._msd += max(self._alpha, 1.0 / (self._n - 1)) * (d * d - self._msd)
             self._ema += a * (value - self._ema)
         self._prev = value
+        self._raw.append((step, value))
+        climb = self._climbing(value)
+        self._raw_best = min(self._raw_best, value)
+        if climb is not None and not self._active:
+            self._active = True
+            return climb
         if not (math.isfinite(self._ema) and math.isfinite(self._msd)):
             self._n, self._ema, self._msd, self._best, self._rising = 1, value, 0.0, math.inf, 0
             self._recent.clear()
@@ -112,6 +129,34 @@ class OverfitDetector:
             return None
         self._active = True
         return self._finding(step, margin)
+
+    def _climbing(self, value: float) -> Finding | None:
+        """The few-evaluations rule: the last ``RISES`` values climb from the lowest so far."""
+        raw = list(self._raw)
+        if len(raw) < RISES + 1 or raw[0][1] > self._raw_best or not raw[0][1] > 0:
+            return None
+        if any(b[1] <= a[1] for a, b in itertools.pairwise(raw)):
+            return None
+        best_step, best = raw[0]
+        noise = self.config.noise_z * math.sqrt(self._msd / 2.0)
+        if value - best < max(2 * self.config.threshold * best, noise):
+            return None
+        self._best_step = best_step
+        rise = value / best - 1.0
+        reason = (
+            f"validation loss {value:.4g} has risen {RISES} evaluations in a row, "
+            f"{rise:.1%} above its best {best:.4g} at step {best_step}: overfitting; the best "
+            f"checkpoint is step {best_step}"
+        )
+        detail = {"best": best, "best_step": best_step, "value": value, "rise": rise}
+        return Finding(
+            kind="overfit",
+            severity=Severity.WARNING,
+            step=self._raw[-1][0],
+            reason=reason,
+            detail={**detail, "evaluations": RISES, "trigger": "climb"},
+            onset_step=best_step,
+        )
 
     def _margin(self) -> float:
         a = self._alpha
@@ -156,6 +201,8 @@ class OverfitDetector:
             "rising": self._rising,
             "recent": list(self._recent),
             "active": self._active,
+            "raw": [[s, v] for s, v in self._raw],
+            "raw_best": self._raw_best if math.isfinite(self._raw_best) else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -172,3 +219,6 @@ class OverfitDetector:
         self._rising = int(state["rising"])
         self._recent = deque((float(v) for v in state["recent"]), maxlen=self.config.patience + 1)
         self._active = bool(state["active"])
+        self._raw = deque(((int(s), float(v)) for s, v in state.get("raw", [])), maxlen=RISES + 1)
+        raw_best = state.get("raw_best")
+        self._raw_best = math.inf if raw_best is None else float(raw_best)

@@ -13,6 +13,12 @@ a second warm-up): it is the schedule's doing, not the data's, so the pipeline d
 whose onset follows an LR rise within ``rise_window`` steps (the detection corpus' SGDR runs
 were flagged as drifting 27 to 80 steps after each restart).
 
+"Still moving" is judged in steps as well as samples: a logged LR is often rounded (llm.c prints
+six decimals, so the top of a cosine reads constant for ~500 steps), so the LR counts as moving
+for as long again as it has been since the run began when it last changed, and for ``span``
+samples at least. A job with the hook says so exactly instead (the schedule's own LR, in its
+heartbeat): the pipeline prefers that when it has it.
+
 A detector in form (it never finds anything), registered like the others, so a series builds,
 runs and persists it the same way and a config can turn it off.
 """
@@ -63,6 +69,9 @@ class ScheduleMotion:
         self._last = math.nan
         self._since_change = 0
         self._rose_at: int | None = None  # the step of the last LR rise
+        self._first_step: int | None = None
+        self._last_step = 0
+        self._changed_at: int | None = None  # the step of the last change
 
     @property
     def active(self) -> str | None:
@@ -70,7 +79,11 @@ class ScheduleMotion:
 
     @property
     def moving(self) -> bool:
-        return self._since_change < self.span
+        if self._since_change < self.span:
+            return True
+        if self._changed_at is None or self._first_step is None:
+            return False
+        return 2 * (self._last_step - self._changed_at) < self._last_step - self._first_step
 
     def raised_before(self, step: int) -> bool:
         """Whether the LR rose at most ``rise_window`` steps before ``step`` (or after it);
@@ -82,8 +95,12 @@ class ScheduleMotion:
     def update(self, step: int, value: float) -> Finding | None:
         if not math.isfinite(value):
             return None
+        if self._first_step is None:
+            self._first_step = step
+        self._last_step = step
         if self._seen and abs(value - self._last) > 1e-6 * abs(self._last):
             self._since_change = 0
+            self._changed_at = step
             if value > self._last:
                 self._rose_at = step
         else:
@@ -95,8 +112,9 @@ class ScheduleMotion:
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "schedule",
-            "version": 2,
+            "version": 3,
             "seen": self._seen,
+            "steps": [self._first_step, self._last_step, self._changed_at],
             "last": self._last if math.isfinite(self._last) else None,
             "since_change": self._since_change,
             "rose_at": self._rose_at,
@@ -104,7 +122,7 @@ class ScheduleMotion:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         # Version 1 (before rise tracking) loads with no rise seen.
-        if state.get("detector") != "schedule" or state.get("version") not in (1, 2):
+        if state.get("detector") != "schedule" or state.get("version") not in (1, 2, 3):
             raise ValueError(f"not a schedule state: {state.get('detector')!r}")
         self._seen = int(state["seen"])
         last = state["last"]
@@ -112,3 +130,7 @@ class ScheduleMotion:
         self._since_change = int(state["since_change"])
         rose_at = state.get("rose_at")
         self._rose_at = None if rose_at is None else int(rose_at)
+        first, last_step, changed = state.get("steps", [None, 0, None])  # version 3
+        self._first_step = None if first is None else int(first)
+        self._last_step = int(last_step)
+        self._changed_at = None if changed is None else int(changed)

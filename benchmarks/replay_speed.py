@@ -1,0 +1,254 @@
+"""How fast ``lrwatch replay`` goes over a 200k-scalar TensorBoard file, detectors included,
+against tensorboard's ``EventAccumulator`` merely loading it: side by side in one process.
+
+Run: ``.venv/bin/python benchmarks/replay_speed.py`` (a few minutes on 2 CPU cores the first
+time, most of it writing the TensorBoard files with torch's SummaryWriter; they are kept in
+``--data`` for the next runs). Writes ``benchmarks/results/replay_speed.md`` and
+``replay_speed.png``.
+
+Two files of 20,000 steps x 10 per-step tags (``train/loss``, ``train/learning_rate``,
+``train/grad_norm`` and seven scalars no detector looks at) plus ``eval/loss`` every 500 steps,
+as a Hugging Face Trainer run logs them: 200,040 scalars each.
+
+- **noise**: every value uniform noise, the loss too (the ingest benchmark's kind of file);
+- **curve**: a realistic run: linear warm-up then cosine LR, a loss decaying to a floor with
+  AR(1) noise and spikes, a gradient norm that follows it, an eval loss that turns up at the
+  end (overfit): the detectors do real work and find things.
+
+``eval/loss`` and ``train/learning_rate`` are not in lrwatch's default role names, so the run is
+given a config that adds them (written next to the data): every role metric gets its detectors.
+
+Contenders, each timed in CPU seconds (``time.process_time``), interleaved, best of ``--repeats``:
+
+- (a) ``EventAccumulator(path, size_guidance={SCALARS: 0}).Reload()``: merely loading;
+- (b) lrwatch reading alone (``read_run``: records made into step-ordered samples);
+- (c) ``lrwatch replay`` end to end in-process: ``lrwatch.replay.replay``, the function the CLI
+  calls, detectors and policy included, its findings serialised as ``--format jsonl`` would;
+- (d) the CLI as a subprocess, ``python -m lrwatch replay --format jsonl`` (wall seconds,
+  interpreter and imports included): reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+RESULTS = ROOT / "benchmarks" / "results"
+
+from lrwatch.config import load_config  # noqa: E402
+from lrwatch.replay import discover_runs, read_run, replay  # noqa: E402
+
+STEPS = 20_000
+TARGET = 3.0
+CONFIG = """\
+roles:
+  lr: [train/learning_rate, lr, learning_rate]
+  val_loss: [eval/loss, val/loss, val_loss]
+"""
+WRITE_TB = r"""
+import math, sys, numpy as np
+from torch.utils.tensorboard import SummaryWriter
+out, steps, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+writer = SummaryWriter(out, max_queue=1000, flush_secs=3600)
+rng = np.random.default_rng(0)
+other = ("train/epoch", "train/tokens_per_second", "train/accuracy", "train/weight_norm",
+         "system/gpu_memory", "system/gpu_utilization", "system/step_seconds")
+warmup, peak, floor = steps // 20, 3e-4, 1.2
+noise, loss = 0.0, 0.0
+for step in range(steps):
+    if kind == "noise":
+        loss, lr, gnorm = rng.random(), rng.random(), rng.random()
+    else:
+        lr = peak * step / warmup if step < warmup else peak * 0.5 * (
+            1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        noise = 0.9 * noise + rng.normal(0, 0.04)
+        spike = 1.5 if rng.random() < 0.0005 else 0.0
+        loss = floor + 4.0 * math.exp(-step / (steps / 6)) + noise + spike
+        gnorm = 0.5 + loss * 0.3 + abs(rng.normal(0, 0.1)) + 5 * spike
+    writer.add_scalar("train/loss", float(loss), step)
+    writer.add_scalar("train/learning_rate", float(lr), step)
+    writer.add_scalar("train/grad_norm", float(gnorm), step)
+    for i, tag in enumerate(other):
+        writer.add_scalar(tag, float(rng.random() + i), step)
+    if step % 500 == 499:
+        x = step / steps
+        val = rng.random() if kind == "noise" else floor + 4.0 * math.exp(-step / (steps / 6)) + (
+            0.8 * max(0.0, x - 0.6) ** 2 * 10 + rng.normal(0, 0.01))
+        writer.add_scalar("eval/loss", float(val), step)
+writer.close()
+"""
+
+
+def make_data(data: Path) -> dict[str, Path]:
+    files = {}
+    for kind in ("noise", "curve"):
+        folder = data / kind
+        found = glob.glob(str(folder / "*tfevents*"))
+        if not found:
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"writing the {kind} TensorBoard file ...", flush=True)
+            subprocess.run([sys.executable, "-c", WRITE_TB, str(folder), str(STEPS), kind], check=True)
+            found = glob.glob(str(folder / "*tfevents*"))
+        files[kind] = Path(found[0])
+    (data / "lrwatch.yaml").write_text(CONFIG)
+    return files
+
+
+def accumulator(path: Path) -> int:
+    """(a) Merely loading: Reload() keeps every scalar (size_guidance 0), nothing else done."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    return sum(len(acc.Scalars(tag)) for tag in acc.Tags()["scalars"])
+
+
+def reading(path: Path) -> int:
+    """(b) lrwatch reading alone: what ``replay`` hands its ``RunMonitor``."""
+    runs = discover_runs([path])
+    return sum(len(read_run(run, files)) for run, files in runs.items())
+
+
+def replaying(path: Path, config: Path) -> int:
+    """(c) ``lrwatch replay --format jsonl`` in-process: the CLI's own function and output."""
+    out = io.StringIO()
+    for item in replay([path], load_config(config), []):
+        out.write(json.dumps(item.to_json()) + "\n")
+    return out.getvalue().count("\n")
+
+
+def cli(path: Path, config: Path) -> int:
+    """(d) The CLI as a subprocess; the number of findings it printed."""
+    argv = [sys.executable, "-m", "lrwatch", "replay", "--format", "jsonl", "-c", str(config)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([*argv, str(path)], check=True, capture_output=True, env=env)
+    return done.stdout.count(b"\n")
+
+
+def timed(fn: Callable[[], int], clock: Callable[[], float]) -> tuple[float, int]:
+    start = clock()
+    n = fn()
+    return clock() - start, n
+
+
+def compare(name: str, path: Path, config: Path, repeats: int) -> dict[str, object]:
+    """The contenders in turn, ``repeats`` rounds; the best time of each (noise only adds)."""
+    contenders: dict[str, Callable[[], int]] = {
+        "a": lambda: accumulator(path),
+        "b": lambda: reading(path),
+        "c": lambda: replaying(path, config),
+    }
+    times: dict[str, list[float]] = {k: [] for k in (*contenders, "d")}
+    counts: dict[str, set[int]] = {k: set() for k in times}
+    for _ in range(repeats):
+        for key, fn in contenders.items():
+            seconds, n = timed(fn, time.process_time)
+            times[key].append(seconds)
+            counts[key].add(n)
+        seconds, n = timed(lambda: cli(path, config), time.perf_counter)
+        times["d"].append(seconds)
+        counts["d"].add(n)
+    row: dict[str, object] = {
+        "workload": name,
+        "bytes": path.stat().st_size,
+        **{f"{k}_s": min(v) for k, v in times.items()},
+        "scalars": sorted(counts["a"]),
+        "findings": sorted(counts["c"] | counts["d"]),
+    }
+    best = {k: min(v) for k, v in times.items()}
+    row["a_over_b"] = best["a"] / best["b"]
+    row["a_over_c"] = best["a"] / best["c"]
+    row["a_over_d"] = best["a"] / best["d"]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/tmp/lrwatch-bench-replay"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print, do not write results")
+    args = parser.parse_args()
+    args.data.mkdir(parents=True, exist_ok=True)
+    files = make_data(args.data)
+    config = args.data / "lrwatch.yaml"
+    rows = [
+        compare("curve: realistic run, detectors finding things", files["curve"], config, args.repeats),
+        compare("noise: uniform noise in every tag", files["noise"], config, args.repeats),
+    ]
+    if not args.no_write:
+        write_results(rows, args.repeats)
+
+
+def write_results(rows: list[dict[str, object]], repeats: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0]
+    lines = [
+        "# Replay speed",
+        "",
+        f"Machine: {os.cpu_count()} logical CPUs shared with other work (1-minute load average "
+        f"{load:.1f} at the end), Python {platform.python_version()}, {platform.system()} "
+        f"{platform.release()}. Produced by `.venv/bin/python benchmarks/replay_speed.py`: CPU "
+        f"seconds (`time.process_time`), the contenders interleaved in one process, best of "
+        f"{repeats}. Each file: 20,000 steps x 10 tags + `eval/loss` every 500 steps "
+        "(200,040 scalars), written by torch's SummaryWriter.",
+        "",
+        "Baseline (a): tensorboard's `EventAccumulator(path, size_guidance={SCALARS: 0})"
+        ".Reload()`, merely loading the file. (b): lrwatch reading alone (`read_run`). "
+        "(c): `lrwatch replay` in-process (`lrwatch.replay.replay`, the CLI's function, "
+        "detectors and policy included, output serialised as `--format jsonl`).",
+        "",
+        "| file | size | (a) EventAccumulator (s) | (b) read (s) | (c) replay (s) | (a)/(b) "
+        f"| **(a)/(c)** | target (a)/(c) | findings |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {int(r['bytes']) / 1e6:.1f} MB | {r['a_s']:.3f} | "  # type: ignore[arg-type]
+            f"{r['b_s']:.3f} | {r['c_s']:.3f} | {r['a_over_b']:.1f}x | "
+            f"**{r['a_over_c']:.1f}x** | >= {TARGET:.0f}x | {r['findings']} |"
+        )
+    lines += [
+        "",
+        "(d) The CLI as a subprocess (`python -m lrwatch replay --format jsonl -c lrwatch.yaml`"
+        " FILE), wall seconds, interpreter start-up and imports included:",
+        "",
+        "| file | (d) CLI (s, wall) | (a)/(d) |",
+        "| --- | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['d_s']:.3f} | {r['a_over_d']:.1f}x |")
+    (RESULTS / "replay_speed.md").write_text("\n".join(lines) + "\n")
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.6), squeeze=False)
+    labels = ["(a) EventAccumulator\nload", "(b) lrwatch\nread", "(c) lrwatch\nreplay"]
+    for ax, r in zip(axes[0], rows, strict=True):
+        values = [float(r["a_s"]), float(r["b_s"]), float(r["c_s"])]  # type: ignore[arg-type]
+        bars = ax.bar(labels, values, color=["#999999", "#7fa7d9", "#1f5fa8"])
+        ax.bar_label(bars, fmt="%.2f s")
+        ax.set_title(f"{str(r['workload']).split(':')[0]}: (a)/(c) = {r['a_over_c']:.1f}x")
+        ax.set_ylabel("CPU seconds (best of runs)")
+    fig.suptitle("200k-scalar TensorBoard file: replay vs merely loading")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "replay_speed.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter, le
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -21,7 +21,7 @@ given a config that adds them (written next to the data): every role metric gets
 Contenders, each timed in CPU seconds (``time.process_time``), interleaved, best of ``--repeats``:
 
 - (a) ``EventAccumulator(path, size_guidance={SCALARS: 0}).Reload()``: merely loading;
-- (b) lrwatch reading alone (``read_run``: records made into step-ordered samples);
+- (b) lrwatch reading alone (``read_records``: the records, merged in step order);
 - (c) ``lrwatch replay`` end to end in-process: ``lrwatch.replay.replay``, the function the CLI
   calls, detectors and policy included, its findings serialised as ``--format jsonl`` would;
 - (d) the CLI as a subprocess, ``python -m lrwatch replay --format jsonl`` (wall seconds,
@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 RESULTS = ROOT / "benchmarks" / "results"
 
 from lrwatch.config import load_config  # noqa: E402
-from lrwatch.replay import discover_runs, read_run, replay  # noqa: E402
+from lrwatch.replay import discover_runs, read_records, replay  # noqa: E402
 
 STEPS = 20_000
 TARGET = 3.0
@@ -119,9 +119,9 @@ def accumulator(path: Path) -> int:
 
 
 def reading(path: Path) -> int:
-    """(b) lrwatch reading alone: what ``replay`` hands its ``RunMonitor``."""
+    """(b) lrwatch reading alone: the step-ordered records ``replay`` hands its monitor."""
     runs = discover_runs([path])
-    return sum(len(read_run(run, files)) for run, files in runs.items())
+    return sum(len(read_records(run, files)) for run, files in runs.items())
 
 
 def replaying(path: Path, config: Path) -> int:
@@ -224,7 +224,8 @@ def write_results(rows: list[Row], repeats: int) -> None:
         "`train/learning_rate`, `train/grad_norm`, `eval/loss`) get their detectors.",
         "",
         "Baseline (a): tensorboard's `EventAccumulator(path, size_guidance={SCALARS: 0})"
-        ".Reload()`, merely loading the file. (b): lrwatch reading alone (`read_run`). "
+        ".Reload()`, merely loading the file. (b): lrwatch reading alone (`read_records`, "
+        "the records replay reads). "
         "(c): `lrwatch replay` in-process (`lrwatch.replay.replay`, the CLI's function, "
         "detectors and policy included, output serialised as `--format jsonl`).",
         "",

@@ -12,13 +12,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from operator import itemgetter, le
+from operator import le
 from pathlib import Path
 from typing import Any
 
 from lrwatch.config import Config
-from lrwatch.pipeline import Record, RunMonitor
+from lrwatch.pipeline import RunMonitor
 from lrwatch.registry import PluginProblem
+from lrwatch.sources.base import Batch
 from lrwatch.sources.discovery import (
     Formats,
     build_formats,
@@ -80,32 +81,34 @@ def discover_runs(paths: Iterable[Path], formats: Formats | None = None) -> dict
     return runs
 
 
-def read_records(run: str, files: list[Path], formats: Formats | None = None) -> list[Record]:
-    """All records of a run's files, merged by step (stable: file order breaks ties).
+def read_records(run: str, files: list[Path], formats: Formats | None = None) -> Batch:
+    """All records of a run's files, as one batch merged by step (stable: file order breaks
+    ties).
 
-    Records, not samples: sorting 200k samples cost more than reading them, and most of a
-    record's scalars are metrics no detector watches (``RunMonitor.observe_records``). The
-    samples of records merged stably by step are those of samples merged stably by step, in
-    the same order: a record's scalars share its step. Files are usually in step order
-    already: that is checked first, in C, and only a file out of order is sorted."""
-    records: list[Record] = []
+    Records, not samples: most scalars are of metrics no detector watches, and those need no
+    ``Sample`` (``RunMonitor.observe_records``). The samples of records merged stably by step
+    are those of samples merged stably by step, in the same order: a record's scalars share
+    its step. The batches' columns are concatenated (no tuple per record), and sorted only
+    if out of order, which is checked first, in C: files usually are in step order."""
+    merged = Batch(run)
+    steps, wall_times, values = merged.steps, merged.wall_times, merged.values
     for path in files:
         reader = open_reader(path.parent, path, run=run, formats=formats)
         while batch := reader.read():
-            records += batch.records()
-    steps = [record[0] for record in records]
+            steps += batch.steps
+            wall_times += batch.wall_times
+            values += batch.values
     if not all(map(le, steps, islice(steps, 1, None))):
-        records.sort(key=itemgetter(0))
-    return records
+        order = sorted(range(len(steps)), key=steps.__getitem__)
+        merged.steps = [steps[i] for i in order]
+        merged.wall_times = [wall_times[i] for i in order]
+        merged.values = [values[i] for i in order]
+    return merged
 
 
 def read_run(run: str, files: list[Path], formats: Formats | None = None) -> list[Sample]:
     """All samples of a run's files, merged by step (stable: file order breaks ties)."""
-    return [
-        Sample(run, metric, step, value, wall_time)
-        for step, wall_time, values in read_records(run, files, formats)
-        for metric, value in values.items()
-    ]
+    return list(read_records(run, files, formats))
 
 
 def replay(
@@ -118,7 +121,7 @@ def replay(
     problems += more
     for run, files in sorted(discover_runs(paths, formats).items()):
         monitor = RunMonitor(run, config.for_run(run), assume_landed=True)
-        outcome = monitor.observe_records(read_records(run, files, formats), can_act=None)
+        outcome = monitor.observe_records(read_records(run, files, formats).records(), can_act=None)
         problems += outcome.problems + formats.take_problems()
         decisions = {id(d.finding): d for d in outcome.decisions}
         for finding in outcome.findings:

@@ -133,7 +133,7 @@ def accumulator(path: Path) -> int:
 def reading(path: Path) -> int:
     """(b) lrwatch reading alone: the step-ordered records ``replay`` hands its monitor."""
     runs = discover_runs([path])
-    return sum(len(read_records(run, files)) for run, files in runs.items())
+    return sum(len(read_records(run, files)[0]) for run, files in runs.items())
 
 
 def replaying(path: Path, config: Path) -> int:

@@ -14,7 +14,11 @@ filesystem, with no port to open inside the training job.
 
 Why one file per sequence number: the hook only ever looks for the *next* number, which is one
 failed ``open()`` when nothing is pending, and a command can be applied at most once because
-its ack (or the hook's restored ``last_seq``) says it was handled.
+its ack (or the hook's restored ``last_seq``) says it was handled. An ack names the digest of
+the command file it answers, so an ack of other bytes once at that number (a junk file, a
+planted ack) counts for neither end; the daemon never writes over a file it did not write and
+chooses its numbers where the hook looks next (actuator.py). Heartbeats and acks are parsed in
+channel_input.py, the one place that turns what a job wrote into checked daemon data.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Heartbeat
+from lrwatch.channel_input import ChannelError, load_json, parse_ack, parse_heartbeat
+from lrwatch.types import Ack, Action, ActionType, Command, Heartbeat
 
 CHANNEL_DIRNAME = ".lrwatch"
 MAX_COMMAND_BYTES = 4096
@@ -39,8 +44,7 @@ SECRET_FILE_ENV = "LRWATCH_SECRET_FILE"
 _SEQ_WIDTH = 12
 
 
-class ChannelError(Exception):
-    """A channel file is malformed, hostile or forged. The message is the ack's reason."""
+__all__ = ["ChannelError"]  # defined in channel_input.py, where every inbound file is parsed
 
 
 def channel_dir(run_dir: str | os.PathLike[str]) -> Path:
@@ -161,18 +165,19 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ChannelError(f"cannot open {path.name}: {exc.strerror}") from None
+        raise ChannelError(f"cannot open {path.name}: {exc.strerror}", "unreadable") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ChannelError(f"{path.name} is not a regular file")
+            raise ChannelError(f"{path.name} is not a regular file", "unreadable")
         if info.st_size > max_bytes:
-            raise ChannelError(f"{path.name} is {info.st_size} bytes, over the {max_bytes} limit")
+            size = f"{info.st_size} bytes, over the {max_bytes} limit"
+            raise ChannelError(f"{path.name} is {size}", "unreadable")
         data = os.read(fd, max_bytes + 1)
     finally:
         os.close(fd)
     if len(data) > max_bytes:
-        raise ChannelError(f"{path.name} is over the {max_bytes} byte limit")
+        raise ChannelError(f"{path.name} is over the {max_bytes} byte limit", "unreadable")
     return data
 
 
@@ -206,8 +211,8 @@ def _canonical(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _command_payload(command: Command, channel: str) -> dict[str, Any]:
-    return {
+def _command_payload(command: Command, channel: str, ident: int | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
         "version": 1,
         "channel": channel,
         "run": command.run,
@@ -217,14 +222,27 @@ def _command_payload(command: Command, channel: str) -> dict[str, Any]:
         "issued_at": command.issued_at,
         "issuer": command.issuer,
     }
+    if ident is not None:
+        # The daemon's own number for the command (its database key), which differs from the
+        # file number ``seq`` once a slot was taken by a foreign file or the job was relaunched
+        # (see actuator.py). Hooks ignore it; the daemon finds its files by it after a restart.
+        payload["id"] = ident
+    return payload
+
+
+def digest(data: bytes) -> str:
+    """What an ack names to say which command file it answers: the bytes the hook read."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def sign(payload: dict[str, Any], key: bytes) -> str:
     return hmac.new(key, _canonical(payload), hashlib.sha256).hexdigest()
 
 
-def encode_command(command: Command, channel: str, key: bytes | None) -> bytes:
-    payload = _command_payload(command, channel)
+def encode_command(
+    command: Command, channel: str, key: bytes | None, *, ident: int | None = None
+) -> bytes:
+    payload = _command_payload(command, channel, ident)
     if key is not None:
         payload["signature"] = sign(payload, key)
     return _canonical(payload)
@@ -239,18 +257,23 @@ def write_command(
     return path
 
 
+def create_command(run_dir: str | os.PathLike[str], seq: int, data: bytes) -> bool:
+    """Daemon side: write command file ``seq`` unless a file is already there (False then).
+
+    Never over another file: whatever is at that number (a junk file, a planted command) may
+    have been read and acknowledged by the hook already, and an ack of it must not pass for
+    an ack of ours.
+    """
+    return _create_exclusive(command_path(run_dir, seq), data)
+
+
 def decode_command(data: bytes, *, expected_seq: int, channel: str, key: bytes | None) -> Command:
     """Parse and authenticate one command file; every refusal raises ChannelError with a reason.
 
     The sequence number inside the signed payload must equal the one in the file name, so an
     old signed command renamed to the next number is a replay and is refused.
     """
-    try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise ChannelError(f"not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise ChannelError("not a JSON object")
+    payload = load_json(data)
     signature = payload.pop("signature", None)
     if key is not None:
         if not isinstance(signature, str):
@@ -345,6 +368,7 @@ def encode_ack(ack: Ack) -> bytes:
             "lrs": list(ack.lrs),
             "reason": ack.reason,
             "acked_at": ack.acked_at,
+            "digest": ack.digest,
         }
     ).encode()
 
@@ -353,25 +377,36 @@ def write_ack(run_dir: str | os.PathLike[str], ack: Ack) -> None:
     atomic_write(ack_path(run_dir, ack.seq), encode_ack(ack), durable=True)
 
 
-def read_ack(run_dir: str | os.PathLike[str], seq: int) -> Ack | None:
-    """Daemon side: the ack for ``seq`` if the hook wrote one. Raises ChannelError if garbled."""
+def load_ack(run_dir: str | os.PathLike[str], seq: int) -> Ack | None:
+    """The ack file for ``seq`` through the boundary (channel_input.py): None when absent, else a
+    checked Ack or ChannelError (with its ``kind``)."""
     try:
         data = read_regular_file(ack_path(run_dir, seq), MAX_ACK_BYTES)
     except FileNotFoundError:
         return None
+    ack = parse_ack(data)
+    if ack.seq != seq:
+        raise ChannelError(f"ack {seq} names command {ack.seq}", "malformed")
+    return ack
+
+
+def read_ack(run_dir: str | os.PathLike[str], seq: int) -> Ack | None:
+    """The ack for ``seq`` if the hook wrote one. Raises ChannelError if garbled."""
+    return load_ack(run_dir, seq)
+
+
+def ack_answers(run_dir: str | os.PathLike[str], seq: int, command_digest: str) -> bool:
+    """Hook side: whether an ack of *this* command file exists (it was handled before).
+
+    An ack of other bytes at the same number (a junk file once there, a planted ack) does not
+    count, nor does an unreadable one. An ack without a digest was written by a hook older
+    than digests and is taken at its word: applying a command twice is worse than once less.
+    """
     try:
-        raw = json.loads(data)
-        return Ack(
-            seq=int(raw["seq"]),
-            status=AckStatus(raw["status"]),
-            step=int(raw["step"]),
-            lr_scale=float(raw["lr_scale"]),
-            lrs=tuple(float(x) for x in raw["lrs"]),
-            reason=str(raw.get("reason", "")),
-            acked_at=float(raw["acked_at"]),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ChannelError(f"ack {seq} is malformed: {exc}") from None
+        ack = load_ack(run_dir, seq)
+    except ChannelError:
+        return False
+    return ack is not None and ack.digest in ("", command_digest)
 
 
 def ack_exists(run_dir: str | os.PathLike[str], seq: int) -> bool:
@@ -393,25 +428,26 @@ def write_heartbeat(run_dir: str | os.PathLike[str], beat: Heartbeat) -> None:
             "written_at": beat.written_at,
             "handlers": list(beat.handlers),
             "world_size": beat.world_size,
+            "channel": beat.channel,
+            "schedule_lrs": list(beat.schedule_lrs),
+            "schedule_step": beat.schedule_step,
         }
     ).encode()
     atomic_write(heartbeat_path(run_dir), data)
 
 
-def read_heartbeat(run_dir: str | os.PathLike[str]) -> Heartbeat | None:
-    """Daemon side: the last heartbeat, or None if there is none or it is unreadable."""
+def load_heartbeat(run_dir: str | os.PathLike[str]) -> Heartbeat | None:
+    """The heartbeat through the boundary: None when absent, else checked or ChannelError."""
     try:
-        raw = json.loads(read_regular_file(heartbeat_path(run_dir), MAX_ACK_BYTES))
-        return Heartbeat(
-            pid=int(raw["pid"]),
-            host=str(raw["host"]),
-            step=int(raw["step"]),
-            lr_scale=float(raw["lr_scale"]),
-            last_seq=int(raw["last_seq"]),
-            lrs=tuple(float(x) for x in raw["lrs"]),
-            written_at=float(raw["written_at"]),
-            handlers=tuple(str(h) for h in raw.get("handlers", ())),
-            world_size=int(raw.get("world_size", 1)),
-        )
-    except (FileNotFoundError, ChannelError, ValueError, KeyError, TypeError):
+        data = read_regular_file(heartbeat_path(run_dir), MAX_ACK_BYTES)
+    except FileNotFoundError:
+        return None
+    return parse_heartbeat(data)
+
+
+def read_heartbeat(run_dir: str | os.PathLike[str]) -> Heartbeat | None:
+    """The last heartbeat, or None if there is none or it is unreadable."""
+    try:
+        return load_heartbeat(run_dir)
+    except (ChannelError, OSError):
         return None

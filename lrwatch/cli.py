@@ -3,26 +3,28 @@
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 import json
 import logging
-import math
 import os
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lrwatch import __version__, coverage
 from lrwatch.config import (
     DEFAULT_METRICS_PORT,
     Config,
@@ -30,21 +32,34 @@ from lrwatch.config import (
     Mode,
     load_config,
     plugin_problems,
+    read_secret_file,
+)
+from lrwatch.views import (
+    PlainCommand,
+    PlainGroup,
+    holds,
+    nonfinite,
+    printable,
+    replay_view,
+    status_table,
 )
 
 app = typer.Typer(
+    cls=PlainGroup,
     help="Watch training runs from their logs, detect trouble early, adjust the live LR.",
     no_args_is_help=True,
     add_completion=False,
 )
-config_app = typer.Typer(help="Config file tools.", no_args_is_help=True)
+config_app = typer.Typer(cls=PlainGroup, help="Config file tools.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, whatever the terminal
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML or TOML file.")]
-HostOpt = Annotated[str, typer.Option("--host", help="The daemon's HTTP host.")]
-PortOpt = Annotated[int, typer.Option("--port", help="The daemon's HTTP port.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", metavar="FILE", help="YAML or TOML file.")
+]
+HostOpt = Annotated[str, typer.Option("--host", metavar="HOST", help="The daemon's HTTP host.")]
+PortOpt = Annotated[int, typer.Option("--port", metavar="PORT", help="The daemon's HTTP port.")]
 TOKEN_ENV = "LRWATCH_API_TOKEN"
 
 
@@ -59,11 +74,36 @@ class LogFormat(StrEnum):
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(printable(message))}", highlight=False)
     return typer.Exit(code)
 
 
-@app.command()
+def _warn(message: str) -> None:
+    err.print(f"lrwatch: {printable(message)}", style="yellow", markup=False, highlight=False)
+
+
+def _say(message: str) -> None:
+    """One line on stdout; names in it (runs, paths) are text, not markup."""
+    console.print(printable(message), markup=False, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"lrwatch {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Watch training runs from their logs, detect trouble early, adjust the live LR."""
+
+
+@app.command(cls=PlainCommand)
 def run(
     logdir: Annotated[Path, typer.Option("--logdir", help="Root directory of the runs.")],
     config: ConfigOpt = None,
@@ -80,8 +120,14 @@ def run(
     from lrwatch.logs import setup_logging
 
     setup_logging(json_format=log_format is LogFormat.JSON)
+    startup_log = logging.getLogger("lrwatch.daemon")
+
+    def fail(message: str) -> typer.Exit:  # a log record: one JSON line with --log-format json
+        startup_log.critical("%s", message)
+        return typer.Exit(2)
+
     if not logdir.is_dir():
-        raise _fail(f"--logdir {logdir} is not a directory")
+        raise fail(f"--logdir {logdir} is not a directory")
 
     def load() -> Config:  # again on SIGHUP: the file anew, the flags on top as at start
         return load_config(
@@ -96,80 +142,92 @@ def run(
     try:
         cfg = load()
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         daemon = Daemon(cfg, reload=load)
     except OSError as exc:  # the port is taken, or another daemon holds the root or the state
-        raise _fail(f"cannot start: {exc}") from None
-    daemon.run()
+        if exc.errno == errno.EADDRINUSE:
+            raise fail(
+                f"cannot start: port {cfg.metrics_port} on {cfg.metrics_host} is already in use "
+                "(another lrwatch?); choose another with --metrics-port "
+                "(or metrics_port in the config; 0 picks a free one)"
+            ) from None
+        raise fail(f"cannot start: {exc}") from None
+    except (ConfigError, ValueError) as exc:  # a secret or token file that cannot be read
+        raise fail(f"cannot start: {exc}") from None  # (or is not UTF-8)
+    try:
+        daemon.run()
+    except Exception:  # logged as the daemon logs (JSON with --log-format json), then exit 1
+        startup_log.critical("the daemon failed", exc_info=True)
+        raise typer.Exit(1) from None
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def replay(
-    paths: Annotated[list[Path], typer.Argument(help="Run directories or log files.")],
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Run directories or log files.")
+    ],
     config: ConfigOpt = None,
     format: Annotated[OutputFormat, typer.Option("--format", "-f")] = OutputFormat.TABLE,
 ) -> None:
-    """Run the detectors and policy over finished logs; print findings and would-be actions."""
+    """Run the detectors and policy over finished logs; print findings and would-be actions.
+
+    Exit status 1 when nothing could be judged: no log it reads under PATH, or no run whose
+    loss it recognises (stderr says why); 2 for a bad argument or config."""
     from lrwatch import replay as replay_mod
+    from lrwatch.sources.discovery import build_formats
 
     try:
         cfg = load_config(config)
         problems = plugin_problems(cfg)
-        results = replay_mod.replay(paths, cfg, problems)
-        if format is OutputFormat.JSONL:
-            for item in results:
-                sys.stdout.write(json.dumps(item.to_json()) + "\n")
-        else:
-            _print_replay_table([item.to_json() for item in results])
+        formats, more = build_formats(cfg.sources)
+        problems += more
+        found = replay_mod.discover(paths, formats)
     except (ConfigError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
-    for problem in dict.fromkeys(problems):  # on stderr: the findings went on without it
-        err.print(f"lrwatch: {problem}; replayed without it", style="yellow", highlight=False)
-
-
-_SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
-_WHY_NOT = (
-    ("reported only", "report only"),
-    ("cooldown", "- (cooldown)"),
-    ("rate limit", "- (rate limit)"),
-    ("paused", "- (paused)"),
-    ("bound", "- (at LR bound)"),
-)
-
-
-def _why_not(decision: str) -> str:
-    """The controller's reason for doing nothing, in two words for a table cell."""
-    return next((short for key, short in _WHY_NOT if key in decision), "-")
-
-
-def _print_replay_table(rows: list[dict[str, Any]]) -> None:
-    """One table per run, headed by what was found; each row says when it began (onset), when
-    the detector was sure (step), why, and what act mode would have done — or why not."""
-    if not rows:
-        console.print("no findings")
-        return
-    for run in dict.fromkeys(r["run"] for r in rows):
-        mine = [r for r in rows if r["run"] == run]
-        counts = Counter(r["kind"] for r in mine)
-        acted = sum(1 for r in mine if r["action"])
-        summary = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
-        title = f"run {run}: {summary}; {acted} LR adjustment{'s' if acted != 1 else ''}"
-        table = Table(title=title, title_justify="left", expand=False)
-        table.add_column("step", justify="right")
-        table.add_column("onset", justify="right")
-        for col in ("metric", "kind", "would do", "reason"):
-            table.add_column(col, overflow="fold")
-        for r in mine:
-            action = r["action"]
-            if action:
-                act = Text(f"{action['type']} x{action['factor']:g}", style="bold")
+    known = ", ".join(name for name, _ in formats.entries)
+    unread = [f"{path}: not a log lrwatch reads ({known})" for path in found.unrecognised]
+    empty = found.empty
+    unread += [f"{path}: holds no log lrwatch reads ({known}){holds(path)}" for path in empty]
+    if not found.runs:
+        raise _fail("nothing to replay: " + "; ".join(unread), code=1)
+    unread += [
+        f"{path}: named like a log, but no format lrwatch reads claims it"
+        for path in found.unread_logs
+    ]
+    for line in unread:
+        _warn(line + "; skipped")
+    runs: list[tuple[str, list[str]]] = []  # (name, metrics) of each run read
+    judged = 0
+    try:
+        for run in replay_mod.replay_runs(found, cfg, formats, problems):
+            runs.append((run.name, run.metrics))
+            judged += run.judged
+            warnings = run.warnings()
+            if not run.judged and len(found.runs) == 1:
+                warnings = warnings[1:]  # "no loss": the one-line error below says it
+            for line in warnings:
+                _warn(line)
+            rows = [item.to_json() for item in run.findings]
+            if format is OutputFormat.JSONL:
+                for row in rows:
+                    sys.stdout.write(json.dumps(row) + "\n")
+                if run.first_nonfinite is not None:
+                    _warn(f"run {run.name}: {nonfinite(run.first_nonfinite)}")
             else:
-                act = Text(_why_not(r.get("decision") or ""), style="dim")
-            onset = "" if r["onset_step"] is None else str(r["onset_step"])
-            kind = Text(r["kind"], style=_SEVERITY_STYLE.get(r["severity"], ""))
-            table.add_row(str(r["step"]), onset, r["metric"], kind, act, r["reason"])
-        console.print(table)
+                console.print(replay_view(run, rows), highlight=False)
+    except (OSError, ValueError) as exc:  # a file that vanished or cannot be read
+        raise _fail(f"cannot read: {exc}") from None
+    for problem in dict.fromkeys(problems):  # on stderr: the findings went on without it
+        _warn(f"{problem}; replayed without it")
+    if not judged:
+        if len(runs) == 1:
+            raise _fail(coverage.no_loss(*runs[0]), code=1)
+        raise _fail(
+            f"nothing judged: none of the {len(runs)} runs has a loss lrwatch recognises "
+            f"(see the warnings above); {coverage.ROLE_HINT}",
+            code=1,
+        )
 
 
 class ApiError(Exception):
@@ -204,7 +262,7 @@ def _api(host: str, port: int, path: str, body: dict[str, Any] | None = None) ->
         raise _fail(str(exc)) from None
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def status(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = DEFAULT_METRICS_PORT,
@@ -233,51 +291,6 @@ def status(
         raise typer.Exit(2)  # --count ran out while the daemon could not be reached
 
 
-_STATE_STYLES = {"active": "green", "stale": "yellow", "finished": "dim", "paused": "magenta"}
-_KIND_STYLES = {"divergence": "bold red", "stall": "red"}
-
-
-def status_table(answer: Mapping[str, Any], *, at: float | None = None) -> Table:
-    """The daemon's status as a table, colour only where something wants a look: a run going
-    wrong (non-finite loss, a divergence, commands the hook has not answered) or lrwatch having
-    changed its LR (a factor other than 1)."""
-    runs = sorted(answer.get("runs", []), key=lambda r: str(r["run"]))
-    counts = Counter(str(r["state"]) for r in runs)
-    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    stamp = time.strftime("%H:%M:%S", time.localtime(at))
-    table = Table(
-        title=f"lrwatch ({answer.get('mode', '?')} mode) watching {answer.get('root', '?')}",
-        title_justify="left",
-        caption=f"{len(runs)} run(s){': ' + summary if summary else ''} · as of {stamp}",
-        caption_justify="left",
-    )
-    for col in ("run", "state", "step", "loss", "LR factor", "LR", "hook", "findings", "unacked"):
-        table.add_column(col, justify="right" if col in ("step", "loss", "LR factor") else "left")
-    for r in runs:
-        loss = r["loss"]
-        state = str(r["state"])
-        factor = float(r["lr_scale"])
-        table.add_row(
-            str(r["run"]),
-            f"[{_STATE_STYLES.get(state, 'default')}]{state}[/]",
-            str(r["last_step"]),
-            "-" if loss is None else _loss_cell(float(loss)),
-            f"{factor:g}" if factor == 1.0 else f"[bold yellow]{factor:g}[/]",
-            ", ".join(f"{x:.3g}" for x in r["lrs"]) or "-",
-            "[green]alive[/]" if r["hook_alive"] else "[dim]none[/]",
-            ", ".join(f"[{_KIND_STYLES.get(k, 'yellow')}]{k}[/]" for k in r["active_findings"])
-            or "-",
-            ", ".join(f"[yellow]#{seq}[/]" for seq in r["unacked_commands"]) or "-",
-        )
-    if not runs:
-        table.add_row("[dim]no runs yet[/]", *[""] * 8)
-    return table
-
-
-def _loss_cell(loss: float) -> str:
-    return f"{loss:.4g}" if math.isfinite(loss) else f"[bold red]{loss}[/]"
-
-
 def _watch_status(fetch: Callable[[], Any], interval: float, count: int | None) -> bool:
     """Redraw the table every ``interval`` seconds until Ctrl-C (or ``count`` refreshes).
 
@@ -291,7 +304,7 @@ def _watch_status(fetch: Callable[[], Any], interval: float, count: int | None) 
         with Live(console=console, auto_refresh=False) as live:
             while True:
                 try:
-                    view: Table | Text = status_table(fetch())
+                    view: Table | Group | Text = status_table(fetch())
                     ok = True
                 except ApiError as exc:
                     view = Text(f"{exc} (retrying every {interval:g} s, Ctrl-C stops)", "red")
@@ -309,7 +322,7 @@ def _run_path(run: str, verb: str) -> str:
     return f"/api/runs/{urllib.parse.quote(run, safe='/')}/{verb}"
 
 
-@app.command("set-lr")
+@app.command("set-lr", cls=PlainCommand)
 def set_lr(
     run: Annotated[str, typer.Argument(help="The run's name as `lrwatch status` shows it.")],
     value: Annotated[float | None, typer.Option(help="Target LR of the first group.")] = None,
@@ -324,25 +337,25 @@ def set_lr(
     body: dict[str, Any] = {"who": _who(), "reason": reason}
     body.update({"value": value} if value is not None else {"scale": scale})
     answer = _api(host, port, _run_path(run, "set-lr"), body)
-    console.print(f"command {answer['seq']} sent to {answer['run']}: LR x{answer['factor']:g}")
+    _say(f"command {answer['seq']} sent to {answer['run']}: LR x{answer['factor']:g}")
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def pause(
     run: str, reason: str = "", host: HostOpt = "127.0.0.1", port: PortOpt = DEFAULT_METRICS_PORT
 ) -> None:
     """Stop adjusting RUN (it stays observed)."""
     _api(host, port, _run_path(run, "pause"), {"who": _who(), "reason": reason})
-    console.print(f"{run} paused")
+    _say(f"{run} paused")
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def resume(
     run: str, reason: str = "", host: HostOpt = "127.0.0.1", port: PortOpt = DEFAULT_METRICS_PORT
 ) -> None:
     """Let lrwatch adjust RUN again."""
     _api(host, port, _run_path(run, "resume"), {"who": _who(), "reason": reason})
-    console.print(f"{run} resumed")
+    _say(f"{run} resumed")
 
 
 def _who() -> str:
@@ -352,38 +365,53 @@ def _who() -> str:
         return f"cli:uid{os.getuid()}"
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def report(
-    path: Annotated[Path, typer.Argument(help="A run directory.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    path: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", metavar="FILE", help="FILE.png, or FILE.html for the HTML page."
+        ),
+    ] = None,
     html: Annotated[bool, typer.Option("--html", help="A self-contained HTML page.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Plot a run: metrics, findings, actions (finished or live)."""
+    if _missing("matplotlib"):
+        raise _fail("lrwatch report draws with matplotlib, not installed: pip install matplotlib")
     from lrwatch.report import write_report
 
+    suffix = output.suffix.lower() if output is not None else ""
+    if suffix in (".html", ".htm"):
+        html = True  # the name says what the user wants
+    elif suffix not in ("", ".png"):
+        raise _fail(f"-o {output}: lrwatch report writes .png (a picture) or .html (a page)")
+    elif html and suffix == ".png":
+        raise _fail(f"--html writes a page: name it .html, not {output}")
     try:
         out = write_report(path, output, html=html, config=load_config(config))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"wrote {out}")
+    _say(f"wrote {out}")
 
 
-@config_app.command("check")
+@config_app.command("check", cls=PlainCommand)
 def config_check(path: Path) -> None:
     """Validate a config file; errors name the field and the value."""
     try:
         cfg = load_config(path)
+        read_secret_file(cfg)  # the daemon reads it at start and at each SIGHUP
     except ConfigError as exc:
         raise _fail(str(exc), code=1) from None
     problems = plugin_problems(cfg)
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)
         raise _fail(f"{path}: {len(problems)} plugin(s) cannot be used\n{lines}", code=1)
-    console.print(f"{path}: ok")
+    _say(f"{path}: ok")
 
 
-@app.command()
+@app.command(cls=PlainCommand)
 def plugins() -> None:
     """Installed detectors, policies, sources and notifiers: package, version, whether each loads.
 
@@ -413,13 +441,33 @@ def plugins() -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+def _missing(*modules: str) -> list[str]:
+    """Those of ``modules`` that cannot be imported (found without importing them)."""
+    out = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken install, or a finder that refuses it
+            found = False
+        if not found:
+            out.append(name)
+    return out
+
+
+@app.command(cls=PlainCommand)
 def demo(
     steps: Annotated[int, typer.Option(help="Training steps per job.")] = 500,
     port: Annotated[int, typer.Option(help="Port for /metrics; 0 picks a free one.")] = 0,
     workdir: Annotated[Path | None, typer.Option(help="Keep the runs here.")] = None,
 ) -> None:
     """A real small PyTorch job that diverges, rescued live by lrwatch, beside one without."""
+    missing = _missing("torch", "sklearn")
+    if missing:
+        raise _fail(
+            f"lrwatch demo trains a real PyTorch job and needs {' and '.join(missing)}: "
+            "pip install 'lrwatch[demo]'",
+            code=1,
+        )
     from lrwatch.demo.showcase import run_demo
 
     logging.basicConfig(level=logging.ERROR)

@@ -8,8 +8,10 @@ composes them, so a knob is defined in exactly one place.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fnmatch
 import tomllib
+import typing
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,15 @@ class Config(_Strict):
         description="the longest interval between sweeps of known files (a fleet's); "
         "fewer files are swept more often, down to 0.1 s",
     )
+    max_metrics_per_run: int = Field(
+        default=1000,
+        ge=1,
+        description="distinct metric names kept per run; values of further names are dropped "
+        'and counted (lrwatch_source_errors_total{error="metric_names_capped"})',
+    )
+    max_metric_names: int = Field(
+        default=100_000, ge=1, description="distinct metric names kept over all runs"
+    )
     checkpoint_interval_seconds: float = Field(
         default=30.0, gt=0, description="a run's state is saved at least this often"
     )
@@ -169,6 +180,20 @@ class ConfigError(Exception):
     """A config file that cannot be used; the message names each bad field and value."""
 
 
+def read_secret_file(config: Config) -> str | None:
+    """The HMAC secret ``secret_file`` names (None without one); ConfigError naming the field
+    if it cannot be read. ``lrwatch config check``, the start and a SIGHUP all ask here."""
+    path = config.secret_file
+    if path is None:
+        return None
+    try:
+        return path.read_bytes().decode().strip()
+    except OSError as exc:
+        raise ConfigError(f"secret_file: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"secret_file: {path} is not UTF-8 text") from None
+
+
 def load_config(path: Path | None, **cli_overrides: Any) -> Config:
     """Load a YAML or TOML file (by extension) and apply the CLI's flags on top.
 
@@ -184,20 +209,76 @@ def load_config(path: Path | None, **cli_overrides: Any) -> Config:
         raise ConfigError(format_validation_error(exc, path)) from None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is a few KB; anything much larger is a mistake (or hostile)."""
+MAX_CONFIG_NODES = 100_000
+"""YAML nodes a config may expand to, aliases counted at each use: a 400-byte "billion
+laughs" of nested aliases expands to billions, which validation would walk for minutes."""
+
+
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not a config file")
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    kind = path.suffix.lstrip(".") or "YAML"
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else _load_yaml(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not usable {kind}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
     return data
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, refusing documents that expand past ``MAX_CONFIG_NODES``: the node
+    graph is composed first (aliases are shared references there, so this is cheap), its
+    expanded size counted once per distinct node, and only then constructed."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+        if _expanded_size(node, sizes) > MAX_CONFIG_NODES:
+            raise ValueError(f"expands to more than {MAX_CONFIG_NODES} nodes (nested aliases?)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes under ``root`` with every alias expanded, without expanding any (memoised by node,
+    iterative: a deep document must not hit the recursion limit)."""
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if done:
+            total = 1 + sum(sizes[id(child)] for child in children)
+            sizes[id(node)] = min(total, MAX_CONFIG_NODES + 1)
+            continue
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
 
 
 def format_validation_error(exc: ValidationError, path: Path | None) -> str:
@@ -209,5 +290,55 @@ def format_validation_error(exc: ValidationError, path: Path | None) -> str:
         # Notifier options hold webhook URLs and tokens: never echoed, not even in an error.
         secret = bool(err["loc"]) and err["loc"][0] == "notifiers"
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
-        lines.append(f"  {field}: {err['msg']}{shown}")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {field}: {_unknown(err['loc'], shown)}")
+        else:
+            lines.append(f"  {field}: {err['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _unknown(loc: tuple[int | str, ...], shown: str) -> str:
+    """An unknown key, with what it should have been: the closest valid name (difflib), else
+    the valid names of its section; for ``detectors:`` always every detector's name."""
+    valid = _fields_at(Config, loc[:-1])
+    section = ".".join(str(p) for p in loc[:-1])
+    detectors = section.endswith("detectors")
+    what = "unknown detector" if detectors else "unknown setting"
+    if not valid:
+        return f"{what}{shown}"
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    guess = f", did you mean {close[0]!r}?" if close else ""
+    if detectors:
+        builtin = ", ".join(name for name in valid if name != "plugins")
+        return f"{what}{shown}{guess} (detectors: {builtin}; plugins go under {section}.plugins)"
+    return f"{what}{shown}{guess}" if close else f"{what}{shown} (valid: {', '.join(valid)})"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the model found by following ``loc`` from ``model`` (through
+    optional, tuple and dict fields); empty if ``loc`` leads to no model."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _model_in(annotation)
+        if annotation is None:
+            return []
+        if isinstance(part, int):
+            continue  # (a tuple's element: _model_in looks inside it)
+        info = annotation.model_fields.get(str(part))
+        if info is None:
+            return []
+        annotation = info.annotation
+        if typing.get_origin(annotation) is dict:  # a name the user chose, then a model
+            annotation = typing.get_args(annotation)[-1]
+    found = _model_in(annotation)
+    return list(found.model_fields) if found is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):  # X | None, tuple[X, ...]
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

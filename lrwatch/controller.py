@@ -160,6 +160,14 @@ class Controller:
             return None
         return self._bound(proposal, run, step, state, can_act, None)
 
+    def bounded(
+        self, proposal: Proposal, run: str, step: int, state: ControlState, *, can_act: str | None
+    ) -> Decision:
+        """A change lrwatch's own analysis asks for (giving back a plateau cut that did not
+        help), held to the same bounds as any policy's."""
+        _check(proposal)
+        return self._bound(proposal, run, step, state, can_act, None)
+
     def _ask(
         self, call: Callable[[Policy, dict[str, Any]], Proposal | None], state: ControlState
     ) -> Proposal | None:

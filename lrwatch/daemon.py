@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lrwatch import channel, manual, notify
-from lrwatch.config import Config, ConfigError, Mode, plugin_problems
+from lrwatch.boundary import Intake, escape_name
+from lrwatch.config import Config, ConfigError, Mode, plugin_problems, read_secret_file
 from lrwatch.exporter import Metrics
 from lrwatch.notify import Notice, Outlet, build_outlets
 from lrwatch.pipeline import Outcome
@@ -46,7 +48,7 @@ from lrwatch.sources import discovery
 from lrwatch.sources.base import Batch, LogReader
 from lrwatch.sources.discovery import LogWatcher, scan
 from lrwatch.sources.follow import Follower
-from lrwatch.store import StateInUse, Store, exclusive_lock
+from lrwatch.store import StateInUse, Store, error_kind, exclusive_lock
 from lrwatch.tbwriter import DecisionWriter
 from lrwatch.types import ActionType, Command, Decision
 
@@ -84,7 +86,10 @@ class Daemon:
         self.metrics = Metrics(registry or CollectorRegistry())
         self.control: queue.Queue[ControlRequest] = queue.Queue(maxsize=64)
         self.follower = Follower(self.root)
-        self._reported: set[tuple[str, str]] = set()  # (file, error) already logged
+        self._reported: set[tuple[str, str, str]] = set()  # (run, file, error) logged
+        self._state_reported: set[tuple[str, str]] = set()  # (operation, error) logged
+        self._loop_errors: set[str] = set()  # unexpected loop errors logged
+        self.intake = Intake(config.max_metrics_per_run, config.max_metric_names)
         self._plugin_failures: set[tuple[str, str, str]] = set()  # (group, name, stage) logged
         self.outlets: list[Outlet] = []
         self._stop = threading.Event()
@@ -100,6 +105,7 @@ class Daemon:
             self.book = RunBook(
                 self.root, config, _load_key(config), self.store, self.metrics, self.follower
             )
+            self.book.on_forget = self._forgotten
             self.watcher = LogWatcher(
                 self.root,
                 use_polling=config.use_polling_observer,
@@ -157,37 +163,67 @@ class Daemon:
         next_tick = self.clock() + TICK_SECONDS
         next_sweep = time.monotonic()
         while not self._stop.is_set():
-            if self.follower.backlog:
-                wait = 0.0
-            elif self.watcher.sweeping:  # new files still come as events, and wake the loop
-                wait = max(0.0, next_sweep - time.monotonic())
-            else:
-                wait = self.config.poll_interval_seconds
-            changed, overflowed = self.watcher.drain(wait)
-            now = self.clock()
-            if overflowed or now >= next_rescan:
-                changed |= set(scan(self.root))
-                next_rescan = now + self.config.rescan_interval_seconds
-            swept = 0
-            if self.watcher.sweeping and time.monotonic() >= next_sweep:
-                found = self.follower.sweep()
-                changed, swept = changed | found, len(found)
-                next_sweep = time.monotonic() + self._sweep_interval()
-            self.watcher.adapt(swept)
-            self._ingest(changed)
-            if self._reload_requested.is_set():
-                self._reload_requested.clear()
-                self._reload()
-            self._serve_control()
-            now = self.clock()
-            tick = now >= next_tick
-            if tick:
-                next_tick = now + TICK_SECONDS
+            try:
+                next_rescan, next_tick, next_sweep = self._turn(next_rescan, next_tick, next_sweep)
+            except sqlite3.Error as exc:
+                self._state_failed("commit", exc)
+                time.sleep(min(1.0, self.config.poll_interval_seconds * 10))
+            except Exception as exc:
+                # Not a run's (those are quarantined where they happen): a bug of the loop's
+                # own. Logged once per kind, counted, and the loop goes on after a pause, so a
+                # recurring one costs a log line and a counter, not every run of the node.
+                what = f"{type(exc).__name__}: {exc}"
+                self.metrics.run_errors_total.labels("loop", type(exc).__name__).inc()
+                if what not in self._loop_errors:
+                    self._loop_errors.add(what)
+                    log.exception("main loop: unexpected error; going on")
+                time.sleep(min(1.0, self.config.poll_interval_seconds * 10))
+
+    def _turn(
+        self, next_rescan: float, next_tick: float, next_sweep: float
+    ) -> tuple[float, float, float]:
+        """One turn of the main loop; returns when the next rescan, tick and sweep are due."""
+        if self.follower.backlog:
+            wait = 0.0
+        elif self.watcher.sweeping:  # new files still come as events, and wake the loop
+            wait = max(0.0, next_sweep - time.monotonic())
+        else:
+            wait = self.config.poll_interval_seconds
+        changed, overflowed = self.watcher.drain(wait)
+        now = self.clock()
+        if overflowed or now >= next_rescan:
+            changed |= set(scan(self.root))
+            next_rescan = now + self.config.rescan_interval_seconds
+            gone = self.follower.prune(self.book.runs)
+            if gone:
+                self.store.forget_readers([str(path) for path in gone])
+        swept = 0
+        if self.watcher.sweeping and time.monotonic() >= next_sweep:
+            found = self.follower.sweep()
+            changed, swept = changed | found, len(found)
+            next_sweep = time.monotonic() + self._sweep_interval()
+        self.watcher.adapt(swept)
+        self._ingest(changed)
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            self._reload()
+        self._serve_control()
+        now = self.clock()
+        tick = now >= next_tick
+        if tick:
+            next_tick = now + TICK_SECONDS
+        try:
             self.book.poll_channels(heartbeats=tick)
-            if tick:
+        except sqlite3.Error as exc:  # the state file's trouble: counted, the loop goes on
+            self._state_failed("commit", exc)
+        if tick:
+            try:
                 self.book.tick(now)
-                for problem in self.follower.formats.take_problems():  # claims() raised
-                    self._plugin_failed(problem)
+            except sqlite3.Error as exc:  # checkpoints, stalls, expiry: retried at next tick
+                self._state_failed("commit", exc)
+            for problem in self.follower.formats.take_problems():  # claims() raised
+                self._plugin_failed(problem)
+        return next_rescan, next_tick, next_sweep
 
     def _sweep_interval(self) -> float:
         """Seconds to the next sweep: a sweep costs a stat per known file and a read per changed
@@ -239,9 +275,10 @@ class Daemon:
         self._reload_requested.set()
 
     def _lock_root(self) -> int | None:
-        """One daemon per log root: two would both write commands into the same channels."""
+        """One daemon per log root: two would both write commands into the same channels. The
+        lock is on the root directory itself: no lock file that could be deleted."""
         try:
-            return exclusive_lock(self.root / ".lrwatch-daemon.lock", f"log root {self.root}")
+            return exclusive_lock(self.root, f"log root {self.root}", directory=True)
         except StateInUse:
             raise
         except OSError as exc:  # a read-only log root (say, observe mode over a mounted share)
@@ -256,8 +293,20 @@ class Daemon:
     # --- state -------------------------------------------------------------------------------
 
     def _restore(self) -> None:
+        """The saved state; rows that do not parse are left out, counted and logged (their
+        runs start afresh, their files are read again), the others restored."""
         self.follower.restore(self.store.reader_states())
         self.book.restore()
+        for table, key, why in self.store.problems:
+            self.metrics.state_errors_total.labels("restore", "unparseable_row").inc()
+            log.error(
+                "state file %s: %s row %s unparseable (%s): left out, starts afresh",
+                self.store.path,
+                table,
+                escape_name(key),
+                why,
+            )
+        self.store.problems.clear()
 
     def _reload(self) -> None:
         """Apply a re-read config file. Live: mode, timeouts, intervals, the secret, roles,
@@ -268,8 +317,12 @@ class Daemon:
             return
         try:
             new = self._load_config()
+            key = _load_key(new)
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config:\n%s", exc)
+            return
+        except Exception as exc:  # whatever a hostile file does, the running config stays
+            log.error("config reload refused, keeping the running config: %s", exc)
             return
         for name in _FIXED_AT_START:
             if getattr(new, name) != getattr(self.config, name):
@@ -279,7 +332,7 @@ class Daemon:
         for outlet in self.outlets:
             outlet.close()
         self._start_plugins()
-        self.book.reconfigure(new, _load_key(new))
+        self.book.reconfigure(new, key)
         log.info("config reloaded (%d runs kept their state)", len(self.book.runs))
 
     # --- plugins -----------------------------------------------------------------------------
@@ -360,28 +413,126 @@ class Daemon:
         news: list[_News] = []
         for read in self.follower.turn(paths, started + TURN_SECONDS, self._stop.is_set):
             reader = read.reader
-            for batch, reread in read.batches:
-                run = self.book.get(reader.run)
-                if run.dirty_since is None:
-                    run.dirty_since = started
-                self.metrics.ingested(reader.format, len(batch))
-                found = self._analyse(run, batch, reread, read.source)
-                if found is not None:
-                    news.append(found)
+            run = None
+            try:
+                for batch, reread in read.batches:
+                    run = self.book.get(reader.run)
+                    if run.quarantined is not None:
+                        break
+                    found = self._admit(run, reader, batch, reread, read.source, started)
+                    if found is not None:
+                        news.append(found)
+            except Exception as exc:  # anything one run's data raised: that run, not the daemon
+                if run is not None:
+                    self.book.quarantine(run, "ingest", exc)
+                    self._withdraw([item for item in news if item.run is run])
+                    news = [item for item in news if item.run is not run]
+                else:
+                    self.metrics.run_errors_total.labels("ingest", type(exc).__name__).inc()
+                    log.exception("%s: cannot be ingested", reader.path)
             self._count_source_errors(reader, read.errors)
-        if not news:
-            return
-        with self.store.transaction():
+        if news:
+            self._commit_all(news)
+
+    def _admit(
+        self, run: Run, reader: LogReader, batch: Batch, reread: bool, source: str, started: float
+    ) -> _News | None:
+        """One batch through the boundary (boundary.Intake: steps in range, names escaped and
+        capped), then analysed."""
+        problems = self.intake.admit(batch)
+        for run_name in self.intake.newly_capped:
+            log.warning(
+                "run %s: more than %d metric names (or %d in all): the values of further "
+                "names are dropped and counted (lrwatch_source_errors_total"
+                '{error="metric_names_capped"})',
+                run_name,
+                self.intake.max_per_run,
+                self.intake.max_total,
+            )
+        if problems:
+            self._count_source_errors(reader, problems)
+        if not batch:
+            return None
+        if run.dirty_since is None:
+            run.dirty_since = started
+        self.metrics.ingested(reader.format, len(batch))
+        return self._analyse(run, batch, reread, source)
+
+    def _commit_all(self, news: list[_News]) -> None:
+        """Commit the turn's news in one transaction, then send the commands (the outbox: never
+        a command that is not in the database). Should the transaction fail, each run's news is
+        tried alone, so that one run's bad data costs only that run (quarantined; the others'
+        findings are then counted and logged twice, a small price on a path only a bug takes);
+        a failure of the state file itself (a full disk) is counted, and those runs' news stay
+        in memory, their commands unsent, until a later checkpoint succeeds."""
+        try:
+            with self.store.transaction():
+                for item in news:
+                    self._commit(item)
+                for run in {id(item.run): item.run for item in news}.values():
+                    self.book.checkpoint(run)
+            committed = news
+        except sqlite3.OperationalError as exc:  # full, I/O, locked: the state file's, not a run's
+            self._state_failed("commit", exc)
+            self._withdraw(news)
+            committed = []
+        except Exception:
+            committed = []
+            by_run: dict[int, list[_News]] = {}
             for item in news:
-                self._commit(item)
-            for run in {id(item.run): item.run for item in news}.values():
-                self.book.checkpoint(run)
-        for item in news:
+                by_run.setdefault(id(item.run), []).append(item)
+            for items in by_run.values():
+                run = items[0].run
+                try:
+                    with self.store.transaction():
+                        for item in items:
+                            self._commit(item)
+                        self.book.checkpoint(run)
+                    committed += items
+                except sqlite3.OperationalError as exc:  # full, I/O, locked: not the run's
+                    self._state_failed("commit", exc)
+                    self._withdraw(items)
+                except Exception as exc:
+                    self._withdraw(items)
+                    self.book.quarantine(run, "commit", exc)
+        for item in committed:
             for command in item.commands:
                 item.run.actuator.send(command)
             for outlet in self.outlets:
                 for notice in item.notices:
                     outlet.offer(notice)
+
+    @staticmethod
+    def _withdraw(items: list[_News]) -> None:
+        """Commands that could not be committed are never sent: forget them (the controller
+        decides again on the next finding; a gap in sequence numbers is harmless)."""
+        for item in items:
+            for command in item.commands:
+                item.run.actuator.unacked.pop(command.seq, None)
+
+    def _state_failed(self, operation: str, exc: BaseException) -> None:
+        """The state file failed (a full disk, an I/O error): counted, logged once per kind
+        with the real error. Runs stay dirty, and are checkpointed again at the next chance."""
+        error = error_kind(exc)
+        self.metrics.state_errors_total.labels(operation, error).inc()
+        key = (operation, error)
+        level = logging.DEBUG if key in self._state_reported else logging.ERROR
+        self._state_reported.add(key)
+        log.log(
+            level,
+            "state file %s: %s failed (%s: %s); watching goes on, what is not saved is kept "
+            "in memory and saved at the next checkpoint",
+            self.store.path,
+            operation,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _forgotten(self, run: Run) -> None:
+        """An expired run is forgotten everywhere, or each would leave a little behind."""
+        self.intake.forget(run.name)
+        self.tensorboard.forget(run.actuator.run_dir)
+        self._reported = {key for key in self._reported if key[0] != run.name}
 
     def _analyse(self, run: Run, batch: Batch, reread: bool, source: str) -> _News | None:
         """Feed one batch to the run's monitor; what it found (with the commands it numbered),
@@ -417,7 +568,10 @@ class Daemon:
                     sent.append((command, decision))
         commands = [command for command, _ in sent]
         if run.actuator.has_channel:  # what record() writes for; cached, unlike its own check
-            self.tensorboard.record(run.actuator.run_dir, run.monitor, outcome, commands)
+            actuator = run.actuator
+            self.tensorboard.record(
+                actuator.run_dir, run.monitor, outcome, commands, answer=actuator.answer
+            )
         if not (outcome.findings or outcome.decisions):
             return None
         notices = self._notices(outcome, sent) if self.outlets else []
@@ -459,10 +613,11 @@ class Daemon:
         often)."""
         for error, new in errors.items():
             self.metrics.source_errors_total.labels(reader.format, error).inc(new)
-            key = (str(reader.path), error)
+            key = (reader.run, str(reader.path), error)
             level = logging.DEBUG if key in self._reported else logging.WARNING
             self._reported.add(key)
-            log.log(level, "%s: %d new %s", reader.path, new, error.replace("_", " "))
+            where = escape_name(str(reader.path))
+            log.log(level, "%s: %d new %s", where, new, error.replace("_", " "))
 
     def _serve_control(self) -> None:
         while True:
@@ -470,6 +625,8 @@ class Daemon:
                 request = self.control.get_nowait()
             except queue.Empty:
                 return
+            if not request.reply.set_running_or_notify_cancel():
+                continue  # withdrawn by the HTTP thread after its timeout (see server._withdraw)
             try:
                 if request.verb == "status":
                     answer = (200, self.book.status(self.clock()))
@@ -487,7 +644,10 @@ class Daemon:
         try:
             self.control.put_nowait(request)
             _, answer = request.reply.result(timeout=STATUS_TIMEOUT_SECONDS)
-        except (queue.Full, TimeoutError):
+        except queue.Full:
+            return {"error": "the daemon is busy", "runs": []}
+        except TimeoutError:
+            request.reply.cancel()
             return {"error": "the daemon is busy", "runs": []}
         return answer
 
@@ -503,6 +663,4 @@ class _News:
 
 
 def _load_key(config: Config) -> bytes | None:
-    return channel.load_secret(
-        config.secret_file.read_text().strip() if config.secret_file else None
-    )
+    return channel.load_secret(read_secret_file(config))

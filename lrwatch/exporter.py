@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from lrwatch import __version__
 from lrwatch.sources.base import Batch
 
-RUN_STATES = ("active", "stale", "finished")
+RUN_STATES = ("active", "stale", "finished", "quarantined")
 
 
 @dataclass(slots=True)
@@ -99,6 +99,22 @@ class Metrics:
             ["format", "error"],
             registry=r,
         )
+        self.run_errors_total = Counter(
+            "lrwatch_run_errors",
+            "Unexpected errors while handling one run, by stage (ingest, commit, channel, tick) "
+            "and exception type; the run is quarantined (its files are no longer read, nothing "
+            "is sent to it) until it expires or the daemon restarts. Every other run goes on.",
+            ["stage", "error"],
+            registry=r,
+        )
+        self.state_errors_total = Counter(
+            "lrwatch_state_errors",
+            "Failures of the state file (SQLite), by operation (restore, commit, close) and "
+            "error (full: no space left; io; unparseable_row; locked; other). What was not "
+            "committed stays in memory and is committed again at the next checkpoint.",
+            ["operation", "error"],
+            registry=r,
+        )
         self.ingest_lag = Histogram(
             "lrwatch_ingest_lag_seconds",
             "Time from the wall time of the oldest new record of a read (a line, an event) to "
@@ -121,11 +137,26 @@ class Metrics:
             ["group", "plugin", "stage"],
             registry=r,
         )
+        self.channel_errors_total = Counter(
+            "lrwatch_channel_errors",
+            "Problems with a run's channel files (error: not_json, malformed, out_of_range, "
+            "unreadable, stale_ack, slot_taken, write_failed, channel_replaced); see "
+            "docs/runbooks.md. The run stays watched; nothing from the bad file is used.",
+            ["run", "error"],
+            registry=r,
+        )
         self.notifications_total = Counter(
             "lrwatch_notifications",
             "Notices (findings, actions) by notifier instance and outcome: sent, failed "
             "(the notifier gave up), dropped (its queue was full).",
             ["notifier", "outcome"],
+            registry=r,
+        )
+        self.run_loss_role = Gauge(
+            "lrwatch_run_loss_role",
+            "1 if lrwatch recognised the run's loss metric, 0 if not: then its loss is not "
+            "watched (name it under roles.loss in the config).",
+            ["run"],
             registry=r,
         )
         self.runs = Gauge(
@@ -196,5 +227,7 @@ class Metrics:
             self.commands_unacked,
             self.hook_heartbeat,
             self.command_acks_total,
+            self.run_loss_role,
+            self.channel_errors_total,
         ):
             metric.remove_by_labels({"run": run})

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from typing import Any
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,14 +18,28 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry)
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; a record whose arguments do not fit its format is still one JSON
+    line (logging would print a traceback of its own, in plain text)."""
+    try:
+        return record.getMessage()
+    except Exception:
+        return f"{record.msg!r} % {record.args!r}"
+
+
 def setup_logging(*, json_format: bool = False, level: int = logging.INFO) -> None:
+    """lrwatch's records at ``level``; with ``json_format`` every line on stderr is JSON: the
+    records of other libraries (watchdog, urllib3), warnings, and exceptions nothing caught,
+    in the main thread or another, all go through the same formatter."""
     handler = logging.StreamHandler(sys.stderr)
     if json_format:
         handler.setFormatter(JsonFormatter())
@@ -33,3 +49,23 @@ def setup_logging(*, json_format: bool = False, level: int = logging.INFO) -> No
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    if not json_format:
+        return
+    others = logging.getLogger()
+    others.handlers[:] = [handler]
+    others.setLevel(max(level, logging.WARNING))
+    logging.captureWarnings(True)  # warnings.warn goes to "py.warnings", through the handler
+    crash = logging.getLogger("lrwatch.crash")
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        crash.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None or args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread else "?"
+        info = (args.exc_type, args.exc_value, args.exc_traceback)
+        crash.critical("uncaught exception in thread %s", name, exc_info=info)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook

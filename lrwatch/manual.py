@@ -48,8 +48,10 @@ def handle(
         store.add_command(command)
         book.checkpoint(run)  # restore() gives commands back only to runs with a saved state
         store.audit(run.name, "set-lr", req.who, {**req.body, "factor": factor})
-    run.actuator.send(command)
-    return HTTPStatus.ACCEPTED, {"run": run.name, "seq": command.seq, "factor": factor}
+    # Not written (a full disk): committed all the same, retried every second (runbooks.md).
+    written = run.actuator.send(command)
+    answer = {"run": run.name, "seq": command.seq, "factor": factor, "written": written}
+    return HTTPStatus.ACCEPTED, answer
 
 
 def manual_factor(run: Run, body: dict[str, Any]) -> tuple[float, str | None]:

@@ -19,6 +19,8 @@ from lrwatch.controller import Controller, ControlState
 from lrwatch.detectors import build_detectors
 from lrwatch.detectors.base import Detector
 from lrwatch.detectors.schedule import ScheduleMotion
+from lrwatch.policies import Proposal
+from lrwatch.progress import Progress
 from lrwatch.registry import PluginProblem
 from lrwatch.types import Decision, Finding, Role, Sample, Severity
 
@@ -26,6 +28,9 @@ from lrwatch.types import Decision, Finding, Role, Sample, Severity
 # gets divergence, oscillation, plateau and drift; the gradient norm an early divergence signal;
 # the validation loss an overfit detector). Unrecognised metrics get none.
 _MASKED_BY_DIVERGENCE = frozenset({"plateau", "oscillation", "drift"})
+# What the plateau judge keeps in the run's control memory (persisted with it): the step the LR
+# last changed, the plateau cut awaiting its verdict, and the backoff after cuts given back.
+_JUDGE = "lrwatch.plateau"
 
 
 @dataclass(slots=True)
@@ -116,7 +121,11 @@ class RunMonitor:
         self.assume_landed = assume_landed
         self.controller = Controller(settings.policy)
         self.control = ControlState()
+        self.progress = Progress()  # of the run's loss: may a plateau be cut? (progress.py)
         self.series: dict[str, Series] = {}
+        # The kinds each series raised (not explained away) in the episode still open: only
+        # those are active, so status and /metrics never show a finding that was not reported.
+        self.raised: dict[str, set[str]] = {}
         # Plugins that failed (not installed, bad config, raised), until the next observe()
         # hands them to its caller: the daemon logs and counts them, replay prints them.
         self._problems: list[PluginProblem] = list(self.controller.problems)
@@ -185,16 +194,27 @@ class RunMonitor:
                 found_here += self._isolate(series, sample, ran, exc)
             findings = self._checked(series, sample, found_here) if found_here else []
             if series.role is loss:
+                self.progress.update(sample.step, sample.value)
                 due = self.controller.on_step(self.run, sample.step, self.control, can_act=can_act)
+                if due is None:
+                    due = self._judge_cut(sample.step, can_act)
                 if due is not None:
                     self._record(due)
                     outcome.decisions.append(due)
+            if series.role is loss and not findings:
+                again = self._plateau_recheck(series, sample.step)
+                findings = [again] if again is not None else findings
             if not findings:
                 continue  # the common case; what follows only sorts out findings
             lr_series = self.series.get(self.role_metric(Role.LR) or "") if findings else None
             watch = lr_series.detectors.get("schedule") if lr_series is not None else None
             schedule = watch if isinstance(watch, ScheduleMotion) else None
-            findings = self._explained_away(series, findings, schedule) if findings else []
+            if findings:
+                kept = self._explained_away(series, findings, schedule)
+                raised = self.raised.setdefault(sample.metric, set())
+                raised -= {f.kind for f in findings}
+                raised |= {f.kind for f in kept}
+                findings = kept
             # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
             # is reported, not acted on: the schedule is already doing the plateau's job.
             held = schedule is not None and schedule.moving
@@ -204,6 +224,8 @@ class RunMonitor:
                 if held and found.kind == "plateau":
                     why = "plateau: reported only while the LR schedule is still moving the LR"
                     decision = Decision(self.run, found.step, None, why, found, label=found.kind)
+                elif found.kind == "plateau":
+                    decision = self._plateau(found, can_act)
                 else:
                     decision = self.controller.decide(found, self.control, can_act=can_act)
                 self._record(decision)
@@ -263,8 +285,87 @@ class RunMonitor:
     def _record(self, decision: Decision) -> None:
         self.controller.record(self.control, decision)
         action = decision.action
+        if action is not None and action.factor is not None:
+            self._judge()["since"] = decision.step  # the LR changed: progress counts from here
         if self.assume_landed and action is not None and action.factor is not None:
             self.control.lr_scale *= action.factor
+
+    def _judge(self) -> dict[str, Any]:
+        return self.control.memory.setdefault(_JUDGE, {"since": None, "cut": None, "backoff": 1})
+
+    def _plateau(self, found: Finding, can_act: str | None) -> Decision:
+        """A plateau is cut only if the run has stopped making progress relative to its own
+        progress so far (progress.py), over a horizon that grows with the run and doubles with
+        each cut given back; the cut is then judged (``_judge_cut``)."""
+        judge = self._judge()
+        since = judge["since"] if judge["since"] is not None else self._first_loss_step()
+        verdict = self.progress.verdict(since, found.step)
+        wait = self.settings.policy.cooldown_steps * judge["backoff"]
+        if not verdict.stalled or verdict.horizon < wait:
+            why = verdict.why if not verdict.stalled else f"horizon {verdict.horizon} < {wait}"
+            return Decision(
+                self.run, found.step, None, f"plateau: reported only: {why}", found, label="plateau"
+            )
+        decision = self.controller.decide(found, self.control, can_act=can_act)
+        factor = decision.action.factor if decision.action is not None else None
+        if factor is not None:
+            decision = replace(decision, reason=f"{decision.reason} ({verdict.why})")
+            judge["cut"] = [found.step, factor, verdict.horizon]
+        return decision
+
+    def _plateau_recheck(self, series: Series, step: int) -> Finding | None:
+        """While the plateau detector still calls the loss flat, ask the judge again every
+        quarter horizon: a plateau found too early to cut becomes a cut once the run has
+        really stopped (a finding of its own, so replay and the audit show why)."""
+        plateau = series.detectors.get("plateau")
+        judge = self._judge()
+        if plateau is None or judge["cut"] is not None or step < judge.get("next", 0):
+            return None
+        if plateau.active != "plateau":
+            return None
+        since = judge["since"] if judge["since"] is not None else self._first_loss_step()
+        verdict = self.progress.verdict(since, step)
+        judge["next"] = step + max(1, verdict.horizon // 4)
+        wait = self.settings.policy.cooldown_steps * judge["backoff"]
+        if not verdict.stalled or verdict.horizon < wait:
+            return None
+        return Finding(
+            kind="plateau",
+            severity=Severity.INFO,
+            step=step,
+            reason=f"loss has stopped improving relative to its own progress: {verdict.why}",
+            detail={"judge": "progress", "horizon": verdict.horizon},
+            onset_step=step - verdict.horizon,
+        )
+
+    def _judge_cut(self, step: int, can_act: str | None) -> Decision | None:
+        """Give back a plateau cut that did not help: no progress resumed over as long as the
+        evidence that asked for it (at least two cooldowns). The next cut waits twice as long."""
+        judge = self.control.memory.get(_JUDGE)
+        if not judge or not judge.get("cut"):
+            return None
+        cut_at, factor, horizon = judge["cut"]
+        if step - cut_at < max(horizon, 2 * self.settings.policy.cooldown_steps):
+            return None
+        judge["cut"] = None
+        helped, why = self.progress.helped(cut_at, step)
+        if helped:
+            return None
+        judge["backoff"] = min(64, judge["backoff"] * 2)
+        proposal = Proposal(
+            1.0 / factor,
+            f"plateau cut at step {cut_at} did not help ({why}): given back",
+            "plateau",
+            Severity.INFO,
+        )
+        return self.controller.bounded(proposal, self.run, step, self.control, can_act=can_act)
+
+    def _first_loss_step(self) -> int:
+        loss = self.series.get(self.role_metric(Role.LOSS) or "")
+        blocks = self.progress.state_dict()["blocks"]
+        if blocks:
+            return int(blocks[0][0])
+        return loss.last_step if loss is not None else 0
 
     def _isolate(
         self, series: Series, sample: Sample, ran: int, error: Exception
@@ -332,6 +433,7 @@ class RunMonitor:
         """Start ``sample.metric`` over at ``sample.step`` (see ``observe``)."""
         outcome.rewinds.append(Rewind(sample.metric, old.last_step, sample.step))
         del self.series[sample.metric]
+        self.raised.pop(sample.metric, None)
         series = self._series(sample.metric)
         series.out_of_order, series.rewinds = old.out_of_order, old.rewinds + 1
         self.control.forget_from(sample.step)
@@ -344,6 +446,7 @@ class RunMonitor:
 
         - a diverging loss also "stops improving" and may swing: those findings would only
           repeat the divergence in a weaker voice, and must not win the policy;
+        - a swinging loss is far above its best in every high phase: the swing explains it;
         - a loss that rises while it swings, or after the run's own schedule raised the LR (a
           warm restart), has a cause other than the data: not a drift;
         - a validation loss that rises while the training loss drifts: the data changed (the
@@ -352,6 +455,10 @@ class RunMonitor:
         kinds = self._kinds(series)
         if "divergence" in kinds:
             findings = [f for f in findings if f.kind not in _MASKED_BY_DIVERGENCE]
+        if "oscillation" in kinds:
+            # A swinging loss's high phase sits far above its low one: not the anchored rule's
+            # "far above its best". A non-finite value or a climb still pages.
+            findings = [f for f in findings if f.detail.get("trigger") != "anchored"]
 
         def drift_explained(found: Finding) -> bool:
             step = found.onset_step if found.onset_step is not None else found.step
@@ -365,7 +472,15 @@ class RunMonitor:
         return findings
 
     def active_kinds(self) -> set[str]:
-        return {kind for series in self.series.values() for kind in self._kinds(series)}
+        """The kinds ongoing that were raised: one explained away (``_explained_away``) is
+        not open, whatever its detector says."""
+        active: set[str] = set()
+        for metric, series in self.series.items():
+            raised = self.raised.get(metric)
+            if raised:
+                raised &= set(self._kinds(series))  # an episode that ended is forgotten
+                active |= raised
+        return active
 
     def role_metric(self, role: Role) -> str | None:
         """The metric playing ``role`` in this run (the first configured name it logs)."""
@@ -384,6 +499,8 @@ class RunMonitor:
         state = {
             "control": self.control.state_dict(),
             "series": {name: s.state_dict() for name, s in self.series.items()},
+            "progress": self.progress.state_dict(),
+            "raised": {name: sorted(kinds) for name, kinds in self.raised.items() if kinds},
         }
         if sanitize:
             for metric, sub in state["series"].items():
@@ -416,6 +533,8 @@ class RunMonitor:
         changed, or a plugin's bug) starts afresh, said in ``problems``; the rest, and the
         run's control state (LR factor, pause, cooldowns), are restored."""
         self.control.load_state_dict(state["control"])
+        if "progress" in state:  # saved by lrwatch 0.1.x without it: starts from here
+            self.progress.load_state_dict(state["progress"])
         for metric, sub in state["series"].items():
             series = self._series(metric)
             for name, exc in series.load_state_dict(sub):
@@ -424,6 +543,10 @@ class RunMonitor:
                     series.detectors[name] = fresh[name]
                 why = f"saved state of {self.run}/{metric} unusable ({_error(exc)}): starts afresh"
                 self._problems.append(PluginProblem("detectors", name, "run", why))
+        raised = state.get("raised")
+        if raised is None:  # saved before lrwatch kept it: what is active was raised
+            raised = {metric: self._kinds(s) for metric, s in self.series.items()}
+        self.raised = {metric: set(kinds) for metric, kinds in raised.items()}
 
 
 def _error(exc: BaseException) -> str:

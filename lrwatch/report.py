@@ -27,8 +27,7 @@ from typing import Any
 
 from lrwatch import channel
 from lrwatch.config import Config
-from lrwatch.replay import ReplayedFinding, read_run, replay
-from lrwatch.sources.discovery import scan
+from lrwatch.replay import ReplayedFinding, discover_runs, read_run, replay
 from lrwatch.types import Ack, AckStatus, Role, Sample
 
 KIND_COLOURS = {
@@ -76,11 +75,22 @@ class RunReport:
 
 def collect(run_dir: Path, config: Config) -> RunReport:
     """Everything a report shows, gathered from the run directory alone."""
+    if run_dir.is_file():
+        raise ValueError(f"{run_dir} is a file: give its run's directory ({run_dir.parent})")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no such run directory: {run_dir}")
-    files = scan(run_dir)
-    if not files:
+    runs = discover_runs([run_dir])
+    if not runs:
         raise ValueError(f"{run_dir} holds no JSONL, CSV or TensorBoard log")
+    if len(runs) > 1:  # one picture of several runs would interleave their series
+        names = sorted(runs)
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        example = run_dir / names[0]
+        raise ValueError(
+            f"{run_dir} holds {len(runs)} runs ({shown}); a report draws one: "
+            f"give its directory, e.g. lrwatch report {example}"
+        )
+    ((_, files),) = runs.items()
     name = run_dir.resolve().name
     samples = read_run(name, files)
     return RunReport(

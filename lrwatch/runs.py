@@ -15,19 +15,24 @@ Split from daemon.py so that the daemon reads as wiring. What a run's lifecycle 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from lrwatch import coverage
 from lrwatch.actuator import Actuator
+from lrwatch.boundary import unescape_name
 from lrwatch.config import Config
 from lrwatch.detectors.stall import StallDetector
-from lrwatch.exporter import Metrics
+from lrwatch.exporter import RUN_STATES, Metrics
 from lrwatch.pipeline import RunMonitor
 from lrwatch.sources.follow import Follower
 from lrwatch.store import Store, StoredCommand
@@ -35,7 +40,7 @@ from lrwatch.types import Ack, AckStatus, Finding, Role
 
 log = logging.getLogger("lrwatch.daemon")
 
-RUN_STATES = ("active", "stale", "finished")
+MAX_STATUS_METRICS = 50  # metric names a status row lists (to say what a run without a loss has)
 
 
 @dataclass(slots=True)
@@ -52,11 +57,15 @@ class Run:
     role_metrics: frozenset[str] = frozenset()  # names that are role metrics, for /metrics
     dirty_since: float | None = None  # monotonic time of the first analysis not checkpointed
     hooked: bool = False  # a heartbeat was seen: the ack counters exist (at 0) from then on
+    has_loss: bool | None = None  # what lrwatch_run_loss_role says, once set
+    quarantined: str | None = None  # why the run is no longer handled (RunBook.quarantine)
 
     def alive(self, now: float, config: Config) -> bool:
         return self.actuator.alive(now, config.heartbeat_timeout_seconds)
 
     def state(self, now: float, config: Config) -> str:
+        if self.quarantined is not None:
+            return "quarantined"
         if now - self.last_sample_at <= config.stale_after_seconds:
             return "active"
         return "stale" if self.alive(now, config) else "finished"
@@ -79,21 +88,32 @@ class Run:
         return kinds
 
     def lifecycle_dict(self) -> dict[str, Any]:
-        return {"last_sample_at": self.last_sample_at, "stall": self.stall.state_dict()}
+        return {
+            "last_sample_at": self.last_sample_at,
+            "stall": self.stall.state_dict(),
+            "channel": self.actuator.channel,  # whose commands the stored ones are (restore)
+        }
 
     def load_lifecycle(self, state: Mapping[str, Any]) -> None:
         self.last_sample_at = float(state.get("last_sample_at", 0.0))
+        if isinstance(state.get("channel"), str):
+            self.actuator.channel = state["channel"]
         if "stall" in state:
             self.stall.load_state_dict(state["stall"])
 
     def row(self, now: float, config: Config) -> dict[str, Any]:
         """This run's line in ``lrwatch status``."""
         monitor = self.monitor
-        loss_metric = monitor.role_metric(Role.LOSS)
+        loss_metric, inferred = coverage.loss_of(monitor)
         beat = self.actuator.heartbeat
         return {
             "run": self.name,
-            "state": "paused" if monitor.control.paused else self.state(now, config),
+            "loss_metric": loss_metric,  # None: no loss recognised, the run is not judged
+            "loss_inferred": inferred,
+            "metrics": sorted(monitor.series)[:MAX_STATUS_METRICS],
+            "state": "paused"
+            if monitor.control.paused and not self.quarantined
+            else self.state(now, config),
             "last_step": monitor.last_step(),
             "loss": monitor.series[loss_metric].last_value if loss_metric else None,
             "lr_scale": monitor.control.lr_scale,
@@ -101,6 +121,9 @@ class Run:
             "hook_alive": self.alive(now, config),
             "active_findings": sorted(self.kinds_active),
             "unacked_commands": sorted(self.actuator.unacked),
+            **({"error": self.quarantined} if self.quarantined else {}),
+            # Non-empty: the run is unhealthy (a refused heartbeat, a command not written...).
+            "channel_trouble": sorted(self.actuator.trouble.values()),
         }
 
 
@@ -147,17 +170,20 @@ class RunBook:
         self.root, self.config, self.key = root, config, key
         self.store, self.metrics, self.follower = store, metrics, follower
         self.runs: dict[str, Run] = {}
+        self.on_forget: Callable[[Run], None] | None = None  # what else holds a run: let go
+        self._reported: set[tuple[str, str]] = set()  # (run, channel error) already logged
 
     def get(self, name: str) -> Run:
         """The run called ``name``, created on first sight."""
         run = self.runs.get(name)
         if run is None:
-            run_dir = self.root if name == "." else self.root / name
+            # The name is the escaped form of the directory's (boundary.py): back to the path.
+            run_dir = self.root if name == "." else self.root / unescape_name(name)
             monitor = RunMonitor(name, self.config.for_run(name))
             run = self.runs[name] = Run(
                 name,
                 monitor,
-                Actuator(name, run_dir, self.key),
+                Actuator(name, run_dir, self.key, functools.partial(self._channel_error, name)),
                 StallDetector(self.config.stale_after_seconds),
                 role_metrics=role_metrics(monitor),
             )
@@ -170,16 +196,42 @@ class RunBook:
             run = self.get(name)
             try:
                 run.monitor.load_state_dict(state)
-            except (ValueError, KeyError, TypeError) as exc:  # e.g. an older detector version
+            except Exception as exc:  # e.g. an older detector version, or a damaged row
                 log.warning("run %s: saved analysis unusable (%s); starting it afresh", name, exc)
+                self.metrics.state_errors_total.labels("restore", "unusable_state").inc()
                 run.monitor = RunMonitor(name, self.config.for_run(name))
-            run.load_lifecycle(lifecycles.get(name, {}))
+            try:
+                run.load_lifecycle(lifecycles.get(name, {}))
+            except Exception as exc:
+                log.warning("run %s: saved lifecycle unusable (%s); starting it afresh", name, exc)
+                self.metrics.state_errors_total.labels("restore", "unusable_state").inc()
+                run.stall = StallDetector(self.config.stale_after_seconds)
+            self.export_loss_role(run)
         commands: dict[str, list[StoredCommand]] = defaultdict(list)
         for item in self.store.commands():
             commands[item.command.run].append(item)
         for name, items in commands.items():
             if name in self.runs:
-                self.runs[name].actuator.restore(items)
+                run = self.runs[name]
+                try:
+                    superseded = run.actuator.restore(items)
+                    if superseded:
+                        with self.store.transaction():
+                            for ack in superseded:
+                                self._record_ack(run, ack)
+                            self.checkpoint(run)
+                except sqlite3.Error:
+                    raise  # the state file's, not the run's
+                except Exception as exc:
+                    self.quarantine(run, "restore", exc)
+
+    def _channel_error(self, run: str, error: str, message: str) -> None:
+        """Counted every time; logged the first time per run and kind (a file that stays bad
+        must not flood the log: the counter says how often)."""
+        self.metrics.channel_errors_total.labels(run, error).inc()
+        level = logging.DEBUG if (run, error) in self._reported else logging.WARNING
+        self._reported.add((run, error))
+        log.log(level, "run %s: channel: %s", run, message)
 
     def reconfigure(self, config: Config, key: bytes | None) -> None:
         self.config, self.key = config, key
@@ -188,6 +240,27 @@ class RunBook:
             run.role_metrics = role_metrics(run.monitor)
             run.actuator.key = key
             run.stall.stale_after_seconds = config.stale_after_seconds
+
+    def quarantine(self, run: Run, stage: str, exc: BaseException) -> None:
+        """``run`` raised something unexpected: logged once with its traceback, counted, and
+        set aside (its files are no longer read, nothing is written to it), so that every
+        other run stays watched. It comes back when it expires (run_ttl_seconds) and is seen
+        again, or at a restart."""
+        if run.quarantined is not None:
+            return
+        run.quarantined = f"{stage}: {type(exc).__name__}: {exc}"[:500]
+        # Its time-to-live counts from now (a run that failed on its first batch has no sample
+        # time yet, and would expire, come back and fail again at once, in a loop).
+        run.last_sample_at = max(run.last_sample_at, time.time())
+        run.dirty_since = None  # what it holds is suspect: not checkpointed
+        self.follower.pause(run.name)
+        self.metrics.run_errors_total.labels(stage, type(exc).__name__).inc()
+        log.error(
+            "run %s quarantined (%s): no longer read or acted on, every other run goes on",
+            run.name,
+            run.quarantined,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
 
     def checkpoint(self, run: Run) -> None:
         """Inside the caller's transaction: the run's state, with the offsets of all its files.
@@ -212,6 +285,8 @@ class RunBook:
                 log.exception("%s: reader state unusable; not saved", reader.path)
                 continue
             self.store.save_reader(str(reader.path), reader.run, position)
+        dirty = run.dirty_since if run.dirty_since is not None else time.monotonic()
+        self.store.on_rollback(lambda: setattr(run, "dirty_since", dirty))
         run.dirty_since = None
 
     def flush(self) -> None:
@@ -236,40 +311,62 @@ class RunBook:
         )
 
     def export_kinds(self, run: Run) -> None:
+        """The run's open findings, and whether it has a loss at all (after every batch)."""
         active = run.active_kinds()
         self.metrics.export_kinds(run.name, active, run.kinds_active)
         run.kinds_active = active
+        self.export_loss_role(run)
+
+    def export_loss_role(self, run: Run) -> None:
+        """``lrwatch_run_loss_role``: whether the run's loss is recognised (else it is read but
+        not judged, and no alert on its loss can fire: that must be visible on its own).
+        Left as it was while the monitor has seen nothing (rebuilt by a reload that changed
+        the roles or detectors: it knows again from the run's next samples)."""
+        if not run.monitor.series:
+            return
+        has_loss = coverage.loss_of(run.monitor)[0] is not None
+        if has_loss != run.has_loss:
+            self.metrics.run_loss_role.labels(run.name).set(1 if has_loss else 0)
+            run.has_loss = has_loss
 
     # --- channels ----------------------------------------------------------------------------
 
     def poll_channels(self, *, heartbeats: bool) -> None:
         """Acks of the runs waiting for one (every turn: they end an adjustment) and, when
         ``heartbeats``, every run's heartbeat (once a tick: liveness is a matter of seconds)."""
-        runs = list(self.runs.values())
+        runs = [run for run in self.runs.values() if run.quarantined is None]
         for run in runs if heartbeats else [r for r in runs if r.actuator.unacked]:
-            acks = run.actuator.poll(heartbeat=heartbeats)
-            if acks:
-                with self.store.transaction():
-                    for ack in acks:
-                        self._record_ack(run, ack)
-                    self.checkpoint(run)
-            beat = run.actuator.heartbeat
-            if beat is None:
-                continue
-            name = run.name
-            if not run.hooked:
-                # Each status's counter from 0, so that increase() sees a run's first rejection.
-                for status in AckStatus:
-                    self.metrics.command_acks_total.labels(name, status.value)
-                run.hooked = True
-            self.metrics.hook_heartbeat.labels(name).set(beat.written_at)
-            if run.actuator.heartbeat_is_current():
-                # The job is the truth about its factor (it may have restored a checkpoint).
-                run.monitor.control.lr_scale = beat.lr_scale
-            self.metrics.lr_scale.labels(name).set(run.monitor.control.lr_scale)
-            for group, lr in enumerate(beat.lrs):
-                self.metrics.effective_lr.labels(name, str(group)).set(lr)
-            self.metrics.commands_unacked.labels(name).set(len(run.actuator.unacked))
+            try:
+                self._poll(run, heartbeats=heartbeats)
+            except sqlite3.Error:
+                raise  # the state file's, not the run's: the daemon counts it (state errors)
+            except Exception as exc:
+                self.quarantine(run, "channel", exc)
+
+    def _poll(self, run: Run, *, heartbeats: bool) -> None:
+        acks = run.actuator.poll(heartbeat=heartbeats)
+        if acks:
+            with self.store.transaction():
+                for ack in acks:
+                    self._record_ack(run, ack)
+                self.checkpoint(run)  # with the channel the numbering is now for
+        beat = run.actuator.heartbeat
+        if beat is None:
+            return
+        name = run.name
+        if not run.hooked:
+            # Each status's counter from 0, so that increase() sees a run's first rejection.
+            for status in AckStatus:
+                self.metrics.command_acks_total.labels(name, status.value)
+            run.hooked = True
+        self.metrics.hook_heartbeat.labels(name).set(beat.written_at)
+        if run.actuator.heartbeat_is_current():
+            # The job is the truth about its factor (it may have restored a checkpoint).
+            run.monitor.control.lr_scale = beat.lr_scale
+        self.metrics.lr_scale.labels(name).set(run.monitor.control.lr_scale)
+        for group, lr in enumerate(beat.lrs):
+            self.metrics.effective_lr.labels(name, str(group)).set(lr)
+        self.metrics.commands_unacked.labels(name).set(len(run.actuator.unacked))
 
     def _record_ack(self, run: Run, ack: Ack) -> None:
         self.store.record_ack(run.name, ack)
@@ -312,16 +409,21 @@ class RunBook:
         counts = dict.fromkeys(RUN_STATES, 0)
         stalls, expired, overdue = [], [], []
         due = time.monotonic() - config.checkpoint_interval_seconds
-        for run in self.runs.values():
-            if run.expired(now, config):
-                expired.append(run)
-                continue
-            found = run.check_stall(now, config)
-            if found is not None or bool(run.stall.active) != ("stall" in run.kinds_active):
-                stalls.append((run, found))
-            elif run.dirty_since is not None and run.dirty_since <= due:
-                overdue.append(run)
-            counts[run.state(now, config)] += 1
+        for run in list(self.runs.values()):
+            try:
+                if run.expired(now, config):
+                    expired.append(run)
+                    continue
+                if run.quarantined is None:
+                    found = run.check_stall(now, config)
+                    if found is not None or bool(run.stall.active) != ("stall" in run.kinds_active):
+                        stalls.append((run, found))
+                    elif run.dirty_since is not None and run.dirty_since <= due:
+                        overdue.append(run)
+                counts[run.state(now, config)] += 1
+            except Exception as exc:
+                self.quarantine(run, "tick", exc)
+                counts["quarantined"] += 1
         if stalls or expired or overdue:
             self._settle(stalls, expired, overdue)
         for state, count in counts.items():
@@ -330,27 +432,55 @@ class RunBook:
     def status(self, now: float) -> dict[str, Any]:
         """What ``lrwatch status`` shows. Built on demand: rows for a thousand runs every
         second, for nobody, cost 3% of a core."""
-        rows = [run.row(now, self.config) for run in self.runs.values()]
-        return {"root": str(self.root), "mode": self.config.mode.value, "runs": rows}
+        rows = []
+        for run in self.runs.values():
+            row = run.row(now, self.config)
+            row["skipped_records"] = sum(
+                int(reader.stats.get("corrupt_records", 0))
+                for reader in self.follower.readers_of(run.name)
+            )
+            rows.append(row)
+        # Strict JSON: a NaN loss is spelled "nan", as replay spells it.
+        answer = {"root": str(self.root), "mode": self.config.mode.value, "runs": rows}
+        return dict(coverage.json_safe(answer))
+
+    def _guarded(self, run: Run, stage: str, action: Callable[[], None]) -> None:
+        """``action`` for ``run``; should it raise (not the state file: that is every run's
+        trouble, the caller's), ``run`` is quarantined and the others go on."""
+        try:
+            action()
+        except sqlite3.Error:
+            raise
+        except Exception as exc:
+            self.quarantine(run, stage, exc)
+
+    def _settle_stall(self, run: Run, found: Finding | None) -> None:
+        if found is not None:
+            self.record_finding(run, found)
+        self.checkpoint(run)
+
+    def _let_go(self, run: Run) -> None:
+        gone = self.follower.forget(run.name)
+        self.store.forget_run(run.name, [str(p) for p in gone])
+        for reader in self.follower.readers_of(run.name):  # files still there: keep
+            self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
 
     def _settle(
         self, stalls: list[tuple[Run, Finding | None]], expired: list[Run], overdue: list[Run]
     ) -> None:
         with self.store.transaction():
             for run, found in stalls:
-                if found is not None:
-                    self.record_finding(run, found)
-                self.checkpoint(run)
+                self._guarded(run, "tick", partial(self._settle_stall, run, found))
             for run in overdue:
-                self.checkpoint(run)
+                self._guarded(run, "tick", partial(self.checkpoint, run))
             for run in expired:
-                gone = self.follower.forget(run.name)
-                self.store.forget_run(run.name, [str(p) for p in gone])
-                for reader in self.follower.readers_of(run.name):  # files still there: keep
-                    self.store.save_reader(str(reader.path), reader.run, reader.state_dict())
+                self._guarded(run, "tick", partial(self._let_go, run))
         for run, _ in stalls:
             self.export_kinds(run)
         for run in expired:
             log.info("run %s: gone for over %g s, forgotten", run.name, self.config.run_ttl_seconds)
             self.metrics.forget_run(run.name)
+            self._reported = {k for k in self._reported if k[0] != run.name}
             del self.runs[run.name]
+            if self.on_forget is not None:
+                self.on_forget(run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -22,8 +23,50 @@ from urllib.parse import unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+log = logging.getLogger("lrwatch.server")
+
 MAX_BODY_BYTES = 4096
 CONTROL_TIMEOUT_SECONDS = 10.0
+IDLE_TIMEOUT_SECONDS = 5.0
+"""A connection that sends nothing (or too slowly) for this long is closed: else each idle
+client would hold a thread for ever."""
+MAX_CONNECTIONS = 256
+"""Connections served at once (a thread each); more are closed unanswered. Prometheus and the
+CLI need a few; the idle timeout frees the slots of clients that say nothing."""
+LISTEN_BACKLOG = 128
+
+
+class _Server(ThreadingHTTPServer):
+    """A ThreadingHTTPServer with a real listen backlog (the default is 5) and a bound on the
+    threads: past ``MAX_CONNECTIONS`` a new connection is closed unanswered."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away or timed out: a debug line, not socketserver's traceback
+        on stderr (which is not a log record, nor JSON)."""
+        log.debug("HTTP connection from %s failed", client_address, exc_info=True)
 
 
 @dataclass(slots=True)
@@ -49,8 +92,7 @@ class DaemonServer:
         token: str | None,
     ) -> None:
         handler = _make_handler(registry, status, ready, control, token)
-        self._httpd = ThreadingHTTPServer((host, port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="lrwatch-http", daemon=True
         )
@@ -72,6 +114,27 @@ class DaemonServer:
         self._httpd.server_close()
 
 
+def _withdraw(request: ControlRequest) -> tuple[int, dict[str, Any]]:
+    """A control request the main loop did not answer in time: withdrawn, or waited for.
+
+    ``Future.cancel()`` and the loop's ``set_running_or_notify_cancel()`` decide atomically
+    which of the two happens: either the request is withdrawn and never carried out (504, safe
+    to retry: a retried set-lr cannot apply the change twice), or the loop has already taken
+    it, and its answer comes within a turn (the handling itself is short).
+    """
+    if request.reply.cancel():
+        return HTTPStatus.GATEWAY_TIMEOUT, {
+            "error": "the daemon is busy; the request was withdrawn, nothing was changed: retry"
+        }
+    try:
+        return request.reply.result(timeout=CONTROL_TIMEOUT_SECONDS)
+    except TimeoutError:  # a loop stuck inside the handling: the outcome is unknown
+        return HTTPStatus.GATEWAY_TIMEOUT, {
+            "error": "the daemon took the request but did not answer: see lrwatch status "
+            "before retrying"
+        }
+
+
 def _make_handler(
     registry: CollectorRegistry,
     status: Callable[[], dict[str, Any]],
@@ -81,6 +144,7 @@ def _make_handler(
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "lrwatch"
+        timeout = IDLE_TIMEOUT_SECONDS  # socket timeout of each connection (StreamRequestHandler)
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -121,17 +185,21 @@ def _make_handler(
             except queue.Full:
                 code, answer = HTTPStatus.SERVICE_UNAVAILABLE, {"error": "daemon busy"}
             except TimeoutError:
-                code, answer = HTTPStatus.GATEWAY_TIMEOUT, {"error": "daemon did not answer"}
+                code, answer = _withdraw(request)
             self._json(code, answer)
 
         def _body(self) -> dict[str, Any] | None:
-            length = int(self.headers.get("Content-Length") or 0)
+            raw = (self.headers.get("Content-Length") or "0").strip()
+            if not raw.isdigit() or not raw.isascii():  # "-1" would read to the end of the stream
+                self._json(HTTPStatus.BAD_REQUEST, {"error": "bad Content-Length"})
+                return None
+            length = int(raw)
             if length > MAX_BODY_BYTES:
                 self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
                 return None
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 self._json(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
                 return None
             if not isinstance(body, dict):

@@ -31,6 +31,7 @@ through that call site and are not drawn here (``lrwatch report`` shows them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -132,6 +133,7 @@ class DecisionWriter:
         monitor: RunMonitor,
         outcome: Outcome,
         commands: Sequence[Command] = (),
+        answer: Callable[[int], Ack | None] | None = None,
     ) -> None:
         """Called once per analysed batch of a run's samples, with the findings, decisions and
         commands it led to: writes what changed since the last call, if anything.
@@ -146,7 +148,7 @@ class DecisionWriter:
             state = self._runs[run_dir] = _RunState(events_path(run_dir, self._clock))
         if state.failed:
             return
-        events = self._events(run_dir, state, monitor, outcome, commands)
+        events = self._events(run_dir, state, monitor, outcome, commands, answer)
         if not events:
             return
         try:
@@ -162,6 +164,7 @@ class DecisionWriter:
         monitor: RunMonitor,
         outcome: Outcome,
         commands: Sequence[Command],
+        answer: Callable[[int], Ack | None] | None,
     ) -> list[event_pb2.Event]:
         now = self._clock()
         step = monitor.last_step()
@@ -195,7 +198,7 @@ class DecisionWriter:
                 scalar_event(FINDING_TAG_PREFIX + kind, step + 1, 0.0, now),
             ]
             state.open_kinds.discard(kind)
-        acks = self._new_acks(run_dir, state)
+        acks = self._new_acks(run_dir, state, answer)
         for ack in acks:
             events += self._ack_events(state, ack, now)
             lines.append(_ack_line(ack, state.pending.pop(ack.seq, None)))
@@ -215,9 +218,19 @@ class DecisionWriter:
             events.append(text_event(TAG_DECISIONS, max(step, 0), "\n\n".join(lines), now))
         return events
 
-    def _new_acks(self, run_dir: Path, state: _RunState) -> list[Ack]:
+    def _new_acks(
+        self, run_dir: Path, state: _RunState, answer: Callable[[int], Ack | None] | None
+    ) -> list[Ack]:
+        """The acks of pending commands. ``answer`` (the daemon's actuator) finds each where
+        it was written and matches it to the command's bytes; without it, the file at the
+        command's number (a channel without foreign files numbers them alike)."""
         acks = []
         for seq in sorted(state.pending):
+            if answer is not None:
+                ack = answer(seq)
+                if ack is not None:
+                    acks.append(ack)
+                continue
             try:
                 ack = channel.read_ack(run_dir, seq)
             except channel.ChannelError:
@@ -242,13 +255,28 @@ class DecisionWriter:
             scalar_event(TAG_ACTION, ack.step, factor, now),
         ]
 
+    def forget(self, run_dir: Path) -> None:
+        """The run expired: what this writer kept of it goes too."""
+        self._runs.pop(run_dir, None)
+
     def _append(self, state: _RunState, events: list[event_pb2.Event]) -> None:
+        """Append to the events file. Neither ``lrwatch/`` nor the file may be a symlink: a job
+        (or anyone who can write the run directory) could otherwise point them anywhere, and
+        the daemon would write there with its own rights. Opened with O_NOFOLLOW, the file
+        through a descriptor of the directory, so nothing can be swapped in between."""
+        folder = state.path.parent
         if not state.started:
-            state.path.parent.mkdir(exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o755)
             version = event_pb2.Event(wall_time=self._clock(), file_version="brain.Event:2")
             events = [version, *events]
         data = b"".join(frame(e.SerializeToString()) for e in events)
-        fd = os.open(state.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(state.path.name, flags, 0o644, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
         try:
             view = memoryview(data)
             while view:

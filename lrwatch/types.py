@@ -154,6 +154,10 @@ class Ack:
     lrs: tuple[float, ...]
     reason: str
     acked_at: float
+    # The digest (channel.digest) of the command file the hook read: the daemon takes an ack as
+    # the answer to its command only if it names the very bytes the daemon wrote, so a stale
+    # ack (of a junk file once at that number) or a planted one is never mistaken for it.
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +173,9 @@ class Heartbeat:
     written_at: float
     handlers: tuple[str, ...] = ()
     world_size: int = 1
+    # The channel id the hook attached to: a new one means a new job in a re-created directory.
+    channel: str = ""
+    # The LRs the job's own schedule set (param_groups' lr between optimizer steps, i.e. without
+    # lrwatch's factor) and the training step they were read at; empty/None from older hooks.
+    schedule_lrs: tuple[float, ...] = ()
+    schedule_step: int | None = None

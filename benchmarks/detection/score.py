@@ -1,39 +1,90 @@
-"""Score lrwatch's detectors on the labelled corpus, side by side with the usual baselines.
+"""Score lrwatch's detectors on five labelled corpora, side by side with the usual baselines.
 
-Run from the repository root (about a minute; the corpus is committed, so no training):
+Run from the repository root (a minute or two; nothing is trained):
 
-    .venv/bin/python -m benchmarks.detection.score [--corpus DIR] [--config lrwatch.yaml]
+    python -m benchmarks.detection.score [--config lrwatch.yaml]
 
-lrwatch is scored through its contract: ``lrwatch replay --format jsonl`` over the corpus, in a
-subprocess, exactly as a user tuning thresholds would run it. The baselines see the same loss
-series (the ``loss`` metric of each run):
+The corpora, one column each: the **synthetic** generator's tune and frozen test halves
+(synthetic.py, written to a temp dir each run), the **real published logs**' tune and frozen
+test halves (``shared/reallogs``, split by splits.py), and the **development corpus** (the 123
+committed small PyTorch runs, tuned on in the past). Before anything is scored,
+``splits.py --check`` must pass: a frozen half that changed since it was committed is not
+reported. Tune on the tune columns; the test columns are the figures to quote.
+
+lrwatch is scored through its contract: ``lrwatch replay --format jsonl`` in a subprocess,
+default config unless ``--config``, exactly as a user tuning thresholds would run it (the
+findings and the ``action`` act mode would have taken). The baselines see the same ``loss``
+series (for a real log: the series lrwatch read, see reallogs.py):
 
 - **NaN-only** (Keras ``TerminateOnNaN``): an alarm at the first non-finite loss;
 - **2x running minimum**: an alarm when the loss exceeds twice the lowest loss seen so far (or
   is non-finite);
-- **ReduceLROnPlateau(patience=10)**: torch's scheduler stepped with each loss; a "flag" is each
-  step at which it would cut the LR;
+- **ReduceLROnPlateau(patience=10)**: torch's scheduler stepped with each logged loss; a "flag"
+  (an LR cut) is each step at which it would cut the LR;
 - **EarlyStopping(patience=10)** (Keras) on the validation loss, for overfitting.
 
-Writes ``benchmarks/results/detection.md`` (the tables), ``detection_runs.csv`` (per run) and
-``detection.png``.
+Definitions (every delay is in the steps of the log's own x-axis: steps, epochs, iterations):
+
+- *Divergence recall*: diverging runs with an alarm at or after the onset (for an onset read off
+  the curve in hindsight, up to 10 steps before it counts too, with delay 0), over all
+  diverging runs. *Delay*: first such alarm minus the onset. *Alarm before the onset*: any alarm
+  earlier than that.
+- *Early warning*: of the diverging runs whose first non-finite loss comes at least 2 logged
+  values after the onset (a run non-finite from its first values cannot be warned about), the
+  share with an alarm at or after the onset and strictly before that first non-finite value.
+- *False divergence alarms*: non-diverging runs (healthy, oscillation, plateau, drift, overfit)
+  with any divergence alarm, any metric. *Oscillation*: recall over oscillating runs; false
+  alarms over healthy runs. *Plateau*: first ``plateau`` flag on the loss at or after the onset
+  (and before the plateau's end, where labelled). *Overfit*: first ``overfit`` flag on the
+  validation loss at or after the validation minimum; false when flagged on a non-diverging,
+  non-overfit run whose validation loss ends < 5 % above its minimum.
+- *LR cuts*: a replayed finding whose ``action`` is ``scale_lr`` with a factor < 1, under the
+  config scored (the default config unless ``--config``); ReduceLROnPlateau's flags on the same
+  runs for comparison. Counted on healthy runs (a hand label ``spike_recovers`` is healthy).
+- *Still improving*: a cut or flag at step s is on a run still improving when the loss went on
+  to fall: with ``h`` = as many logged values as the run had up to s (capped by what is left),
+  the mean of the ``h`` values after s is ≥ 5 % (of its magnitude) below the mean of the last
+  ``max(1, h // 4)`` values up to s. A cut with fewer than 3 values after it is not counted.
+  The horizon grows with the run, because logs are sampled from every step to every epoch.
+- *Real logs*: a log lrwatch does not read (no metric of it plays the ``loss`` or ``val_loss``
+  role; see reallogs.py) is *not read*. It counts as a miss in every recall (lrwatch would not
+  have caught it), and is left out of every false-alarm and LR-cut denominator (nothing was
+  watched, so nothing passed). ``unstable`` logs are shown apart, in no denominator. Hand labels
+  map as reallogs.LABELS says, onsets as reallogs.onset() says.
+
+Writes ``benchmarks/results/detection.md`` (the tables, and one row per real log),
+``detection_runs.csv`` (one row per run of every corpus) and ``detection.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+from benchmarks.detection import reallogs, splits, synthetic
+from benchmarks.detection.baselines import DIVERGENCE, early_stopping, reduce_on_plateau, twice_min
+from benchmarks.detection.labelled import (
+    Run,
+    attach,
+    first_at_or_after,
+    load,
+    replay,
+    still_improving,
+)
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -42,118 +93,30 @@ NON_DIVERGING = ("healthy", "oscillation", "plateau", "drift", "overfit")
 # An onset read off the curve in hindsight is where the loss had visibly left its level; an
 # alarm up to this many steps before it counts as a detection (with delay 0), not a false alarm.
 HINDSIGHT_SLACK = 10
+RLROP = "ReduceLROnPlateau(10)"
+ES = "EarlyStopping(10) on val"
+METHODS = ("lrwatch", "NaN-only", "2x running min", RLROP, ES)
 
 
 @dataclass
-class Run:
-    name: str  # <label>/<name>, as lrwatch replay names it
-    labels: dict[str, Any]
-    series: dict[str, list[tuple[int, float]]]
-    findings: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return str(self.labels["label"])
-
-    @property
-    def onset(self) -> int | None:
-        onset = self.labels.get("onset_step")
-        return None if onset is None else int(onset)
-
-    def loss(self) -> list[tuple[int, float]]:
-        return self.series["loss"]
-
-    def lrwatch_steps(self, kind: str, metric: str | None = None) -> list[int]:
-        return sorted(
-            f["step"]
-            for f in self.findings
-            if f["kind"] == kind and (metric is None or f["metric"] == metric)
-        )
+class Corpus:
+    title: str
+    runs: list[Run]
+    replayed: float | str  # lrwatch replay's wall time, or how the real logs were replayed
+    about: str = ""
 
 
-def load(corpus: Path) -> list[Run]:
-    runs = []
-    for labels_path in sorted(corpus.glob("*/*/labels.json")):
-        directory = labels_path.parent
-        series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        with (directory / "metrics.jsonl").open() as f:
-            for line in f:
-                record = json.loads(line)
-                step = int(record.pop("step"))
-                for key, value in record.items():
-                    series[key].append((step, float(value)))
-        name = f"{directory.parent.name}/{directory.name}"
-        runs.append(Run(name, json.loads(labels_path.read_text()), dict(series)))
-    return runs
+def readable(r: Run) -> bool:
+    return bool(r.labels.get("read", True))
 
 
-def replay(corpus: Path, config: Path | None) -> tuple[list[dict[str, Any]], float]:
-    """lrwatch's findings over the whole corpus, through the CLI's JSONL contract."""
-    cmd = [sys.executable, "-m", "lrwatch", "replay", "--format", "jsonl", str(corpus)]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    started = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return [json.loads(line) for line in out.splitlines() if line], time.perf_counter() - started
+@cache
+def _rlrop(series: tuple[tuple[int, float], ...]) -> list[int]:
+    return reduce_on_plateau(list(series))
 
 
-# -- baselines ---------------------------------------------------------------------------------
-
-
-def nan_only(series: list[tuple[int, float]]) -> list[int]:
-    return [s for s, v in series if not math.isfinite(v)][:1]
-
-
-def twice_min(series: list[tuple[int, float]]) -> list[int]:
-    """Every step at which the rule holds (a stateless threshold fires again and again)."""
-    low, alarms = math.inf, []
-    for step, value in series:
-        if not math.isfinite(value) or value > 2.0 * low:
-            alarms.append(step)
-        if math.isfinite(value):
-            low = min(low, value)
-    return alarms
-
-
-def reduce_on_plateau(series: list[tuple[int, float]], patience: int = 10) -> list[int]:
-    import torch
-
-    param = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.SGD([param], lr=1.0)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=patience, min_lr=0.0)
-    flags = []
-    for step, value in series:
-        before = opt.param_groups[0]["lr"]
-        sched.step(value)
-        if opt.param_groups[0]["lr"] < before:
-            flags.append(step)
-            opt.param_groups[0]["lr"] = 1.0  # count every flag, not just until the LR underflows
-    return flags
-
-
-def early_stopping(series: list[tuple[int, float]], patience: int = 10) -> list[int]:
-    best, wait = math.inf, 0
-    for step, value in series:
-        if value < best:
-            best, wait = value, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                return [step]
-    return []
-
-
-BASELINES: dict[str, Callable[[list[tuple[int, float]]], list[int]]] = {
-    "NaN-only": nan_only,
-    "2x running min": twice_min,
-}
-
-
-# -- scoring helpers ---------------------------------------------------------------------------
-
-
-def first_at_or_after(steps: Iterable[int], onset: int, end: int | None = None) -> int | None:
-    return next((s for s in steps if s >= onset and (end is None or s <= end)), None)
+def rlrop(r: Run) -> list[int]:
+    return _rlrop(tuple(r.loss()))
 
 
 def pct(xs: list[int], q: float) -> float | None:
@@ -167,26 +130,19 @@ def pct(xs: list[int], q: float) -> float | None:
 
 
 def fmt(x: float | None, digits: int = 0) -> str:
-    if x is None:
-        return "—"
-    return f"{x:.{digits}f}"
+    return "—" if x is None else f"{x:.{digits}f}"
 
 
 def frac(num: int, den: int) -> str:
     return f"{num / den:.2f} ({num}/{den})" if den else "—"
 
 
-def still_improving(series: list[tuple[int, float]], step: int) -> bool | None:
-    """Was a plateau flag at ``step`` wrong? The loss went on to fall 5 % or more: the mean of
-    the next 200 values is 5 % below the mean of the 51 up to the flag. None if the run ends
-    too soon after the flag to tell (fewer than 100 values left)."""
-    values = [v for _, v in series]
-    i = next(k for k, (s, _) in enumerate(series) if s >= step)
-    future = [v for v in values[i + 1 : i + 201] if math.isfinite(v)]
-    past = [v for v in values[max(0, i - 50) : i + 1] if math.isfinite(v)]
-    if len(future) < 100 or not past:
-        return None
-    return statistics.fmean(future) <= 0.95 * statistics.fmean(past)
+def count(num: int, den: int) -> str:
+    return f"{num}/{den}" if den else "—"
+
+
+def index_at(series: list[tuple[int, float]], step: int) -> int | None:
+    return next((k for k, (s, _) in enumerate(series) if s >= step), None)
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -195,24 +151,31 @@ def still_improving(series: list[tuple[int, float]], step: int) -> bool | None:
 @dataclass
 class Scores:
     rows: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    per_run: list[dict[str, Any]] = field(default_factory=list)
     plot: dict[str, Any] = field(default_factory=dict)
 
     def add(self, metric: str, **cols: str) -> None:
         self.rows.append((metric, cols))
 
 
+def coverage_scores(runs: list[Run], scores: Scores) -> None:
+    if any("read" in r.labels for r in runs):
+        value = frac(sum(readable(r) for r in runs), len(runs))
+    else:
+        value = f"all {len(runs)} (JSONL)"
+    scores.add("runs lrwatch read (a loss or val_loss metric found)", lrwatch=value, target="")
+
+
 def divergence_scores(runs: list[Run], scores: Scores) -> None:
     diverging = [r for r in runs if r.label == "divergence"]
-    quiet = [r for r in runs if r.label in NON_DIVERGING]
+    quiet = [r for r in runs if r.label in NON_DIVERGING and readable(r)]
     methods: dict[str, Callable[[Run], list[int]]] = {
         "lrwatch": lambda r: r.lrwatch_steps("divergence"),
-        **{name: (lambda r, fn=fn: fn(r.loss())) for name, fn in BASELINES.items()},
+        **{name: (lambda r, fn=fn: fn(r.loss())) for name, fn in DIVERGENCE.items()},
     }
     cols: dict[str, dict[str, str]] = defaultdict(dict)
     delays_by_method: dict[str, list[int]] = {}
     for method, alarms in methods.items():
-        delays, early, went_nan, before_onset = [], 0, 0, 0
+        delays, early, warnable, before_onset = [], 0, 0, 0
         for r in diverging:
             assert r.onset is not None
             steps = alarms(r)
@@ -222,8 +185,8 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
             if hit is not None:
                 delays.append(max(0, hit - r.onset))
             nonfinite = r.labels["first_nonfinite_step"]
-            if nonfinite is not None:
-                went_nan += 1
+            if nonfinite is not None and _warnable(r, nonfinite):
+                warnable += 1
                 early += hit is not None and hit < nonfinite
         false = sum(bool(alarms(r)) for r in quiet)
         delays_by_method[method] = delays
@@ -231,51 +194,56 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
         c["recall"] = frac(len(delays), len(diverging))
         c["median"] = fmt(pct(delays, 0.5))
         c["p90"] = fmt(pct(delays, 0.9))
-        c["early"] = frac(early, went_nan)
+        c["early"] = frac(early, warnable)
         c["false"] = frac(false, len(quiet))
-        c["pre"] = str(before_onset)
+        c["pre"] = count(before_onset, len(diverging))
         for label in NON_DIVERGING:
             group = [r for r in quiet if r.label == label]
-            c[f"false_{label}"] = f"{sum(bool(alarms(r)) for r in group)}/{len(group)}"
-    targets = {
-        "recall": "≥ 0.97",
-        "median": "≤ 5",
-        "p90": "",
-        "early": "≥ 0.95",
-        "false": "≤ 0.02",
-        "pre": "",
-    }
+            c[f"false_{label}"] = count(sum(bool(alarms(r)) for r in group), len(group))
+    targets = {"recall": "≥ 0.97", "median": "≤ 5", "early": "≥ 0.95", "false": "≤ 0.02"}
     names = {
-        "recall": f"divergence recall ({len(diverging)} diverging runs)",
+        "recall": "divergence recall (diverging runs)",
         "median": "median delay after onset (steps)",
         "p90": "p90 delay after onset (steps)",
-        "early": "early warning: alarm strictly before the first non-finite value",
-        "false": f"false divergence alarms ({len(quiet)} non-diverging runs)",
+        "early": "early warning: alarm before the first non-finite value (runs going "
+        "non-finite ≥ 2 logged values after the onset)",
+        "false": "false divergence alarms (non-diverging runs)",
         "pre": "diverging runs with an alarm before the onset",
     }
     for key, title in names.items():
-        scores.add(title, **{m: cols[m][key] for m in methods}, target=targets[key])
+        scores.add(title, **{m: cols[m][key] for m in methods}, target=targets.get(key, ""))
     for label in NON_DIVERGING:
-        scores.add(
-            f"… of which {label}", **{m: cols[m][f"false_{label}"] for m in methods}, target=""
-        )
+        scores.add(f"… of which {label}", **{m: cols[m][f"false_{label}"] for m in methods})
     scores.plot["divergence_delays"] = delays_by_method
+
+
+def _warnable(r: Run, nonfinite: int) -> bool:
+    """Does the first non-finite loss come at least 2 logged values after the onset?"""
+    assert r.onset is not None
+    start, bad = index_at(r.loss(), r.onset), index_at(r.loss(), nonfinite)
+    return start is not None and bad is not None and bad - start >= 2
+
+
+def _log_every(r: Run) -> int:
+    steps = [s for s, _ in r.loss()]
+    gaps = [b - a for a, b in pairwise(steps)]
+    return int(statistics.median(gaps)) if gaps else 1
 
 
 def oscillation_scores(runs: list[Run], scores: Scores) -> None:
     osc = [r for r in runs if r.label == "oscillation"]
-    healthy = [r for r in runs if r.label == "healthy"]
+    healthy = [r for r in runs if r.label == "healthy" and readable(r)]
     found = sum(bool(r.lrwatch_steps("oscillation")) for r in osc)
     false = sum(bool(r.lrwatch_steps("oscillation")) for r in healthy)
     twice = sum(bool(twice_min(r.loss())) for r in osc)
     scores.add(
-        f"oscillation recall ({len(osc)} oscillating runs)",
+        "oscillation recall (oscillating runs)",
         lrwatch=frac(found, len(osc)),
         target="≥ 0.9",
-        **{"2x running min": f"({frac(twice, len(osc))} as divergence)"},
+        **{"2x running min": f"({frac(twice, len(osc))} as divergence)" if osc else "—"},
     )
     scores.add(
-        f"oscillation false alarms ({len(healthy)} healthy runs)",
+        "oscillation false alarms (healthy runs)",
         lrwatch=frac(false, len(healthy)),
         target="≤ 0.05",
     )
@@ -287,10 +255,10 @@ def plateau_scores(runs: list[Run], scores: Scores) -> None:
     for r in plateaus:
         assert r.onset is not None
         end = r.labels.get("plateau_end")
-        mine, rlrop = r.lrwatch_steps("plateau", "loss"), reduce_on_plateau(r.loss())
-        a, b = first_at_or_after(mine, r.onset, end), first_at_or_after(rlrop, r.onset, end)
+        mine, flags = r.lrwatch_steps("plateau", "loss"), rlrop(r)
+        a, b = first_at_or_after(mine, r.onset, end), first_at_or_after(flags, r.onset, end)
         ours_pre += any(s < r.onset for s in mine)
-        theirs_pre += any(s < r.onset for s in rlrop)
+        theirs_pre += any(s < r.onset for s in flags)
         if a is None:
             ours_missed += 1
         else:
@@ -299,47 +267,70 @@ def plateau_scores(runs: list[Run], scores: Scores) -> None:
             theirs_missed += 1
         else:
             theirs.append(b - r.onset)
-        r.labels["_plateau"] = (a, b)
-    rl = "ReduceLROnPlateau(10)"
     scores.add(
-        f"plateau: median steps from onset to flag ({len(plateaus)} plateau runs)",
+        "plateau: median steps from onset to flag",
         lrwatch=fmt(pct(ours, 0.5), 1),
-        **{rl: fmt(pct(theirs, 0.5), 1)},
+        **{RLROP: fmt(pct(theirs, 0.5), 1)},
         target="≤ ReduceLROnPlateau",
     )
     scores.add(
         "plateau: p90 steps from onset to flag",
         lrwatch=fmt(pct(ours, 0.9)),
-        **{rl: fmt(pct(theirs, 0.9))},
-        target="",
+        **{RLROP: fmt(pct(theirs, 0.9))},
     )
+    n = len(plateaus)
     scores.add(
-        "plateau runs never flagged / flagged before the onset",
-        lrwatch=f"{ours_missed} / {ours_pre}",
-        **{rl: f"{theirs_missed} / {theirs_pre}"},
-        target="",
+        "plateau runs never flagged / flagged before the onset (of the plateau runs)",
+        lrwatch=f"{ours_missed} / {ours_pre} of {n}" if n else "—",
+        **{RLROP: f"{theirs_missed} / {theirs_pre} of {n}" if n else "—"},
     )
-    noisy = [r for r in runs if r.label == "healthy" and r.labels.get("noisy")]
+    noisy = [r for r in runs if r.label == "healthy" and r.labels.get("noisy") and readable(r)]
     mine_flags = [(r, s) for r in noisy for s in r.lrwatch_steps("plateau", "loss")]
-    their_flags = [(r, s) for r in noisy for s in reduce_on_plateau(r.loss())]
-    mine_bad = sum(bool(still_improving(r.loss(), s)) for r, s in mine_flags)
-    their_bad = sum(bool(still_improving(r.loss(), s)) for r, s in their_flags)
-    samples = sum(len(r.loss()) for r in noisy)
+    their_flags = [(r, s) for r in noisy for s in rlrop(r)]
+    mine_bad = [(r, s) for r, s in mine_flags if still_improving(r.loss(), s)]
+    their_bad = [(r, s) for r, s in their_flags if still_improving(r.loss(), s)]
     scores.add(
-        f"spurious plateau flags on noisy healthy runs ({len(noisy)} runs, batch ≤ 32): "
-        "flags while the loss went on to fall ≥ 5 % (all flags)",
-        lrwatch=f"{mine_bad} ({len(mine_flags)})",
-        **{rl: f"{their_bad} ({len(their_flags)})"},
+        "plateau flags on noisy healthy runs (batch ≤ 32) while still improving (all flags; "
+        "runs with any such flag)",
+        lrwatch=f"{len(mine_bad)} ({len(mine_flags)}; {len({r.name for r, _ in mine_bad})} runs)"
+        if noisy
+        else "—",
+        **{
+            RLROP: f"{len(their_bad)} ({len(their_flags)}; "
+            f"{len({r.name for r, _ in their_bad})} runs)"
+            if noisy
+            else "—"
+        },
         target="fewer",
     )
-    scores.add(
-        "… runs with any such flag",
-        lrwatch=f"{len({r.name for r, s in mine_flags if still_improving(r.loss(), s)})}",
-        **{rl: f"{len({r.name for r, s in their_flags if still_improving(r.loss(), s)})}"},
-        target="",
-    )
     scores.plot["plateau"] = (ours, theirs)
-    scores.plot["noisy_samples"] = samples
+
+
+def lr_action_scores(runs: list[Run], scores: Scores) -> None:
+    """What act mode would have done to healthy runs, against ReduceLROnPlateau's flags."""
+    healthy = [r for r in runs if r.label == "healthy" and readable(r)]
+    ours = [(r, f["step"], r.loss_of(f["run"])) for r in healthy for f in r.cuts()]
+    theirs = [(r, s, r.loss()) for r in healthy for s in rlrop(r)]
+    n = len(healthy)
+
+    def runs_with(cuts: list[tuple[Run, int, Any]]) -> str:
+        return frac(len({r.name for r, _, _ in cuts}), n)
+
+    def total(cuts: list[tuple[Run, int, Any]]) -> str:
+        return f"{len(cuts)} ({len(cuts) / n:.2f} per run)" if n else "—"
+
+    def improving(cuts: list[tuple[Run, int, Any]]) -> str:
+        bad = [(r, s) for r, s, series in cuts if still_improving(series, s)]
+        return f"{len(bad)} ({len({r.name for r, _ in bad})} runs)" if n else "—"
+
+    scores.add("healthy runs with an LR cut", lrwatch=runs_with(ours), **{RLROP: runs_with(theirs)})
+    scores.add("LR cuts on healthy runs", lrwatch=total(ours), **{RLROP: total(theirs)})
+    scores.add(
+        "LR cuts on healthy runs that were still improving (runs)",
+        lrwatch=improving(ours),
+        **{RLROP: improving(theirs)},
+        target="0",
+    )
 
 
 def drift_scores(runs: list[Run], scores: Scores) -> None:
@@ -352,22 +343,20 @@ def drift_scores(runs: list[Run], scores: Scores) -> None:
         pre += any(s < r.onset for s in steps)
         if hit is not None:
             delays.append(hit - r.onset)
-    others = [r for r in runs if r.label in ("healthy", "plateau", "oscillation", "overfit")]
+    others = [
+        r
+        for r in runs
+        if r.label in ("healthy", "plateau", "oscillation", "overfit") and readable(r)
+    ]
     false = sum(bool(r.lrwatch_steps("drift")) for r in others)
-    scores.add(
-        f"drift detected ({len(drifts)} concept-shift streams)",
-        lrwatch=frac(len(delays), len(drifts)),
-        target="",
-    )
+    scores.add("drift detected (concept-shift streams)", lrwatch=frac(len(delays), len(drifts)))
     scores.add(
         "drift: median / p90 delay after the shift (steps)",
-        lrwatch=f"{fmt(pct(delays, 0.5))} / {fmt(pct(delays, 0.9))}",
-        target="",
+        lrwatch=f"{fmt(pct(delays, 0.5))} / {fmt(pct(delays, 0.9))}" if drifts else "—",
     )
     scores.add(
-        f"drift flagged before the shift / on the {len(others)} other non-diverging runs",
-        lrwatch=f"{pre}/{len(drifts)} / {false}/{len(others)}",
-        target="",
+        "drift flagged before the shift / on other non-diverging runs",
+        lrwatch=f"{count(pre, len(drifts))} / {count(false, len(others))}",
     )
 
 
@@ -380,47 +369,42 @@ def overfit_scores(runs: list[Run], scores: Scores) -> None:
         for r in runs
         if r.label in NON_DIVERGING
         and r.label != "overfit"
-        and "val_loss" in r.series
+        and r.series.get("val_loss")
         and r.labels["val_rise"] < 0.05
+        and readable(r)
     ]
     ours, theirs = [], []
     for r in over:
         assert r.onset is not None
         a = first_at_or_after(r.lrwatch_steps("overfit", "val_loss"), r.onset)
-        b = first_at_or_after(early_stopping(r.series["val_loss"]), r.onset)
+        b = first_at_or_after(early_stopping(r.series.get("val_loss", [])), r.onset)
         if a is not None:
             ours.append(a - r.onset)
         if b is not None:
             theirs.append(b - r.onset)
     false_ours = sum(bool(r.lrwatch_steps("overfit")) for r in with_val)
     false_theirs = sum(bool(early_stopping(r.series["val_loss"])) for r in with_val)
-    es = "EarlyStopping(10) on val"
     scores.add(
-        f"overfit detected on val_loss ({len(over)} overfitting runs)",
+        "overfit detected on val_loss (overfitting runs)",
         lrwatch=frac(len(ours), len(over)),
-        **{es: frac(len(theirs), len(over))},
-        target="",
+        **{ES: frac(len(theirs), len(over))},
     )
     scores.add(
         "overfit: median delay after the validation minimum (steps)",
         lrwatch=fmt(pct(ours, 0.5)),
-        **{es: fmt(pct(theirs, 0.5))},
-        target="",
+        **{ES: fmt(pct(theirs, 0.5))},
     )
     scores.add(
-        f"overfit flagged on non-diverging runs that do not overfit ({len(with_val)} runs "
-        "whose val_loss ends < 5 % above its minimum)",
+        "overfit flagged on non-diverging runs that do not overfit (val_loss ends < 5 % above "
+        "its minimum)",
         lrwatch=frac(false_ours, len(with_val)),
-        **{es: frac(false_theirs, len(with_val))},
-        target="",
+        **{ES: frac(false_theirs, len(with_val))},
     )
-    divergence_on_val = sum(
-        bool(r.lrwatch_steps("divergence", "val_loss")) for r in runs if r.label == "overfit"
-    )
+    paged = sum(bool(r.lrwatch_steps("divergence")) for r in over)
+    on_val = sum(bool(r.lrwatch_steps("divergence", "val_loss")) for r in over)
     scores.add(
         "overfitting runs paged as a divergence (any metric)",
-        lrwatch=f"{sum(bool(r.lrwatch_steps('divergence')) for r in over)}/{len(over)}"
-        + (f" ({divergence_on_val} on val_loss)" if divergence_on_val else ""),
+        lrwatch=count(paged, len(over)) + (f" ({on_val} on val_loss)" if on_val else ""),
         target="0",
     )
 
@@ -430,25 +414,53 @@ def spike_scores(runs: list[Run], scores: Scores) -> None:
     seen = 0
     for r in spiky:
         spikes = r.lrwatch_steps("spike")
-        seen += any(any(abs(s - at) <= 20 for s in spikes) for at in r.labels["spikes_at"])
+        near = max(20, 2 * _log_every(r))  # a sparse log sees the spike a sample later
+        seen += any(any(abs(s - at) <= near for s in spikes) for at in r.labels["spikes_at"])
     paged = sum(bool(r.lrwatch_steps("divergence")) for r in spiky)
     scores.add(
-        f"healthy runs with injected bad batches ({len(spiky)}): reported as spike / paged",
-        lrwatch=f"{seen} / {paged}",
+        "healthy runs with injected bad batches: reported as spike / paged",
+        lrwatch=f"{seen} / {paged} of {len(spiky)}" if spiky else "—",
         target="page 0",
     )
     transient = [r for r in runs if r.label == "transient"]
-    if transient:
-        scores.add(
-            f"LR faults the run survived by itself ({len(transient)}, not scored): "
-            "divergence / spike",
-            lrwatch=f"{sum(bool(r.lrwatch_steps('divergence')) for r in transient)} / "
-            f"{sum(bool(r.lrwatch_steps('spike')) for r in transient)}",
-            target="",
-        )
+    scores.add(
+        "LR faults the run survived by itself (not scored): divergence / spike",
+        lrwatch=f"{sum(bool(r.lrwatch_steps('divergence')) for r in transient)} / "
+        f"{sum(bool(r.lrwatch_steps('spike')) for r in transient)} of {len(transient)}"
+        if transient
+        else "—",
+    )
+    unstable = [r for r in runs if r.label == "unstable"]
+    scores.add(
+        "unstable logs (not scored): paged / LR cuts / not read",
+        lrwatch=f"{sum(bool(r.lrwatch_steps('divergence')) for r in unstable)} / "
+        f"{sum(len(r.cuts()) for r in unstable)} / "
+        f"{sum(not readable(r) for r in unstable)} of {len(unstable)}"
+        if unstable
+        else "—",
+    )
 
 
-def per_run(runs: list[Run]) -> list[dict[str, Any]]:
+SCORERS = (
+    coverage_scores,
+    divergence_scores,
+    oscillation_scores,
+    plateau_scores,
+    lr_action_scores,
+    drift_scores,
+    overfit_scores,
+    spike_scores,
+)
+
+
+def score(runs: list[Run]) -> Scores:
+    scores = Scores()
+    for scorer in SCORERS:
+        scorer(runs, scores)
+    return scores
+
+
+def per_run(corpus: str, runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
         kinds: dict[str, list[int]] = defaultdict(list)
@@ -456,13 +468,16 @@ def per_run(runs: list[Run]) -> list[dict[str, Any]]:
             kinds[f"{f['kind']}@{f['metric']}"].append(f["step"])
         rows.append(
             {
+                "corpus": corpus,
                 "run": r.name,
                 "label": r.label,
+                "read": readable(r),
                 "onset": r.onset,
-                "nonfinite": r.labels["first_nonfinite_step"],
+                "nonfinite": r.labels.get("first_nonfinite_step"),
                 "lrwatch": " ".join(f"{k}:{','.join(map(str, v[:5]))}" for k, v in kinds.items()),
-                "2x_min": ",".join(map(str, twice_min(r.loss()))),
-                "rlrop_first": ",".join(map(str, reduce_on_plateau(r.loss())[:3])),
+                "lr_cuts": ",".join(str(f["step"]) for f in r.cuts()),
+                "2x_min": ",".join(map(str, twice_min(r.loss())[:20])),
+                "rlrop_first": ",".join(map(str, rlrop(r)[:3])),
             }
         )
     return rows
@@ -500,41 +515,106 @@ def throughput(runs: list[Run], n: int = 400_000) -> list[tuple[str, float]]:
 # -- output ------------------------------------------------------------------------------------
 
 
-def markdown(scores: Scores, tput: list[tuple[str, float]], meta: dict[str, Any]) -> str:
-    methods = [
-        "lrwatch",
-        "NaN-only",
-        "2x running min",
-        "ReduceLROnPlateau(10)",
-        "EarlyStopping(10) on val",
-        "target",
-    ]
-    used = [m for m in methods if any(m in cols for _, cols in scores.rows)]
+def markdown(
+    corpora: list[Corpus], tables: list[Scores], extra: list[str], config: Path | None
+) -> str:
+    titles = [c.title for c in corpora]
+    used = "the default config" if config is None else f"config `{config}`"
     lines = [
-        "# Detection quality on the labelled corpus",
+        "# Detection quality: tuning and frozen test halves side by side",
         "",
-        f"Corpus: {meta['runs']} real PyTorch runs ({meta['composition']}), "
-        f"{meta['samples']:,} logged values. Reproduce: "
-        "`.venv/bin/python -m benchmarks.detection.score` (regenerate the corpus first with "
-        "`.venv/bin/python -m benchmarks.detection.corpus`).",
-        f"lrwatch: `lrwatch replay --format jsonl` over the corpus, default config "
-        f"({meta['replay_seconds']:.1f} s). Baselines see the same `loss` series.",
+        "Reproduce: `python -m benchmarks.detection.score` (checks the frozen halves first with "
+        "`python -m benchmarks.detection.splits --check`). lrwatch is `lrwatch replay --format "
+        f"jsonl` with {used}; the baselines see the same `loss` series. Tune on the *tune* "
+        "columns; quote the *test (frozen)* ones. Definitions: the docstring of "
+        "`benchmarks/detection/score.py`.",
         "",
-        "| metric | " + " | ".join(used) + " |",
-        "| --- | " + " | ".join("---" for _ in used) + " |",
     ]
-    for metric, cols in scores.rows:
-        lines.append(f"| {metric} | " + " | ".join(cols.get(m, "") for m in used) + " |")
+    for c in corpora:
+        took = c.replayed if isinstance(c.replayed, str) else f"replay {c.replayed:.1f} s"
+        lines.append(f"- **{c.title}**: {c.about} ({took})")
     lines += [
         "",
+        "| metric | method | " + " | ".join(titles) + " | target |",
+        "| --- | --- | " + " | ".join("---" for _ in titles) + " | --- |",
+    ]
+    order: dict[str, dict[str, None]] = {}
+    targets: dict[str, str] = {}
+    cells: dict[tuple[str, str, int], str] = {}
+    for k, scores in enumerate(tables):
+        for metric, cols in scores.rows:
+            methods = order.setdefault(metric, {})
+            for method in METHODS:
+                if method in cols:
+                    methods[method] = None
+                    cells[(metric, method, k)] = cols[method]
+            targets[metric] = targets.get(metric) or cols.get("target", "")
+    for metric, methods in order.items():
+        ranked = sorted(methods, key=METHODS.index)
+        for j, method in enumerate(ranked):
+            values = [cells.get((metric, method, k), "") for k in range(len(tables))]
+            head = f"{metric} | " if j == 0 else " | "
+            tail = targets[metric] if j == 0 else ""
+            lines.append(f"| {head}{method} | " + " | ".join(values) + f" | {tail} |")
+    return "\n".join([*lines, "", *extra])
+
+
+def fault_table(tune: list[Run], test: list[Run]) -> list[str]:
+    """The synthetic runs by injected fault: which findings lrwatch made on how many runs, and
+    how many runs it would have cut the LR of (of which while still improving)."""
+    kinds = ("divergence", "oscillation", "plateau", "overfit", "spike")
+    lines = [
+        "## The synthetic runs by injected fault (tune | test)",
+        "",
+        "Runs of each fault with at least one lrwatch finding of each kind, and with an LR cut "
+        "(in brackets: with a cut while still improving).",
+        "",
+        "| label / fault | runs | " + " | ".join(kinds) + " | LR cut |",
+        "| --- | --- | " + " | ".join("---" for _ in kinds) + " | --- |",
+    ]
+    groups: dict[str, list[list[Run]]] = defaultdict(lambda: [[], []])
+    for k, runs in enumerate((tune, test)):
+        for r in runs:
+            groups[f"{r.label} / {r.labels.get('fault', '?')}"][k].append(r)
+
+    def cut(r: Run) -> bool:
+        return any(still_improving(r.loss_of(f["run"]), f["step"]) for f in r.cuts())
+
+    for name, halves in groups.items():
+        cells = [" \\| ".join(str(len(h)) for h in halves)]
+        for kind in kinds:
+            cells.append(
+                " \\| ".join(str(sum(bool(r.lrwatch_steps(kind)) for r in h)) for h in halves)
+            )
+        cells.append(
+            " \\| ".join(
+                f"{sum(bool(r.cuts()) for r in h)} ({sum(cut(r) for r in h)})" for h in halves
+            )
+        )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def throughput_md(tput: list[tuple[str, float]]) -> list[str]:
+    if not tput:
+        return []
+    lines = [
         "Throughput, one core, one `update()` per value (target ≥ 200,000 values/s):",
         "",
         "| detector | values/s |",
         "| --- | --- |",
     ]
-    lines += [f"| {name} | {rate:,.0f} |" for name, rate in tput]
-    lines += ["", "Definitions: see the docstring of `benchmarks/detection/score.py`.", ""]
-    return "\n".join(lines)
+    return lines + [f"| {name} | {rate:,.0f} |" for name, rate in tput] + [""]
+
+
+def about(runs: list[Run], what: str) -> str:
+    counts = Counter(r.label for r in runs)
+    composition = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    samples = sum(len(s) for r in runs for s in r.series.values())
+    if any("read" in r.labels for r in runs):
+        read = f"{samples:,} loss and val_loss values lrwatch read"
+        return f"{what}: {len(runs)} logs ({composition}), {read}"
+    return f"{what}: {len(runs)} runs ({composition}), {samples:,} values"
 
 
 def plot(runs: list[Run], scores: Scores, path: Path) -> None:
@@ -551,16 +631,16 @@ def plot(runs: list[Run], scores: Scores, path: Path) -> None:
     ax.set_xticks(range(1, len(names) + 1), names)
     ax.set_yscale("log")
     ax.set_ylabel("steps from onset to alarm")
-    ax.set_title("divergence: detection delay (detected runs)")
+    ax.set_title("divergence: detection delay (detected runs, development corpus)")
     ax = axes[0][1]
     ours, theirs = scores.plot["plateau"]
     ax.boxplot(
         [[max(d, 0.5) for d in ours] or [math.nan], [max(d, 0.5) for d in theirs] or [math.nan]],
         whis=(0, 100),
     )
-    ax.set_xticks([1, 2], ["lrwatch", "ReduceLROnPlateau(10)"])
+    ax.set_xticks([1, 2], ["lrwatch", RLROP])
     ax.set_yscale("log")
-    ax.set_title("plateau: steps from onset to first flag")
+    ax.set_title("plateau: steps from onset to first flag (development corpus)")
     for ax, name in zip(axes[1], _examples(runs), strict=False):
         run = next(r for r in runs if r.name == name)
         steps = [s for s, _ in run.loss()]
@@ -598,45 +678,80 @@ def _examples(runs: list[Run]) -> list[str]:
     return [n for n in prefer if n in names]
 
 
+def default_reallogs() -> Path:
+    """``splits.REALLOGS``, or where it lies beside the main checkout when this is a worktree
+    (splits.py resolves it from this file's path, which in a worktree is elsewhere)."""
+    if splits.REALLOGS.is_dir():
+        return splits.REALLOGS
+    common = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return Path(common).parents[1] / "shared" / "reallogs" if common else splits.REALLOGS
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="the development corpus")
+    parser.add_argument("--reallogs", type=Path, default=None)
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-throughput", action="store_true")
     args = parser.parse_args(argv)
-    runs = load(args.corpus)
-    findings, seconds = replay(args.corpus, args.config)
-    by_run = {r.name: r for r in runs}
-    for f in findings:
-        by_run[f["run"]].findings.append(f)
-    scores = Scores()
-    divergence_scores(runs, scores)
-    oscillation_scores(runs, scores)
-    plateau_scores(runs, scores)
-    drift_scores(runs, scores)
-    overfit_scores(runs, scores)
-    spike_scores(runs, scores)
-    tput = [] if args.no_throughput else throughput(runs)
-    counts: dict[str, int] = defaultdict(int)
-    for r in runs:
-        counts[r.label] += 1
-    meta = {
-        "runs": len(runs),
-        "composition": ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-        "samples": sum(len(s) for r in runs for s in r.series.values()),
-        "replay_seconds": seconds,
-    }
-    text = markdown(scores, tput, meta)
+    started = time.perf_counter()
+    root = args.reallogs or default_reallogs()
+    if splits.main(["--check", "--reallogs", str(root)]) != 0:
+        sys.exit("refusing to report: the frozen test half changed (splits.py --check)")
+    halves = splits.reallog_split(root)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        synth = {split: Path(tmp) / split for split in ("tune", "test")}
+        for split, out in synth.items():
+            synthetic.write(split, out)
+        paths = [synth["tune"], synth["test"], args.corpus]
+        pending = [pool.submit(replay, path, args.config) for path in paths]
+        folders, replayed = reallogs.load(root, halves, args.config)
+        replays = [p.result() for p in pending]
+        loaded = [load(path) for path in paths]
+    for path, rep, runs in zip(paths, replays, loaded, strict=True):
+        if rep.returncode != 0:
+            sys.exit(f"lrwatch replay {path} failed ({rep.returncode}):\n{rep.stderr}")
+        attach(runs, rep.findings)
+    real = {half: [f.run for f in folders if f.split == half] for half in ("tune", "test")}
+    corpora = [
+        Corpus("synthetic tune", loaded[0], replays[0].seconds),
+        Corpus("synthetic test (frozen)", loaded[1], replays[1].seconds),
+        Corpus("reallogs tune", real["tune"], replayed),
+        Corpus("reallogs test (frozen)", real["test"], replayed),
+        Corpus("development corpus", loaded[2], replays[2].seconds),
+    ]
+    corpora[0].about = about(loaded[0], "synthetic.py --split tune (seeds 0..)")
+    corpora[1].about = about(loaded[1], "synthetic.py --split test (seeds 100000..)")
+    corpora[2].about = about(real["tune"], f"{root.name}, tune half")
+    corpora[3].about = about(real["test"], f"{root.name}, test half")
+    corpora[4].about = about(loaded[2], f"{args.corpus.name}/, real small PyTorch runs")
+    tables = [score(c.runs) for c in corpora]
+    tput = [] if args.no_throughput else throughput(loaded[2])
+    extra = fault_table(loaded[0], loaded[1]) + throughput_md(tput) + reallogs.table(folders)
+    extra.append(f"Whole command: {time.perf_counter() - started:.0f} s.")
+    text = markdown(corpora, tables, extra, args.config) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "detection.md").write_text(text)
-    rows = per_run(runs)
-    with (args.out / "detection_runs.csv").open("w", newline="") as f:
+    _write(args.out / "detection.md", text)
+    rows = [row for c in corpora for row in per_run(c.title, c.runs)]
+    tmp_csv = args.out / ".detection_runs.csv.tmp"
+    with tmp_csv.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(runs, scores, args.out / "detection.png")
+    tmp_csv.replace(args.out / "detection_runs.csv")
+    plot(loaded[2], tables[4], args.out / "detection.png")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,9 @@ def _view(jobs: dict[str, JobView], events: list[str], url: str) -> Group:
     for col in ("run", "step", "loss", "LR used", "trend"):
         table.add_column(col)
     for name, job in jobs.items():
+        if job.step < 0:  # nothing logged yet: no step -1, no "nan" that is not the job's
+            table.add_row(name, "[dim]starting[/]", "-", "-", "")
+            continue
         recent = [v for v in job.history[-40:] if math.isfinite(v)]
         trend = _sparkline(recent)
         loss = f"{job.loss:.4g}" if math.isfinite(job.loss) else f"[bold red]{job.loss}[/]"
@@ -132,6 +135,7 @@ def _sparkline(values: list[float]) -> str:
 def run_demo(*, steps: int, port: int, workdir: Path | None, console: Console) -> int:
     root = workdir or Path(tempfile.mkdtemp(prefix="lrwatch-demo-"))
     root.mkdir(parents=True, exist_ok=True)
+    console.print(opening_line(), highlight=False)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     state = root / "lrwatch-state.sqlite"
@@ -191,17 +195,17 @@ def run_demo(*, steps: int, port: int, workdir: Path | None, console: Console) -
         daemon_log.close()
 
 
+def opening_line() -> str:
+    """What the demo is about to do, in one line (of 80 columns), before anything moves."""
+    return f"lrwatch demo: a PyTorch job that diverges, twice; lrwatch rescues {RESCUED}"
+
+
 def _summary(console: Console, root: Path, jobs: dict[str, JobView], url: str) -> None:
     table = Table(title="the same job, with and without lrwatch", title_justify="left")
-    for col in (
-        "run",
-        "first NaN/Inf at step",
-        "final train loss",
-        "val loss",
-        "val accuracy",
-        "LR factor",
-    ):
-        table.add_column(col)
+    # The run names whole at 80 columns; the headers fold instead.
+    table.add_column("run", no_wrap=True, min_width=max(len(name) for name in jobs))
+    for col in ("first NaN/Inf at step", "final train loss", "val loss", "val acc", "LR factor"):
+        table.add_column(col, overflow="fold")
     for name, job in jobs.items():
         result: dict[str, Any] = json.loads((root / name / "result.json").read_text())
         table.add_row(

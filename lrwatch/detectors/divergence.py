@@ -97,6 +97,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lrwatch.detectors._anchor import Anchor, log_spread
 from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
 from lrwatch.types import Finding, Role, Severity
 
@@ -105,12 +106,19 @@ _HYSTERESIS = 0.5  # an excursion continues above this fraction of the threshold
 _CREEP = 10  # the accepted values just before an excursion that tell whether the loss crept up
 _SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses
 _TINY = 1e-300  # ... and not zero when the level is
+# The anchored rules' bars are in _anchor.py; a climb's quarters each rise CLIMB_Z standard
+# errors. Set from noise simulations (docs/detectors.md), not fitted to a corpus.
+CLIMB_Z = 4.0
+_NOISE_MIN = 20  # accepted values before the window's log spread is trusted
 
 
 class DivergenceConfig(BaseModel):
     """Knobs of :class:`DivergenceDetector`; embedded in the daemon's config file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # The anchored rules (not a knob): off for gradient norms, which grow for long stretches
+    # of healthy training.
+    anchored_rules: ClassVar[bool] = True
 
     enabled: bool = True
     window: int = Field(
@@ -132,7 +140,10 @@ class DivergenceConfig(BaseModel):
         default=2, ge=1, description="successive large rises that make it a divergence sooner"
     )
     min_spike_length: int = Field(
-        default=2, ge=1, description="high samples a spike needs; fewer is a bad batch"
+        default=2,
+        ge=1,
+        description="steps a spike must span above the thresholds; fewer is a bad batch "
+        "(a sample stands for the steps since the one before it, so sparse logs are not blind)",
     )
     recovery: int = Field(
         default=5, ge=1, description="samples back near the level that end a divergence episode"
@@ -175,7 +186,7 @@ class DivergenceConfig(BaseModel):
 class _Excursion:
     onset: int
     length: int
-    strong: int  # samples that cleared the full thresholds, not just the hysteresis band
+    strong: int  # steps whose samples cleared the full thresholds, not just the hysteresis band
     rises: int  # successive samples each far above the one before
     prev: float
     peak: float
@@ -205,6 +216,10 @@ class DivergenceDetector:
         self._rise_start = 0
         self._rise_len = 0
         self._prev = math.nan
+        self._anchor = Anchor()
+        self._noise_at_best: float | None = None
+        self._last_step: int | None = None
+        self._gap = 1  # steps since the previous sample: what one sample stands for
 
     @property
     def active(self) -> str | None:
@@ -213,16 +228,73 @@ class DivergenceDetector:
     # -- the update -------------------------------------------------------------------------
 
     def update(self, step: int, value: float) -> Finding | None:
+        last, self._last_step = self._last_step, step
+        self._gap = step - last if last is not None and step > last else 1
         if not math.isfinite(value):
             return self._nonfinite(step, value)
+        if self._anchor.update(step, value):
+            # The noise around the best level: a best reached in a noisy stretch is a lucky
+            # low, and the bar keeps the larger of that noise and today's.
+            enough = len(self._sorted) >= _NOISE_MIN
+            self._noise_at_best = log_spread(self._sorted) if enough else 0.0
         if len(self._sorted) < self.config.min_history:
-            return self._warm_up(step, value)
-        if self._diverging:
+            found = self._warm_up(step, value)
+        elif self._diverging:
             self._during_episode(value)
             return None
-        if self._exc is None:
-            return self._maybe_start(step, value)
-        return self._during_excursion(step, value)
+        elif self._exc is None:
+            found = self._maybe_start(step, value)
+        else:
+            found = self._during_excursion(step, value)
+        if found is None and not self._diverging:
+            found = self._anchored(step, value)
+        return found
+
+    def _anchored(self, step: int, value: float) -> Finding | None:
+        """The rules a diverging loss cannot drag along (see _anchor.py): far above the best
+        level the run reached, or climbing at a steady rate in log space."""
+        if not self.config.anchored_rules:
+            return None
+        sigma = log_spread(self._sorted) if len(self._sorted) >= _NOISE_MIN else None
+        if sigma is not None and self._noise_at_best is not None:
+            sigma = max(sigma, self._noise_at_best)
+        hit: tuple[float, int] | tuple[float, int, int] | None
+        trigger, hit = "anchored", self._anchor.above(sigma)
+        if hit is None:
+            trigger, hit = "rising", self._anchor.bursting(sigma)
+        if hit is None and sigma is not None:
+            trigger, hit = "climb", self._anchor.climbing(sigma, CLIMB_Z)
+        if hit is None:
+            return None
+        factor, onset = hit[0], hit[1]
+        if self._exc is not None:
+            onset = min(onset, self._exc.onset)
+        self._exc = None
+        self._diverging, self._calm = True, 0
+        best = self._anchor.best
+        if trigger == "anchored":
+            how = f"{factor:.3g}x the best level {best:.4g} the run had reached"
+        elif trigger == "rising":
+            how = f"multiplying fast, {factor:.3g}x the best level {best:.4g} the run had reached"
+        else:
+            how = f"climbing steadily: x{factor:.3g} over its last {hit[-1]} samples"
+        detail = {
+            "nonfinite": False,
+            "trigger": trigger,
+            "value": json_float(value),
+            "level": json_float(self._anchor.level()),
+            "best": json_float(best),
+            "ratio": json_float(factor),
+            "log_noise": json_float(sigma if sigma is not None else math.nan),
+        }
+        return Finding(
+            kind="divergence",
+            severity=Severity.CRITICAL,
+            step=step,
+            reason=f"loss {value:.4g} is {how}, since step {onset}",
+            detail=detail,
+            onset_step=onset,
+        )
 
     def _warm_up(self, step: int, value: float) -> Finding | None:
         """No level yet: everything finite makes the level, unless it is blowing up already."""
@@ -276,7 +348,7 @@ class DivergenceDetector:
         self._exc = _Excursion(
             onset=step,
             length=1,
-            strong=1,
+            strong=self._gap,
             rises=0,
             prev=value,
             peak=value,
@@ -300,7 +372,7 @@ class DivergenceDetector:
             return self._spike(step, exc) if cfg.report_spikes else None
         exc.length += 1
         exc.values.append(value)
-        exc.strong += self._z_above(value, level, 1.0) is not None
+        exc.strong += self._gap if self._z_above(value, level, 1.0) is not None else 0
         exc.rises = exc.rises + 1 if self._z_above(value, exc.prev, 1.0) is not None else 0
         exc.prev = value
         if value > exc.peak:
@@ -415,12 +487,16 @@ class DivergenceDetector:
         self._sorted.clear()
         for held in self._held:
             self._accept(held)
+        self._anchor.rebase()
         self._end_episode()
 
     def _calm_down(self) -> None:
         if self._diverging:
             self._calm += 1
             if self._calm >= self.config.recovery:
+                # Calm near the running level, which may have followed the loss up: the
+                # episode is over, and the level it ended at is the reference from now on.
+                self._anchor.rebase()
                 self._end_episode()
 
     def _end_episode(self) -> None:
@@ -560,7 +636,7 @@ class DivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "divergence",
-            "version": 3,
+            "version": 4,
             "window": list(self._order),
             "excursion": asdict(self._exc) if self._exc is not None else None,
             "diverging": self._diverging,
@@ -573,12 +649,15 @@ class DivergenceDetector:
                 json_float(self._prev),
             ],
             "returned": self._returned.state(),
+            "anchor": self._anchor.state(),
+            "noise_at_best": self._noise_at_best,
+            "last_step": self._last_step,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         found = (state.get("detector"), state.get("version"))
-        if found not in (("divergence", 2), ("divergence", 3)):
-            raise ValueError(f"not a divergence detector state (version 2 or 3): {found!r}")
+        if found not in (("divergence", 2), ("divergence", 3), ("divergence", 4)):
+            raise ValueError(f"not a divergence detector state (version 2 to 4): {found!r}")
         self._order = deque(float(v) for v in state["window"][-self.config.window :])
         self._sorted = sorted(self._order)
         exc = state["excursion"]
@@ -602,3 +681,10 @@ class DivergenceDetector:
         self._rise_start, self._rise_len = int(self._rise_start), int(self._rise_len)
         self._returned = ReturnedPeaks(self.config.window)  # version 2 kept none
         self._returned.load(state.get("returned", []))
+        self._anchor = Anchor()  # versions 2 and 3 kept none: it starts from here
+        if "anchor" in state:
+            self._anchor.load(state["anchor"])
+        noise = state.get("noise_at_best")
+        self._noise_at_best = None if noise is None else float(noise)
+        last = state.get("last_step")
+        self._last_step = None if last is None else int(last)

@@ -33,6 +33,7 @@ class GradNormConfig(DivergenceConfig):
     creep_ratio: float = _default("creep_ratio", 2.0)
     warmup_rises: int = _default("warmup_rises", 0)
     report_spikes: bool = _default("report_spikes", False)
+    anchored_rules: ClassVar[bool] = False
 
 
 class GradNormDetector(DivergenceDetector):

@@ -55,6 +55,7 @@ class Incoming:
     command: Command | None = None
     refusal: str = ""  # why the file was refused; set when command is None
     already_acked: bool = False  # handled by an earlier incarnation of the job
+    digest: str = ""  # of the file's bytes, named in the ack (see channel.ack_answers)
 
 
 class Hook:
@@ -274,17 +275,18 @@ class Hook:
             if not os.path.lexists(path):
                 raise  # the directory is unreadable, not the command hostile: try again later
             refusal = str(exc)  # a symlink, a FIFO, an oversized or unreadable file
-        if channel.ack_exists(self.run_dir, seq):
-            return Incoming(seq, already_acked=True)
+        digest = channel.digest(data)
+        if channel.ack_answers(self.run_dir, seq, digest):
+            return Incoming(seq, already_acked=True, digest=digest)
         if refusal:
-            return Incoming(seq, refusal=refusal)
+            return Incoming(seq, refusal=refusal, digest=digest)
         try:
             command = channel.decode_command(
                 data, expected_seq=seq, channel=self._channel, key=self._key
             )
         except ChannelError as exc:
-            return Incoming(seq, refusal=str(exc))
-        return Incoming(seq, command=command)
+            return Incoming(seq, refusal=str(exc), digest=digest)
+        return Incoming(seq, command=command, digest=digest)
 
     def _handle(self, incoming: Incoming) -> None:
         # Advance first: whatever happens below, a command is handled at most once and a bad
@@ -304,8 +306,9 @@ class Hook:
             status.value,
             reason,
         )
+        step, lrs = self._step_int(), self.lrs
         ack = Ack(
-            incoming.seq, status, self._step_int(), self.lr_scale, self.lrs, reason, time.time()
+            incoming.seq, status, step, self.lr_scale, lrs, reason, time.time(), incoming.digest
         )
         self._write_acks([ack])
 
@@ -366,16 +369,22 @@ class Hook:
             return
         try:
             self._last_beat = self._clock()
+            step = self._step_int()
             beat = Heartbeat(
                 pid=os.getpid(),
                 host=self._host,
-                step=self._step_int(),
+                step=step,
                 lr_scale=self.lr_scale,
                 last_seq=self._last_seq,
                 lrs=self.lrs,
                 written_at=time.time(),
                 handlers=tuple(sorted(kind.value for kind in self._handlers)),
                 world_size=self._ranks.world_size,
+                channel=self._channel,
+                # Read here, between optimizer steps, where param_groups hold exactly what the
+                # schedule set (the factor lives only inside a step: see scaling.py).
+                schedule_lrs=self._scaler.scheduled_lrs(),
+                schedule_step=step,
             )
             channel.write_heartbeat(self.run_dir, beat)
         except Exception as exc:

@@ -34,6 +34,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from lrwatch import registry
+from lrwatch.boundary import escape_name
 from lrwatch.registry import PluginProblem
 from lrwatch.sources.base import LogReader, Source
 
@@ -152,14 +153,17 @@ def run_name(root: Path | str, path: Path | str, formats: Formats | None = None)
     a ``.lrwatch/`` channel is the run: the hook creates ``<run_dir>/.lrwatch/``, so logs that a
     job writes into subdirectories of its run_dir (``tb/``, ``version_0/``) belong to it and can
     be acted on. Raises ValueError if ``path`` is not below ``root``.
+
+    A directory name that is not UTF-8 comes out escaped (``boundary.escape_name``), so that
+    the name is the same printable string in SQLite, on /metrics and in ``lrwatch status``.
     """
     base = Path(os.path.abspath(root))
     folder = run_dir(path, formats)
     relative = folder.relative_to(base)  # ValueError if outside: not ours to name
     for candidate in [folder, *folder.parents][: len(relative.parts) + 1]:
         if (candidate / CHANNEL_DIR).is_dir():
-            return candidate.relative_to(base).as_posix()
-    return relative.as_posix()
+            return escape_name(candidate.relative_to(base).as_posix())
+    return escape_name(relative.as_posix())
 
 
 def open_reader(
@@ -183,7 +187,7 @@ def open_reader(
     return claimed[1].open(Path(path), name)
 
 
-def _inside(real_root: str, path: str) -> bool:
+def inside_root(real_root: str, path: str) -> bool:
     """Whether ``path`` resolves to somewhere under ``real_root`` (itself already resolved).
     Guards against a symlink planted in a run directory that points at another user's files."""
     return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
@@ -204,7 +208,7 @@ def scan(root: Path | str, formats: Formats | None = None) -> list[Path]:
             # (the excluded directories were pruned above: only the name and the sources ask)
             if name.startswith(".") or claim(PurePath(full)) is None:
                 continue
-            if os.path.islink(full) and not _inside(real_root, full):
+            if os.path.islink(full) and not inside_root(real_root, full):
                 continue
             found.append(Path(full))
     found.sort()
@@ -414,6 +418,6 @@ class LogWatcher:
         changed = {
             Path(path)
             for path in paths
-            if not os.path.islink(path) or _inside(self._real_root, path)
+            if not os.path.islink(path) or inside_root(self._real_root, path)
         }
         return changed, rescan

@@ -23,13 +23,14 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lrwatch.boundary import escape_name
 from lrwatch.sources.base import Batch, LogReader
-from lrwatch.sources.discovery import Formats, installed_formats, open_reader
+from lrwatch.sources.discovery import Formats, inside_root, installed_formats, open_reader
 
 log = logging.getLogger("lrwatch.sources")
 
@@ -56,6 +57,9 @@ class Follower:
         self._failed: set[Path] = set()  # readers that raised: logged with a traceback once
         self._sources: dict[Path, str] = {}  # a file's name relative to the root
         self._names: dict[Path, str] = {}  # ... and as a str, for os.stat
+        self.paused: set[str] = set()  # runs whose files are not read (quarantined)
+        self._refused: set[Path] = set()  # known files now symlinks out of the root
+        self._real_root = os.path.realpath(root)
 
     def restore(self, states: Mapping[str, tuple[str, Mapping[str, Any]]]) -> None:
         """Readers back at their saved positions, in the runs they were read into."""
@@ -101,8 +105,18 @@ class Follower:
         progress = False  # a turn reads at least one file, however short its budget
         for path in sorted(paths, key=str):  # str: a Path compares part by part, slowly
             reader = self._reader(path)
-            if reader is None:
+            if reader is None or reader.run in self.paused:
                 continue
+            name = self._names[path]
+            if os.path.islink(name) and not inside_root(self._real_root, name):
+                # Swapped for a symlink out of the root since it was found: not ours to read
+                # (scan and the watcher check new paths; a sweep only stats known ones).
+                # Counted once per swap, not at every sweep that sees it "changed".
+                if path not in self._refused:
+                    self._refused.add(path)
+                    yield FileRead(reader, self._sources[path], errors={"symlink_outside_root": 1})
+                continue
+            self._refused.discard(path)
             late = progress and time.monotonic() > deadline
             if reader.run in behind or stop() or late:
                 self.backlog.add(path)
@@ -120,11 +134,33 @@ class Follower:
         for path in gone:
             del self.readers[path], self._sources[path], self._names[path]
             self._by_run[run].discard(path)
+            self._failed.discard(path)
+            self._refused.discard(path)
+        if not self._by_run.get(run):
+            self._by_run.pop(run, None)
+        self.paused.discard(run)
         return gone
+
+    def prune(self, runs: Container[str]) -> list[Path]:
+        """Drop the readers of vanished files whose run is not in ``runs`` (the daemon's), and
+        say which: a reader opened for a file deleted just after (a late event) never yields
+        a sample, so its run never exists to expire and ``forget`` it (2 KB a run, found with
+        tracemalloc over a churn of short runs)."""
+        gone = []
+        for run in [run for run in self._by_run if run not in runs]:
+            gone += self.forget(run)
+        return gone
+
+    def pause(self, run: str) -> None:
+        """Read none of ``run``'s files any more (a quarantined run, see RunBook.quarantine)."""
+        self.paused.add(run)
+        self.backlog -= self._by_run.get(run, set())
 
     def _reader(self, path: Path) -> LogReader | None:
         reader = self.readers.get(path)
         if reader is None:
+            if not os.path.exists(os.fspath(path)):
+                return None  # gone already (an event that came late): nothing to follow
             try:
                 reader = open_reader(self.root, path, formats=self.formats)
             except ValueError:
@@ -141,7 +177,7 @@ class Follower:
         self.readers[path] = reader
         self._by_run[reader.run].add(path)
         relative = path.relative_to(self.root) if path.is_relative_to(self.root) else path
-        self._sources[path] = relative.as_posix()
+        self._sources[path] = escape_name(relative.as_posix())
         self._names[path] = os.fspath(path)
 
     def _read(self, path: Path, reader: LogReader, deadline: float) -> FileRead:

@@ -11,8 +11,10 @@ uses is exactly ``--lr`` times the hook's factor). Each step logs ``step``, ``lo
 ``--exit-after-scale K``: once the hook's factor differs from the one it started with, run K more
 steps, write ``hook.state_dict()`` to ``--state-out`` and exit 0 (a job that checkpoints and
 ends). ``--state-in`` restores a checkpoint written so (the hook's state as JSON, the model and
-optimizer beside it as ``.pt``). ``--on EVENT`` registers a handler that
-appends ``{"event", "step", "seq"}`` to ``RUN_DIR/handled.jsonl``.
+optimizer beside it as ``.pt``). ``--diverge-when F``: once file F exists, the job's own
+schedule sets the LR to 20x ``--lr`` (a job that is fine, then diverges when a test says so).
+``--on EVENT`` registers a handler that appends ``{"event", "step", "seq"}`` to
+``RUN_DIR/handled.jsonl``.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--state-out", type=Path)
     parser.add_argument("--exit-after-scale", type=int)
     parser.add_argument("--start-step", type=int, default=0)
+    parser.add_argument("--diverge-when", type=Path)
     parser.add_argument("--on", action="append", default=[])
     args = parser.parse_args()
 
@@ -135,6 +138,10 @@ def main() -> None:
     countdown = None
     with (run_dir / "metrics.jsonl").open("a") as log:
         for step in range(args.start_step, args.start_step + args.steps):
+            if args.diverge_when is not None and args.diverge_when.exists():
+                args.diverge_when = None  # the schedule's own change; the hook's factor on top
+                for group in optimizer.param_groups:
+                    group["lr"] = args.lr * 20
             loss = nn.functional.mse_loss(model(x), y)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]

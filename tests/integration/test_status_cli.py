@@ -105,7 +105,8 @@ def test_status_json_is_the_api_answer(daemon: tuple[int, Path]) -> None:
     result = CliRunner().invoke(cli.app, ["status", "--port", str(port), "--json"])
     assert result.exit_code == 0, result.output
     (run,) = json.loads(result.output)["runs"]
-    assert run["run"] == "exp1" and math.isnan(run["loss"])
+    assert run["run"] == "exp1" and run["loss"] == "nan"  # strict JSON: spelled as replay does
+    assert math.isnan(float(run["loss"]))
 
 
 def test_watch_refreshes_then_stops_after_count(daemon: tuple[int, Path], wide: None) -> None:

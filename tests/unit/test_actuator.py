@@ -39,5 +39,7 @@ def test_numbering_goes_on_from_the_files(tmp_path: Path) -> None:
     for _ in range(3):
         first.send(first.new_command(Action(ActionType.SCALE_LR, 0.5), "x", "t", 0.0))
     # A daemon that lost its database still never reuses a number the hook may have seen.
+    # It writes into the next free slot, however it numbers the command in its own database.
     second = Actuator("r", tmp_path, None)
-    assert second.new_command(Action(ActionType.SCALE_LR, 0.5), "x", "t", 0.0).seq == 4
+    assert second.send(second.new_command(Action(ActionType.SCALE_LR, 0.5), "x", "t", 0.0))
+    assert channel.highest_command_seq(tmp_path) == 4

@@ -80,3 +80,32 @@ def test_a_bad_notifier_entry_is_named_but_its_secret_url_never_echoed(tmp_path:
         load_config(path)
     assert "notifiers.ops" in str(caught.value)
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_hostile_config_files_are_config_errors(tmp_path: Path) -> None:
+    """Whatever the file holds, loading it raises ConfigError naming the problem (a SIGHUP
+    then keeps the running config), and never runs for minutes."""
+    from lrwatch.config import MAX_CONFIG_BYTES, read_secret_file
+
+    cases = {
+        "latin1.yaml": b"mode: observe\nroles: {loss: [\xff\xfe]}\n",
+        "big.yaml": b"#" * (MAX_CONFIG_BYTES + 1),
+        "deep.yaml": b"[" * 5_000,
+        "bomb.yaml": b"a: &a [1,1,1,1,1,1,1,1,1,1]\n"
+        + b"".join(
+            f"{n}: &{n} [{','.join([f'*{p}'] * 10)}]\n".encode()
+            for p, n in zip("abcdefg", "bcdefgh", strict=True)
+        ),
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ConfigError, match=str(path)):
+            load_config(path)
+    ok = tmp_path / "aliases.yaml"  # an alias or two is fine
+    ok.write_text("roles: &r {loss: [l]}\noverrides: [{glob: 'x*', roles: *r}]\n")
+    assert load_config(ok).overrides[0].roles == load_config(ok).roles
+    missing = tmp_path / "secret.yaml"
+    missing.write_text(f"secret_file: {tmp_path / 'nope'}\n")
+    with pytest.raises(ConfigError, match="secret_file"):
+        read_secret_file(load_config(missing))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -165,15 +166,20 @@ def test_replay_takes_each_cut_as_landed_so_the_bounds_bite_as_they_would_live()
     """Replay has no hook to ack a cut: it assumes each lands (the daemon learns the factor from
     acks instead), so a run cut again and again meets ``min_lr_scale`` in replay as it would."""
     rng = random.Random(0)
-    flat = [Sample("r", "loss", s, 0.3 * (1 + 0.05 * rng.uniform(-1, 1))) for s in range(3000)]
-    settings = Config.model_validate({"policy": {"min_lr_scale": 0.2}}).for_run("r")
+    values: list[float] = []
+    for _ in range(3):  # three episodes: a healthy stretch, then the loss goes non-finite
+        values += [0.3 * (1 + 0.05 * rng.uniform(-1, 1)) for _ in range(300)] + [math.nan]
+    flat = [Sample("r", "loss", s, v) for s, v in enumerate(values)]
+    raw = {"policy": {"min_lr_scale": 0.02}, "detectors": {"plateau": {"enabled": False}}}
+    settings = Config.model_validate(raw).for_run("r")
     replayed, live = RunMonitor("r", settings, assume_landed=True), RunMonitor("r", settings)
     cuts = [
         d.action.factor
         for d in replayed.observe(flat, can_act=None).decisions
         if d.action is not None and d.action.factor is not None
     ]
-    assert cuts[:2] == [0.5, 0.5] and cuts[2] == pytest.approx(0.8)  # 0.25 -> the 0.2 floor
-    assert replayed.control.lr_scale == pytest.approx(0.2)
+    assert cuts[:1] == [0.1] and cuts[1] == pytest.approx(0.2)  # 0.01 -> the 0.02 floor
+    assert len(cuts) == 2  # the third finds the factor at its bound
+    assert replayed.control.lr_scale == pytest.approx(0.02)
     assert live.observe(flat, can_act=None).decisions  # without acks the factor stays put
     assert live.control.lr_scale == 1.0

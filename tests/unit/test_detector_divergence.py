@@ -18,6 +18,7 @@ from lrwatch.detectors import (
     DivergenceDetector,
     build_detectors,
 )
+from lrwatch.detectors._anchor import EARLY as ANCHOR_EARLY
 from lrwatch.types import Role, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, first_nonfinite, resumed_trace, trace
@@ -171,7 +172,7 @@ def test_an_lr_far_too_high_from_the_first_step_is_caught_before_any_level() -> 
     found = feed(DivergenceDetector(), curve)
     assert [f.kind for f in found] == ["divergence"], "one episode, NaN included"
     (finding,) = found
-    assert finding.detail["trigger"] == "warmup"
+    assert finding.detail["trigger"] in {"warmup", "anchored", "rising"}
     assert finding.step < nan_at - 10
     assert finding.onset_step is not None and finding.onset_step <= 2
 
@@ -373,7 +374,11 @@ def test_no_finding_without_history_but_for_nonfinite_values_or_a_blowup(
     for f in feed(DivergenceDetector(cfg), values[:min_history]):
         if f.detail["nonfinite"]:
             continue
-        # Before a level exists, only a loss that keeps rising far above where it was.
+        # Before a level exists, only a loss that keeps rising far above where it was, or
+        # that sits far above the best it had reached (and above its start).
+        if f.detail["trigger"] in {"anchored", "rising"}:
+            assert float(f.detail["ratio"]) >= ANCHOR_EARLY
+            continue
         assert f.detail["trigger"] == "warmup"
         assert f.step >= cfg.warmup_rises
         assert f.detail["samples"] >= cfg.warmup_rises

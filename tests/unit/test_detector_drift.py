@@ -239,3 +239,48 @@ def test_a_validation_loss_that_rises_with_a_drift_is_no_overfit(seed: int) -> N
     both = _replay(records, ("loss", "val_loss"))
     assert "drift" in [f.kind for f in both]
     assert not [f for f in both if f.kind == "overfit" and f.step >= 1200]
+
+
+# -- what is active is what was raised (status, /metrics) ------------------------------------------
+
+
+def _monitor_over(records: list[dict[str, float]]) -> tuple[RunMonitor, list[Finding]]:
+    monitor = RunMonitor("r", Config().for_run("r"))
+    samples = [
+        Sample("r", metric, int(r["step"]), float(value), None)
+        for r in records
+        for metric, value in r.items()
+        if metric != "step"
+    ]
+    return monitor, monitor.observe(samples, can_act=None).findings
+
+
+def test_a_drift_explained_away_is_not_active() -> None:
+    # SGDR's first warm restart (step 250) lifts the loss: the drift detector sees a lasting
+    # rise and says so (``active``), the pipeline explains it by the schedule and raises
+    # nothing; status and /metrics must not show a drift either.
+    records = _corpus_run("healthy/char_lm_sgdr_momentum_s0")[:401]
+    monitor, findings = _monitor_over(records)
+    assert monitor.series["loss"].detectors["drift"].active == "drift", "the premise"
+    assert "drift" not in [f.kind for f in findings]
+    assert "drift" not in monitor.active_kinds()
+    # Without the LR it is a drift, raised, and active.
+    blind, findings = _monitor_over([{"step": r["step"], "loss": r["loss"]} for r in records])
+    assert "drift" in [f.kind for f in findings] and "drift" in blind.active_kinds()
+
+
+def test_what_was_raised_round_trips_and_an_older_state_keeps_its_active_kinds() -> None:
+    records = [{"step": r["step"], "loss": r["loss"]} for r in _corpus_run(
+        "healthy/char_lm_sgdr_momentum_s0"
+    )[:401]]  # fmt: skip
+    monitor, _ = _monitor_over(records)
+    state = json.loads(json.dumps(monitor.state_dict()))
+    restored = RunMonitor("r", Config().for_run("r"))
+    restored.load_state_dict(state)
+    assert restored.active_kinds() == monitor.active_kinds() and "drift" in monitor.active_kinds()
+    explained, _ = _monitor_over(_corpus_run("healthy/char_lm_sgdr_momentum_s0")[:401])
+    older = json.loads(json.dumps(explained.state_dict()))
+    del older["raised"]  # saved by lrwatch 0.1.0: what its detectors said was active
+    restored = RunMonitor("r", Config().for_run("r"))
+    restored.load_state_dict(older)
+    assert "drift" in restored.active_kinds()

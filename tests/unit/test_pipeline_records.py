@@ -5,13 +5,15 @@ order, on real curves with the unwatched metrics, repeats, rewinds and late metr
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
 from lrwatch.config import Config, RunSettings
 from lrwatch.pipeline import Outcome, Record, RunMonitor
-from lrwatch.replay import read_records, read_run, replay
+from lrwatch.replay import discover, read_records, read_run, replay, replay_runs
+from lrwatch.sources.discovery import build_formats
 from lrwatch.types import Sample
 from tests.unit import curves
 
@@ -97,7 +99,7 @@ def test_replay_of_a_tensorboard_file_matches_the_per_sample_path(tmp_path: Path
     expected = monitor.observe(read_run("run", files), can_act=None)
     got = [item.finding for item in replay([tmp_path / "run"], config)]
     assert repr(got) == repr(expected.findings) and got
-    assert len(read_run("run", files)) == len(read_records("run", files))
+    assert len(read_run("run", files)) == len(read_records("run", files)[0])
 
 
 def test_files_out_of_step_order_are_merged_stably(tmp_path: Path) -> None:
@@ -112,3 +114,25 @@ def test_files_out_of_step_order_are_merged_stably(tmp_path: Path) -> None:
     each = read_run("run", [first]) + read_run("run", [second])
     assert merged == sorted(each, key=lambda s: s.step)
     assert [s.step for s in merged] != [s.step for s in each]  # the merge did something
+
+
+def test_a_replayed_runs_steps_and_first_nonfinite_value_are_those_of_its_samples(
+    tmp_path: Path,
+) -> None:
+    """``replay_runs`` counts steps and finds the first non-finite value from the records."""
+    run = tmp_path / "run"
+    run.mkdir()
+    log = run / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "loss": v, "acc": 0.5}) for s, _, v in blowup_points()]
+    log.write_text("\n".join(lines) + "\n")
+    config = Config()
+    formats, _ = build_formats(config.sources)
+    (replayed,) = replay_runs(discover([run], formats), config, formats)
+    samples = read_run("run", [log])
+    nonfinite = [(s.metric, s.step, s.value) for s in samples if not math.isfinite(s.value)]
+    assert nonfinite and repr(replayed.first_nonfinite) == repr(nonfinite[0])
+    assert replayed.steps == len({s.step for s in samples})
+
+
+def blowup_points() -> list[tuple[int, None, float]]:
+    return [(step, None, value) for step, value in enumerate(curves.blowup())]

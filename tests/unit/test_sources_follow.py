@@ -116,3 +116,37 @@ def test_a_reader_that_raises_is_counted_and_skipped(
     reads = {r.source: r for r in follower.turn({bad, good}, time.monotonic() + 5, lambda: False)}
     assert reads["a/m.jsonl"].errors == {"reader_errors": 1} and not reads["a/m.jsonl"].batches
     assert len(reads["b/m.jsonl"].batches) == 1
+
+
+def test_a_file_swapped_for_a_symlink_out_of_the_root_is_not_read(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside.jsonl"
+    log = root / "run" / "m.jsonl"
+    write(log, range(3))
+    write(outside, range(3, 10))
+    follower = Follower(root)
+    assert len(steps(list(follower.turn({log}, time.monotonic() + 5, lambda: False)))) == 3
+    link = log.with_name(".tmp")
+    link.symlink_to(outside)
+    link.replace(log)
+    assert follower.sweep() == {log}  # a stat follows the link: it "changed"
+    reads = list(follower.turn({log}, time.monotonic() + 5, lambda: False))
+    assert steps(reads) == [] and reads[0].errors == {"symlink_outside_root": 1}
+    # counted once per swap, not at every sweep that sees the link "changed"
+    assert follower.sweep() == {log}
+    assert list(follower.turn({log}, time.monotonic() + 5, lambda: False)) == []
+
+
+def test_a_paused_run_is_not_read_and_orphan_readers_are_pruned(tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "m.jsonl", tmp_path / "b" / "m.jsonl"
+    write(a, range(3))
+    write(b, range(3))
+    follower = Follower(tmp_path)
+    follower.pause("a")
+    reads = list(follower.turn({a, b}, time.monotonic() + 5, lambda: False))
+    assert {r.source for r in reads} == {"b/m.jsonl"}
+    a.unlink()
+    b.unlink()
+    assert follower._reader(a) is not None  # known: kept until pruned
+    assert follower.prune({"b"}) == [a]  # b's run still exists: forgotten with it, later
+    assert set(follower.readers) == {b} and "a" not in follower._by_run
+    assert follower._reader(tmp_path / "gone" / "m.jsonl") is None  # no reader for a ghost

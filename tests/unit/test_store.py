@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 from pathlib import Path
 
@@ -106,3 +107,43 @@ def test_one_store_per_file_and_a_clean_close_folds_the_wal(tmp_path: Path) -> N
     wal = path.with_name(path.name + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
     Store(path).close()  # the lock went with the first one
+
+
+def test_an_unparseable_row_is_left_out_and_said(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    with store.transaction():
+        store.save_run("good", {"x": 1}, {"last_sample_at": 1.0})
+        store.save_run("bad", {"x": 2}, {"last_sample_at": 1.0})
+        store.save_reader(os.fsdecode(b"/r/bad\xff/m.jsonl"), "bad\\xff", {"offset": 3})
+    store._db.execute("UPDATE runs SET state = '{not json', lifecycle = '[]' WHERE run = 'bad'")
+    assert store.run_states() == {"good": {"x": 1}}
+    assert store.lifecycles() == {"good": {"last_sample_at": 1.0}}
+    assert [(t, k) for t, k, _ in store.problems] == [("runs", "bad"), ("runs", "bad")]
+    # the non-UTF-8 path is stored escaped, and comes back as the path
+    assert store.reader_states() == {
+        os.fsdecode(b"/r/bad\xff/m.jsonl"): ("bad\\xff", {"offset": 3})
+    }
+    store.close()  # no "database table is locked": no cursor was left open
+
+
+def test_a_failed_transaction_raises_its_own_error_and_undoes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    undone = []
+    with pytest.raises(ZeroDivisionError), store.transaction():
+        store.on_rollback(lambda: undone.append(1))
+        store._db.execute("ROLLBACK")  # as SQLite does by itself on SQLITE_FULL
+        raise ZeroDivisionError
+    assert undone == [1]
+    with store.transaction():  # usable again
+        store.save_run("a", {})
+    store.close()
+
+
+def test_the_lock_is_the_state_file_itself(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    assert sorted(p.name for p in tmp_path.iterdir() if "lock" in p.name) == []
+    with pytest.raises(StateInUse):
+        Store(path)
+    store.close()

@@ -90,9 +90,8 @@ def observe_a_divergence(root: Path, port: int, log: Path) -> None:
     assert metrics['lrwatch_ingested_samples_total{format="mlflow"}'] >= 60 * 2 + 21
     assert metrics[f'lrwatch_run_last_step{{run="{RUN}"}}'] == 80
     row = status_row(port)
-    assert (
-        row is not None and row["loss"] != row["loss"]
-    )  # the NaN, read as the run's loss (role train/loss)
+    # The NaN, read as the run's loss (role train/loss), spelled "nan" (/api/status is strict JSON).
+    assert row is not None and row["loss"] == "nan"
     assert "ERROR" not in log.read_text()
 
 

@@ -1,0 +1,246 @@
+"""Two divergence rules that a diverging loss cannot talk its way out of.
+
+The running-median rules of ``divergence.py`` compare the loss with its *recent* level, and a
+recent level follows the loss: a loss that leaves its start at once has no level to leave, one
+that climbs at a constant rate drags its level along, and one that jumps and stays becomes the
+level after a window. These two rules hold by construction instead:
+
+- **Anchored**: the loss's level (the median of its last 5 values: two bad batches cannot
+  move it) is ``ratio`` times above the *best* level the run has reached.
+  The best level only goes down, so nothing the loss does afterwards can raise the reference.
+  The threshold is the larger of ``ratio`` and ``noise_sds`` times the series' own log-space
+  noise, so a noisy loss (a log spread of 0.3 and more) needs a proportionally larger rise:
+  its false-alarm rate is set by the noise, not by the corpus (docs/detectors.md has the
+  simulation). Before a noise estimate exists (the first samples of a run), ``big_ratio``.
+- **Climb**: a constant-rate climb in log space: over the last ``climb_window`` values, the
+  medians of the three thirds rise one after another, each rise clear of the noise, and the
+  whole window more than doubles. A bad batch or a warm restart jumps once and then decays;
+  a step size past the stability edge keeps multiplying the loss.
+
+Both need positive values (a log); a series that ever logs zero or less keeps only the
+linear rules. Pure: values in, verdicts out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from lrwatch.detectors._robust import plain_median
+
+# A loss is up when it is RATIO times its best level, and more than SDS of its log noise
+# (PAST_START_SDS once it is past where the run started: a healthy loss does not go back there);
+# before the noise is known, EARLY times. From noise simulations (docs/detectors.md).
+RATIO = 4.0
+SDS = 10.0
+PAST_START_SDS = 4.0
+EARLY = 10.0
+BURST_RISE = 3.0  # ... or twice in a row this much, ending EARLY times the best
+_LEVEL = 5  # values in the median that makes the best level
+_HIGH = 3  # the values in a row that must all be up ...
+_BURST = 5  # ... over at least this many steps (three garbage batches in a row are not enough)
+_BLATANT = 10.0  # a level this far above the best, and above the start, pages at once
+_HOLD = 20  # ... a smaller rise must hold (not decay) for this many values
+# ... and, unless it went past the start, undo this share of the progress in the loss's own
+# units: a loss that fell from 1 to 1e-4 and bounces to 1e-2 has lost 1 % of it, not 50 %.
+_MATERIAL = 0.05
+_STRETCH = 64
+_CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
+_Q3_SIGMA = 0.6744897501960817
+
+
+class Anchor:
+    """The best level a loss has reached, its current level, and a climb in progress."""
+
+    __slots__ = (
+        "_best",
+        "_best_step",
+        "_disabled",
+        "_high_from",
+        "_high_since",
+        "_recent",
+        "_start",
+        "_steps",
+        "_stretch",
+    )
+
+    def __init__(self) -> None:
+        self._recent: deque[float] = deque(maxlen=_CLIMBS[-1])  # log values
+        self._steps: deque[int] = deque(maxlen=_CLIMBS[-1])
+        self._best = math.inf
+        self._best_step = -1
+        self._high_since: int | None = None  # first step of the current stretch above the bar
+        self._high_from = 0  # the step of the sample before it
+        self._stretch: list[float] = []  # its log values (the last _STRETCH)
+        self._start = math.nan  # the log of the first value: where the run started
+        self._disabled = False
+
+    @property
+    def best(self) -> float:
+        """The best level reached (natural units; inf before any)."""
+        return math.exp(min(self._best, 700.0)) if self._best < math.inf else math.inf
+
+    def level(self) -> float:
+        if not self._recent:
+            return math.nan
+        return math.exp(min(plain_median(list(self._recent)[-_LEVEL:]), 700.0))
+
+    def update(self, step: int, value: float) -> bool:
+        """One finite value; whether the best level moved (only once ``_LEVEL`` values exist)."""
+        if self._disabled:
+            return False
+        if not value > 0:
+            self._disabled = True
+            self._recent.clear()
+            return False
+        if not math.isfinite(self._start):
+            self._start = math.log(value)  # a blow-up can start at the second value
+        self._recent.append(math.log(value))
+        self._steps.append(step)
+        if len(self._recent) >= _LEVEL or self._best == math.inf:
+            level = plain_median(list(self._recent)[-_LEVEL:])
+            if level < self._best:
+                self._best, self._best_step = level, step
+                return True
+        return False
+
+    def rebase(self) -> None:
+        """The loss settled at a new level (an episode ended there): that is the best now."""
+        if self._recent:
+            self._best = plain_median(list(self._recent)[-_LEVEL:])
+            self._best_step = self._steps[-1]
+        self._high_since = None
+        self._stretch.clear()
+
+    def _bar(self, value: float, sigma: float | None) -> float:
+        """How far above the best (log) ``value`` must be to count as up: past the start,
+        ``RATIO`` or ``PAST_START_SDS`` of the noise; short of it, ``RATIO`` or ``SDS``;
+        with no noise estimate yet, ``EARLY``."""
+        if sigma is None:
+            return math.log(EARLY)
+        sds = PAST_START_SDS if value >= self._start else SDS
+        return max(math.log(RATIO), sds * sigma)
+
+    def above(self, sigma: float | None) -> tuple[float, int] | None:
+        """If the loss is up (see ``_bar``; ``sigma`` is its log noise, None while unknown):
+        (ratio of its level to the best, the first step of the stretch of values up). The
+        stretch's start dates the divergence."""
+        if self._disabled or len(self._recent) < _HIGH or self._best == math.inf:
+            return None
+        last = self._recent[-1]
+        if last - self._best < self._bar(last, sigma):
+            self._high_since = None
+            self._stretch.clear()
+            return None
+        if self._high_since is None:
+            self._high_since = self._steps[-1]
+            # The stretch stands for the steps since the sample before it: sparse logs too.
+            self._high_from = self._steps[-2] if len(self._steps) > 1 else self._high_since - 1
+        self._stretch = [*self._stretch[-(_STRETCH - 1) :], last]
+        # Every value up for _HIGH samples and _BURST steps: a burst of bad batches, or the
+        # low half of a swing, breaks the stretch.
+        if len(self._stretch) < _HIGH or self._steps[-1] - self._high_from < _BURST:
+            return None
+        level = plain_median(self._stretch[-_LEVEL:])
+        ratio = math.exp(min(level - self._best, 700.0))
+        if level < self._start and not self._material(level):
+            return None
+        if not (level - self._best >= math.log(_BLATANT) and level >= self._start):
+            # Up a few times but not past where it started: a concept shift does that too,
+            # and then decays as the model adapts. Only a stretch that holds up is proof.
+            s = self._stretch
+            if len(s) < _HOLD or plain_median(s[len(s) // 2 :]) < plain_median(s[: len(s) // 2]):
+                return None
+        return ratio, self._high_since
+
+    def bursting(self, sigma: float | None) -> tuple[float, int] | None:
+        """(ratio to the best, the step the burst left from) if the last two values each
+        multiplied the loss by ``BURST_RISE`` (or 4 noise SDs) and the last is ``EARLY`` times
+        the best: a blow-up on its way to inf, paged one sample before it gets there. Bad
+        batches jump and fall back; they do not multiply twice in a row."""
+        if self._disabled or len(self._recent) < 3 or self._best == math.inf:
+            return None
+        v2, v3 = self._recent[-2], self._recent[-1]
+        # From the typical level before it, not from a lucky low batch.
+        v1 = max(self._recent[-3], plain_median(list(self._recent)[-7:-2]))
+        rise = max(math.log(BURST_RISE), 4.0 * (sigma or 0.0))
+        if v2 - v1 < rise or v3 - v2 < rise or v3 - self._best < math.log(EARLY):
+            return None
+        return math.exp(min(v3 - self._best, 700.0)), self._steps[-2]
+
+    def _material(self, level: float) -> bool:
+        """Whether the rise from the best to ``level`` (logs) undoes ``_MATERIAL`` of the
+        progress from the start, in the loss's own units."""
+        if not math.isfinite(self._start) or self._start <= self._best:
+            return True
+        best, start = math.exp(self._best), math.exp(min(self._start, 700.0))
+        return math.exp(min(level, 700.0)) - best >= _MATERIAL * (start - best)
+
+    def climbing(self, sigma: float, z: float) -> tuple[float, int, int] | None:
+        """(factor, the step it started from, the window) if the last 16 or 64 values climb
+        at a steady rate: the medians of the window's four quarters each ``z`` standard errors
+        above the one before (a jump, a warm restart, lifts one quarter, not three), and the
+        last quarter at least twice the first. Two windows: a fast climb shows in 16 values,
+        a slow one only over more."""
+        for window in _CLIMBS:
+            found = self._climbing(window, sigma, z)
+            if found is not None:
+                return (*found, window)
+        return None
+
+    def _climbing(self, window: int, sigma: float, z: float) -> tuple[float, int] | None:
+        if self._disabled or len(self._recent) < window:
+            return None
+        v = list(self._recent)[-window:]
+        n = window // 4
+        m = [plain_median(v[k * n : (k + 1) * n]) for k in range(4)]
+        # The standard error of a difference of two medians; noise below 1 % is quantisation.
+        se = 1.2533 * max(sigma, 0.01) / math.sqrt(n) * math.sqrt(2.0)
+        if m[3] - m[0] < math.log(2.0) or any(m[k + 1] - m[k] < z * se for k in range(3)):
+            return None
+        if m[3] - self._best < math.log(2.0):
+            return None  # back up to where it was is not a climb past anything
+        if m[3] < self._start and not self._material(m[3]):
+            return None
+        low = min(range(2 * n), key=v.__getitem__)  # the climb starts at its trough
+        return math.exp(min(m[3] - m[0], 700.0)), self._steps[len(self._steps) - window + low]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "recent": list(self._recent),
+            "steps": list(self._steps),
+            "best": self._best if self._best < math.inf else None,
+            "best_step": self._best_step,
+            "high_since": self._high_since,
+            "high_from": self._high_from,
+            "stretch": list(self._stretch),
+            "start": self._start if math.isfinite(self._start) else None,
+            "disabled": self._disabled,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self._recent = deque((float(v) for v in state["recent"]), maxlen=_CLIMBS[-1])
+        self._steps = deque((int(s) for s in state["steps"]), maxlen=_CLIMBS[-1])
+        best = state["best"]
+        self._best = math.inf if best is None else float(best)
+        self._best_step = int(state["best_step"])
+        high = state["high_since"]
+        self._high_since = None if high is None else int(high)
+        self._high_from = int(state["high_from"])
+        self._stretch = [float(v) for v in state["stretch"]]
+        start = state["start"]
+        self._start = math.nan if start is None else float(start)
+        self._disabled = bool(state["disabled"])
+
+
+def log_spread(sorted_values: Sequence[float]) -> float | None:
+    """The upper-quartile spread of the logs of ``sorted_values`` (a robust log-space SD), or
+    None when they are too few or not all positive."""
+    n = len(sorted_values)
+    if n < 8 or not sorted_values[0] > 0:
+        return None
+    m = sorted_values[n // 2]
+    q3 = sorted_values[(3 * n) // 4]
+    return math.log(q3 / m) / _Q3_SIGMA

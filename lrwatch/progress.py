@@ -1,0 +1,148 @@
+"""Has a run stopped making progress, relative to its own progress so far? The question a plateau
+cut must answer yes to before lrwatch touches a healthy run's LR.
+
+The plateau detector says the loss is flat *at the rate it is set to* (2.5 % per 10 samples by
+default, ReduceLROnPlateau's reading): a long run that is still learning fails that rate for
+most of its life, and cutting it then is harm. This judge asks instead, in steps:
+
+    over the last half of the stretch since the LR last changed (or the run began), did the
+    loss improve by at least ``SHARE`` of what it improved since the start?
+
+A loss that falls as a power law of the steps keeps passing that test for as long as it falls
+(over [t/2, t] it improves by a fixed fraction of its log progress), so the horizon grows with
+the run and a still-improving run is never cut; a loss that has truly stopped fails it with
+confidence (the bound is ``Z`` standard errors from the run's own noise). The same test judges
+a cut afterwards: no progress resumed over as long as the evidence that asked for it, and the
+cut is given back.
+
+The loss is kept as medians of blocks of samples (log space), at a resolution that halves as
+the run grows: bounded memory, and one bad batch never moves a block. Pure: no I/O, no clocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SHARE = 0.05  # the share of its progress so far a run must still make over the horizon
+Z = 2.0  # standard errors of confidence that it did not
+_MAX_BLOCKS = 256
+_MIN_BLOCKS = 4  # in each of the two windows compared
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    stalled: bool
+    why: str  # a reason a person can read, with the numbers
+    horizon: int  # steps the improvement was measured over
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+class Progress:
+    """One loss series' level over its whole run, in blocks."""
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[int, float]] = []  # (last step, median log value)
+        self._pending: list[float] = []
+        self._size = 1  # samples per block
+        self._usable = True  # False once a value <= 0 is seen: no log, no judgement
+
+    def update(self, step: int, value: float) -> None:
+        if not self._usable or not math.isfinite(value):
+            return
+        if value <= 0:
+            self._usable = False
+            return
+        self._pending.append(math.log(value))
+        if len(self._pending) < self._size:
+            return
+        self._blocks.append((step, _median(self._pending)))
+        self._pending = []
+        if len(self._blocks) > _MAX_BLOCKS:
+            pairs = zip(self._blocks[0::2], self._blocks[1::2], strict=False)
+            self._blocks = [(b[0], (a[1] + b[1]) / 2) for a, b in pairs]
+            self._size *= 2
+
+    def _window(self, lo: float, hi: float) -> list[float]:
+        return [v for s, v in self._blocks if lo < s <= hi]
+
+    def _noise(self, values: list[float]) -> float:
+        """The blocks' own noise: the median absolute successive difference, as an SD."""
+        diffs = [abs(b - a) for a, b in itertools.pairwise(values)]
+        return _median(diffs) / (0.6745 * math.sqrt(2.0)) if diffs else math.inf
+
+    def improvement(self, since: int, now: int) -> tuple[float, float, float] | None:
+        """(log improvement over the last half of [since, now], its standard error, the log
+        improvement since the run's start), or None with too few blocks to say."""
+        if not self._usable or len(self._blocks) < 2 * _MIN_BLOCKS:
+            return None
+        span = now - since
+        mid = since + span / 2
+        then = self._window(mid - span / 4, mid)
+        recent = self._window(now - span / 4, now)
+        if len(then) < _MIN_BLOCKS or len(recent) < _MIN_BLOCKS:
+            return None
+        sigma = self._noise(then + recent)
+        se = 1.2533 * sigma * math.sqrt(1 / len(then) + 1 / len(recent))
+        start = _median([v for _, v in self._blocks[:_MIN_BLOCKS]])
+        level = _median(recent)
+        return _median(then) - level, se, start - level
+
+    def verdict(self, since: int, now: int) -> Verdict:
+        """Stalled only with confidence; "not yet judged" is not stalled."""
+        horizon = max(1, (now - since) // 2)
+        found = self.improvement(since, now)
+        if found is None:
+            why = f"too little loss history since step {since} to judge the progress"
+            return Verdict(False, why, horizon)
+        gained, se, total = found
+        need = SHARE * total if total > 0 else math.log1p(0.01)
+        pct = 100 * math.expm1(gained)
+        of = f"{100 * gained / total:.0f} % of its progress so far" if total > 0 else "no progress"
+        if gained + Z * se < need:
+            why = f"the loss moved {pct:+.2g} % over the last {horizon} steps ({of})"
+            return Verdict(True, why, horizon)
+        why = f"the loss still improves: {pct:+.2g} % over the last {horizon} steps ({of})"
+        return Verdict(False, why, horizon)
+
+    def helped(self, cut_at: int, now: int) -> tuple[bool, str]:
+        """Did the loss improve after a cut at ``cut_at``, over [cut_at, now]? Judged as a
+        plateau is: by ``SHARE`` of its progress so far, with confidence that it did not."""
+        before = self._window(-math.inf, cut_at)[-_MIN_BLOCKS * 2 :]
+        after = self._window(cut_at + (now - cut_at) / 2, now)
+        if len(before) < _MIN_BLOCKS or len(after) < _MIN_BLOCKS:
+            return True, "too little loss history since the cut to judge it"
+        start = _median([v for _, v in self._blocks[:_MIN_BLOCKS]])
+        level = _median(after)
+        gained, total = _median(before) - level, start - level
+        se = 1.2533 * self._noise(before + after) * math.sqrt(1 / len(before) + 1 / len(after))
+        need = SHARE * total if total > 0 else math.log1p(0.01)
+        pct = 100 * math.expm1(gained)
+        if gained + Z * se < need:
+            return False, f"the loss moved {pct:+.2g} % in the {now - cut_at} steps since"
+        return True, f"the loss improved {pct:+.2g} % in the {now - cut_at} steps since"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "blocks": [[s, v] for s, v in self._blocks],
+            "pending": list(self._pending),
+            "size": self._size,
+            "usable": self._usable,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != 1:
+            raise ValueError(f"not a progress state (version 1): {state.get('version')!r}")
+        self._blocks = [(int(s), float(v)) for s, v in state["blocks"]]
+        self._pending = [float(v) for v in state["pending"]]
+        self._size = int(state["size"])
+        self._usable = bool(state["usable"])

@@ -1,0 +1,77 @@
+"""The detection scorer's own rules: what counts as an LR cut, as a still-improving run, as a
+warnable divergence, where a real log's onset is, and that a log lrwatch did not read is
+never scored as a pass."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.detection.labelled import Replay, Run, is_cut, still_improving
+from benchmarks.detection.reallogs import Folder, onset, verdict
+from benchmarks.detection.score import Scores, _warnable, lr_action_scores
+
+
+def falling(n: int, every: int = 1) -> list[tuple[int, float]]:
+    return [(k * every, 10.0 / (1 + k)) for k in range(n)]
+
+
+def flat(n: int, every: int = 1) -> list[tuple[int, float]]:
+    return [(k * every, 1.0 + 0.01 * (-1) ** k) for k in range(n)]
+
+
+def test_only_scale_lr_below_one_is_a_cut() -> None:
+    assert is_cut({"type": "scale_lr", "factor": 0.5})
+    assert not is_cut({"type": "scale_lr", "factor": 2.0})
+    assert not is_cut({"type": "checkpoint"})
+    assert not is_cut(None)
+
+
+def test_still_improving_scales_with_the_log() -> None:
+    # Sparse (every 500 steps, 12 values): a 200-value horizon would never decide.
+    assert still_improving(falling(12, every=500), 2000) is True
+    assert still_improving(flat(12, every=500), 2000) is False
+    assert still_improving(falling(12, every=500), 5000) is None  # too few values after it
+
+
+def test_early_warning_needs_two_values_between_onset_and_nan() -> None:
+    loss = [(0, 1.0), (10, 2.0), (20, 5.0), (30, math.nan)]
+    run = Run("r", {"label": "divergence", "onset_step": 10}, {"loss": loss})
+    assert _warnable(run, 30)
+    assert not _warnable(Run("r", {"label": "divergence", "onset_step": 20}, {"loss": loss}), 30)
+
+
+def test_onset_from_events_and_overrides() -> None:
+    events = [
+        {"kind": "lr_too_high", "step": 1000},
+        {"kind": "eval_divergence", "step": 264},
+        {"kind": "useless_model", "step": 2640},
+    ]
+    assert onset("any", "divergence", events) == 264
+    assert onset("any", "healthy", events) is None
+    assert onset("hf_gpt2_lora_plateau", "plateau", [{"kind": "plateau", "step": 7500}]) == 760
+    assert onset("any", "plateau", [{"kind": "other", "step": 5}]) == 5
+
+
+def test_a_log_not_read_is_no_pass() -> None:
+    run = Run("x", {"label": "healthy", "read": False}, {})
+    folder = Folder(
+        "x", "test", ["healthy"], Replay([], 0.1, 0, ""), {"runs": {}, "error": None}, run
+    )
+    assert folder.status == "not read"
+    assert verdict(folder).startswith("not read")
+    scores = Scores()
+    lr_action_scores([run], scores)
+    assert all(cols["lrwatch"] == "—" for _, cols in scores.rows)
+
+
+def test_cuts_on_a_flat_healthy_run_are_not_while_improving() -> None:
+    cut = {"run": "r", "step": 50, "kind": "plateau", "metric": "loss"}
+    cut["action"] = {"type": "scale_lr", "factor": 0.5}
+    flat_run = Run("r", {"label": "healthy"}, {"loss": flat(100)}, [cut])
+    falling_run = Run("f", {"label": "healthy"}, {"loss": falling(100)}, [{**cut, "run": "f"}])
+    scores = Scores()
+    lr_action_scores([flat_run, falling_run], scores)
+    rows = dict(scores.rows)
+    assert (
+        rows["LR cuts on healthy runs that were still improving (runs)"]["lrwatch"] == "1 (1 runs)"
+    )

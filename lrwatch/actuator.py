@@ -171,6 +171,13 @@ class Actuator:
         self._out[command.seq] = Outstanding(command)
         return command
 
+    def withdraw(self, command: Command) -> None:
+        """Forget a command made but never committed (the state file failed): it is never
+        written; the controller decides again at the next finding."""
+        out = self._out.get(command.seq)
+        if out is not None and out.slot is None:
+            del self._out[command.seq]
+
     def send(self, command: Command) -> bool:
         """Write ``command`` (and any older one still unwritten, first: the hook applies in
         slot order). False if it is not written yet; it stays outstanding and is retried."""

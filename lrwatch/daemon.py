@@ -508,7 +508,7 @@ class Daemon:
         decides again on the next finding; a gap in sequence numbers is harmless)."""
         for item in items:
             for command in item.commands:
-                item.run.actuator.unacked.pop(command.seq, None)
+                item.run.actuator.withdraw(command)
 
     def _state_failed(self, operation: str, exc: BaseException) -> None:
         """The state file failed (a full disk, an I/O error): counted, logged once per kind

@@ -80,6 +80,10 @@ class Series:
         return failed
 
 
+Record = tuple[int, float | None, Mapping[str, float]]
+"""A reader's record (``Batch.records()``): a step, its wall time, ``{metric: value}``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rewind:
     """A series that went back in time: the job restarted from a checkpoint."""
@@ -193,8 +197,9 @@ class RunMonitor:
         read again, so its steps count only from past the last one seen.
         """
         outcome = Outcome()
+        known, loss = self.series, Role.LOSS  # hoisted: this loop runs once per scalar
         for sample in samples:
-            series = self._series(sample.metric)
+            series = known.get(sample.metric) or self._series(sample.metric)
             if sample.step <= series.last_step:
                 if not _is_rewind(series, sample, source, reread):
                     series.out_of_order += 1
@@ -205,18 +210,18 @@ class RunMonitor:
             series.last_wall_time = sample.wall_time
             series.source = source
             found_here: list[tuple[str, Finding]] = []  # (detector, what it found)
-            ran = 0
+            ran, step, value = 0, sample.step, sample.value
             try:
                 for name, detector in series.detectors.items():
-                    found = detector.update(sample.step, sample.value)
+                    found = detector.update(step, value)
                     ran += 1
                     if found is not None:
                         found_here.append((name, found))
             except Exception as exc:
                 found_here += self._isolate(series, sample, ran, exc)
             findings = self._checked(series, sample, found_here) if found_here else []
-            if series.role is Role.LOSS:
-                if sample.metric == self.role_metric(Role.LOSS):  # one loss, if two are logged
+            if series.role is loss:
+                if sample.metric == self.role_metric(loss):  # one loss, if two are logged
                     self.progress.update(sample.step, sample.value)
                 due = self.controller.on_step(self.run, sample.step, self.control, can_act=can_act)
                 if due is None:
@@ -224,9 +229,11 @@ class RunMonitor:
                 if due is not None:
                     self._record(due)
                     outcome.decisions.append(due)
-            if series.role is Role.LOSS and not findings:
+            if series.role is loss and not findings:
                 again = self._plateau_recheck(series, sample.step)
                 findings = [again] if again is not None else findings
+            if not findings:
+                continue  # the common case; what follows only sorts out findings
             lr_series = self.series.get(self.role_metric(Role.LR) or "") if findings else None
             watch = lr_series.detectors.get("schedule") if lr_series is not None else None
             schedule = watch if isinstance(watch, ScheduleMotion) else None
@@ -257,6 +264,54 @@ class RunMonitor:
                 outcome.decisions.append(decision)
         if self._problems:
             outcome.problems, self._problems[:] = list(self._problems), []
+        return outcome
+
+    def observe_records(
+        self,
+        records: Iterable[Record],
+        *,
+        can_act: str | None,
+        source: str = "",
+        reread: bool = False,
+    ) -> Outcome:
+        """``observe`` of the records' samples in order, with the same outcome and state, but
+        without making a ``Sample`` of most scalars (``lrwatch replay``'s path).
+
+        A series no detector watches (and not the loss, whose steps pace the policy) only keeps
+        its last point, and nothing else reads it: its scalar at a new step is taken here in
+        place. Everything else goes through ``observe`` in order: the watched series' samples,
+        gathered, and, with those before it, a scalar that may do more (a new metric, whose
+        series must exist in order; a step already passed: a repeat or a rewind).
+        """
+        outcome = Outcome()
+        pending: list[Sample] = []
+        known, run, loss = self.series, self.run, Role.LOSS
+
+        def flush() -> None:
+            if pending:
+                more = self.observe(pending, can_act=can_act, source=source, reread=reread)
+                outcome.findings += more.findings
+                outcome.decisions += more.decisions
+                outcome.rewinds += more.rewinds
+                outcome.problems += more.problems
+                pending.clear()
+
+        for step, wall_time, values in records:
+            for metric, value in values.items():
+                series = known.get(metric)
+                if series is not None and not series.detectors and series.role is not loss:
+                    if step > series.last_step:
+                        series.last_step, series.last_value = step, value
+                        series.last_wall_time, series.source = wall_time, source
+                        continue
+                    series = None  # a repeat or a rewind: in order, now
+                pending.append(Sample(run, metric, step, value, wall_time))
+                if series is None:
+                    flush()
+        flush()
+        if self._problems:
+            outcome.problems += self._problems
+            self._problems[:] = []
         return outcome
 
     def _record(self, decision: Decision) -> None:

@@ -12,6 +12,8 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain, islice
+from operator import le
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -20,6 +22,7 @@ from lrwatch.config import Config
 from lrwatch.coverage import json_safe
 from lrwatch.pipeline import RunMonitor
 from lrwatch.registry import PluginProblem
+from lrwatch.sources.base import Batch
 from lrwatch.sources.discovery import (
     CHANNEL_DIR,
     OUTPUT_DIR,
@@ -182,24 +185,46 @@ def discover_runs(paths: Iterable[Path], formats: Formats | None = None) -> dict
 
 def read_run(run: str, files: list[Path], formats: Formats | None = None) -> list[Sample]:
     """All samples of a run's files, merged by step (stable: file order breaks ties)."""
-    return read_run_counted(run, files, formats)[0]
+    return list(read_records(run, files, formats)[0])
 
 
 def read_run_counted(
     run: str, files: list[Path], formats: Formats | None = None
 ) -> tuple[list[Sample], dict[str, int]]:
     """``read_run``, and the records each file's reader skipped as corrupt (files with some)."""
-    samples: list[Sample] = []
+    records, skipped = read_records(run, files, formats)
+    return list(records), skipped
+
+
+def read_records(
+    run: str, files: list[Path], formats: Formats | None = None
+) -> tuple[Batch, dict[str, int]]:
+    """All records of a run's files, as one batch merged by step (stable: file order breaks
+    ties), and the records each file's reader skipped as corrupt (files with some).
+
+    Records, not samples: most scalars are of metrics no detector watches, and those need no
+    ``Sample`` (``RunMonitor.observe_records``). The samples of records merged stably by step
+    are those of samples merged stably by step, in the same order: a record's scalars share
+    its step. The batches' columns are concatenated (no tuple per record), and sorted only
+    if out of order, which is checked first, in C: files usually are in step order."""
+    merged = Batch(run)
+    steps, wall_times, values = merged.steps, merged.wall_times, merged.values
     skipped: dict[str, int] = {}
     for path in files:
         reader = open_reader(path.parent, path, run=run, formats=formats)
         while batch := reader.read():
-            samples.extend(Sample(run, s.metric, s.step, s.value, s.wall_time) for s in batch)
+            steps += batch.steps
+            wall_times += batch.wall_times
+            values += batch.values
         corrupt = int(reader.stats.get("corrupt_records", 0))
         if corrupt:
             skipped[str(path)] = corrupt
-    samples.sort(key=lambda s: s.step)
-    return samples, skipped
+    if not all(map(le, steps, islice(steps, 1, None))):
+        order = sorted(range(len(steps)), key=steps.__getitem__)
+        merged.steps = [steps[i] for i in order]
+        merged.wall_times = [wall_times[i] for i in order]
+        merged.values = [values[i] for i in order]
+    return merged, skipped
 
 
 def replay_runs(
@@ -211,9 +236,9 @@ def replay_runs(
     """Each run of ``discovery``, judged (one at a time: a big history is not held at once)."""
     problems = [] if problems is None else problems
     for run, files in sorted(discovery.runs.items()):
-        samples, skipped = read_run_counted(run, files, formats)
+        records, skipped = read_records(run, files, formats)
         monitor = RunMonitor(run, config.for_run(run), assume_landed=True)
-        outcome = monitor.observe(samples, can_act=None)
+        outcome = monitor.observe_records(records.records(), can_act=None)
         problems += outcome.problems + formats.take_problems()
         decisions = {id(d.finding): d for d in outcome.decisions}
         loss, inferred = coverage.loss_of(monitor)
@@ -221,17 +246,20 @@ def replay_runs(
             run,
             files,
             sorted(monitor.series),
-            len({s.step for s in samples}),
+            len(set(records.steps)),
             loss,
             inferred,
-            _first_nonfinite(samples),
+            _first_nonfinite(records),
             skipped,
             [ReplayedFinding(f, decisions.get(id(f))) for f in outcome.findings],
         )
 
 
-def _first_nonfinite(samples: list[Sample]) -> tuple[str, int, float] | None:
-    for s in samples:  # in step order
+def _first_nonfinite(records: Batch) -> tuple[str, int, float] | None:
+    every = chain.from_iterable(map(dict.values, records.values))
+    if all(map(math.isfinite, every)):  # the common case, checked in C
+        return None
+    for s in records:  # in step order
         if not math.isfinite(s.value):
             return s.metric, s.step, s.value
     return None

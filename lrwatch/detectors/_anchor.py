@@ -23,6 +23,7 @@ linear rules. Pure: values in, verdicts out.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -64,10 +65,12 @@ class Anchor:
         "_start",
         "_steps",
         "_stretch",
+        "_tail",
     )
 
     def __init__(self) -> None:
         self._recent: deque[float] = deque(maxlen=_CLIMBS[-1])  # log values
+        self._tail: deque[float] = deque(maxlen=_LEVEL)  # the last few: the level's median
         self._steps: deque[int] = deque(maxlen=_CLIMBS[-1])
         self._best = math.inf
         self._best_step = -1
@@ -83,9 +86,9 @@ class Anchor:
         return math.exp(min(self._best, 700.0)) if self._best < math.inf else math.inf
 
     def level(self) -> float:
-        if not self._recent:
+        if not self._tail:
             return math.nan
-        return math.exp(min(plain_median(list(self._recent)[-_LEVEL:]), 700.0))
+        return math.exp(min(plain_median(list(self._tail)), 700.0))
 
     def update(self, step: int, value: float) -> bool:
         """One finite value; whether the best level moved (only once ``_LEVEL`` values exist)."""
@@ -94,13 +97,16 @@ class Anchor:
         if not value > 0:
             self._disabled = True
             self._recent.clear()
+            self._tail.clear()
             return False
         if not math.isfinite(self._start):
             self._start = math.log(value)  # a blow-up can start at the second value
-        self._recent.append(math.log(value))
+        logv = math.log(value)
+        self._recent.append(logv)
+        self._tail.append(logv)
         self._steps.append(step)
-        if len(self._recent) >= _LEVEL or self._best == math.inf:
-            level = plain_median(list(self._recent)[-_LEVEL:])
+        if len(self._tail) >= _LEVEL or self._best == math.inf:
+            level = plain_median(list(self._tail))
             if level < self._best:
                 self._best, self._best_step = level, step
                 return True
@@ -108,8 +114,8 @@ class Anchor:
 
     def rebase(self) -> None:
         """The loss settled at a new level (an episode ended there): that is the best now."""
-        if self._recent:
-            self._best = plain_median(list(self._recent)[-_LEVEL:])
+        if self._tail:
+            self._best = plain_median(list(self._tail))
             self._best_step = self._steps[-1]
         self._high_since = None
         self._stretch.clear()
@@ -163,10 +169,12 @@ class Anchor:
         if self._disabled or len(self._recent) < 3 or self._best == math.inf:
             return None
         v2, v3 = self._recent[-2], self._recent[-1]
+        rise = max(math.log(BURST_RISE), 4.0 * (sigma or 0.0))
+        if v3 - v2 < rise or v3 - self._best < math.log(EARLY):
+            return None  # (the cheap tests first: this runs at every value)
         # From the typical level before it, not from a lucky low batch.
         v1 = max(self._recent[-3], plain_median(list(self._recent)[-7:-2]))
-        rise = max(math.log(BURST_RISE), 4.0 * (sigma or 0.0))
-        if v2 - v1 < rise or v3 - v2 < rise or v3 - self._best < math.log(EARLY):
+        if v2 - v1 < rise:
             return None
         return math.exp(min(v3 - self._best, 700.0)), self._steps[-2]
 
@@ -184,6 +192,10 @@ class Anchor:
         above the one before (a jump, a warm restart, lifts one quarter, not three), and the
         last quarter at least twice the first. Two windows: a fast climb shows in 16 values,
         a slow one only over more."""
+        if self._disabled or len(self._recent) < _CLIMBS[0]:
+            return None
+        if self._recent[-1] - self._best < math.log(2.0):
+            return None  # tested when the newest value is twice the best: cheap, and a climb is
         for window in _CLIMBS:
             found = self._climbing(window, sigma, z)
             if found is not None:
@@ -193,8 +205,13 @@ class Anchor:
     def _climbing(self, window: int, sigma: float, z: float) -> tuple[float, int] | None:
         if self._disabled or len(self._recent) < window:
             return None
-        v = list(self._recent)[-window:]
         n = window // 4
+        # The last quarter's median must be twice the best, so half its values must be: in
+        # nearly every sample they are not, which costs no sort to see.
+        bar = self._best + math.log(2.0)
+        if sum(v >= bar for v in itertools.islice(reversed(self._recent), n)) * 2 < n:
+            return None
+        v = list(self._recent)[-window:]
         m = [plain_median(v[k * n : (k + 1) * n]) for k in range(4)]
         # The standard error of a difference of two medians; noise below 1 % is quantisation.
         se = 1.2533 * max(sigma, 0.01) / math.sqrt(n) * math.sqrt(2.0)
@@ -222,6 +239,7 @@ class Anchor:
 
     def load(self, state: dict[str, Any]) -> None:
         self._recent = deque((float(v) for v in state["recent"]), maxlen=_CLIMBS[-1])
+        self._tail = deque(list(self._recent)[-_LEVEL:], maxlen=_LEVEL)
         self._steps = deque((int(s) for s in state["steps"]), maxlen=_CLIMBS[-1])
         best = state["best"]
         self._best = math.inf if best is None else float(best)

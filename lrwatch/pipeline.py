@@ -18,7 +18,7 @@ from lrwatch.config import RunSettings
 from lrwatch.controller import Controller, ControlState
 from lrwatch.detectors import build_detectors
 from lrwatch.detectors.base import Detector
-from lrwatch.detectors.schedule import ScheduleMotion
+from lrwatch.detectors.schedule import ScheduleConfig, ScheduleMotion
 from lrwatch.policies import Proposal
 from lrwatch.progress import Progress
 from lrwatch.registry import PluginProblem
@@ -122,6 +122,9 @@ class RunMonitor:
         self.controller = Controller(settings.policy)
         self.control = ControlState()
         self.progress = Progress()  # of the run's loss: may a plateau be cut? (progress.py)
+        # The schedule's own LR as the hook reports it (exact, unlike a rounded logged LR):
+        # when there is one, it says whether the schedule still moves the LR.
+        self.hook_schedule: ScheduleMotion | None = None
         self.series: dict[str, Series] = {}
         # The kinds each series raised (not explained away) in the episode still open: only
         # those are active, so status and /metrics never show a finding that was not reported.
@@ -245,6 +248,8 @@ class RunMonitor:
                 findings = kept
             # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
             # is reported, not acted on: the schedule is already doing the plateau's job.
+            if self.hook_schedule is not None:
+                schedule = self.hook_schedule
             held = schedule is not None and schedule.moving
             for found in findings:
                 found = replace(found, run=self.run, metric=sample.metric)
@@ -321,6 +326,14 @@ class RunMonitor:
             self._judge()["since"] = decision.step  # the LR changed: progress counts from here
         if self.assume_landed and action is not None and action.factor is not None:
             self.control.lr_scale *= action.factor
+
+    def observe_schedule(self, step: int, lr: float) -> None:
+        """The LR the job's schedule set at ``step`` (unscaled), read by the hook from its
+        optimizer: each heartbeat is a sample; a change within the last two is "moving"."""
+        if self.hook_schedule is None:
+            self.hook_schedule = ScheduleMotion(ScheduleConfig(span=2))
+        if step > self.hook_schedule.last_step:
+            self.hook_schedule.update(step, lr)
 
     def _guessed(self, metric: str) -> str | None:
         """Why findings on ``metric`` are not acted on, if its role was only guessed from its
@@ -542,10 +555,13 @@ class RunMonitor:
         """The whole analysis state. ``sanitize``: leave out (and say in ``problems``) any
         detector state or policy memory that is not JSON — a plugin's bug that must not stop
         the rest from being saved. (Checked only then: the store finds out by serialising.)"""
-        state = {
+        state: dict[str, Any] = {
             "control": self.control.state_dict(),
             "series": {name: s.state_dict() for name, s in self.series.items()},
             "progress": self.progress.state_dict(),
+            "hook_schedule": None
+            if self.hook_schedule is None
+            else self.hook_schedule.state_dict(),
             "raised": {name: sorted(kinds) for name, kinds in self.raised.items() if kinds},
         }
         if sanitize:
@@ -581,6 +597,9 @@ class RunMonitor:
         self.control.load_state_dict(state["control"])
         if "progress" in state:  # saved by lrwatch 0.1.x without it: starts from here
             self.progress.load_state_dict(state["progress"])
+        if state.get("hook_schedule") is not None:
+            self.hook_schedule = ScheduleMotion(ScheduleConfig(span=2))
+            self.hook_schedule.load_state_dict(state["hook_schedule"])
         for metric, sub in state["series"].items():
             series = self._series(metric)
             for name, exc in series.load_state_dict(sub):

@@ -129,20 +129,17 @@ class Progress:
         return Verdict(False, why, horizon)
 
     def helped(self, cut_at: int, now: int) -> tuple[bool, str]:
-        """Did the loss improve after a cut at ``cut_at``, over [cut_at, now]: by ``SHARE`` of
-        its progress so far, with ``Z`` standard errors of confidence? A cut stays only if it
-        proved itself; one that cannot be told from noise is given back (do no harm)."""
+        """Did progress resume after a cut at ``cut_at``: is the loss over the second half of
+        [cut_at, now] lower than before the cut, by ``Z`` standard errors? A cut stays only if
+        it proved itself; one that cannot be told from noise is given back (do no harm)."""
         before = self._window(-math.inf, cut_at)[-_MIN_BLOCKS * 2 :]
         after = self._window(cut_at + (now - cut_at) / 2, now)
         if len(before) < _MIN_BLOCKS or len(after) < _MIN_BLOCKS:
             return True, "too little loss history since the cut to judge it"
-        start = _median([v for _, v in self._blocks[:_MIN_BLOCKS]])
-        level = _median(after)
-        gained, total = _median(before) - level, start - level
+        gained = _median(before) - _median(after)
         se = 1.2533 * self._noise(before + after) * math.sqrt(1 / len(before) + 1 / len(after))
-        need = SHARE * total if total > 0 else math.log1p(0.01)
         pct = 100 * math.expm1(gained)
-        if gained - Z * se < need:
+        if gained - Z * se <= 0:
             return False, f"the loss moved {pct:+.2g} % in the {now - cut_at} steps since"
         return True, f"the loss improved {pct:+.2g} % in the {now - cut_at} steps since"
 

@@ -360,6 +360,9 @@ class RunBook:
                 self.metrics.command_acks_total.labels(name, status.value)
             run.hooked = True
         self.metrics.hook_heartbeat.labels(name).set(beat.written_at)
+        if beat.schedule_lrs and beat.schedule_step is not None:
+            # The LR the job's own schedule set, exactly: whether it still moves the LR.
+            run.monitor.observe_schedule(beat.schedule_step, beat.schedule_lrs[0])
         if run.actuator.heartbeat_is_current():
             # The job is the truth about its factor (it may have restored a checkpoint).
             run.monitor.control.lr_scale = beat.lr_scale

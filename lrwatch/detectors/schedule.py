@@ -78,6 +78,11 @@ class ScheduleMotion:
         return None
 
     @property
+    def last_step(self) -> int:
+        """The step of the last LR seen (-1 before any)."""
+        return self._last_step if self._seen else -1
+
+    @property
     def moving(self) -> bool:
         if self._since_change < self.span:
             return True

@@ -253,8 +253,10 @@ class RunMonitor:
             held = schedule is not None and schedule.moving
             for found in findings:
                 found = replace(found, run=self.run, metric=sample.metric)
-                outcome.findings.append(found)
                 guessed = self._guessed(sample.metric)
+                if guessed is not None and found.severity is Severity.CRITICAL:
+                    found = replace(found, severity=Severity.WARNING)  # a guess does not page
+                outcome.findings.append(found)
                 if guessed is not None:
                     why = f"{found.kind}: reported only: {guessed}"
                     decision = Decision(self.run, found.step, None, why, found, label=found.kind)
@@ -338,7 +340,7 @@ class RunMonitor:
     def _guessed(self, metric: str) -> str | None:
         """Why findings on ``metric`` are not acted on, if its role was only guessed from its
         name (an RL policy loss or a GAN's discriminator loss is no loss to minimise): lrwatch
-        reports them and pages on them, but touches no LR on a guess (do no harm)."""
+        reports them, as warnings, but pages on none and touches no LR on a guess."""
         for role, name in self.inferred_roles.items():
             if name == metric:
                 return (

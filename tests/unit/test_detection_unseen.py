@@ -1,0 +1,167 @@
+"""The failure classes a held-out corpus found, each on a real curve (tiny models trained by
+torch; real published logs), and the do-no-harm cases: what an on-call engineer relies on.
+
+- a loss that leaves its start at once and never comes back (no level to leave yet);
+- a steady geometric climb (a running level climbs with it);
+- an LR jump that leaves the loss several times higher, noisy, for good;
+- a step size just past the edge, found within tens of steps, not hundreds;
+- a spike in a sparsely logged run (one sample stands for 50 steps);
+- overfitting seen in 4-5 evaluations;
+- no LR cut on healthy runs that are still improving, long real runs included.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_breast_cancer, load_diabetes
+from torch import nn
+
+from lrwatch.config import Config
+from lrwatch.detectors import DivergenceDetector, OverfitDetector
+from lrwatch.replay import replay
+from tests.unit import curves
+from tests.unit.curves import feed
+
+_REALLOGS = next(
+    (
+        p / "shared" / "reallogs"
+        for p in Path(__file__).resolve().parents
+        if (p / "shared").is_dir()
+    ),
+    None,
+)
+
+
+def _divergences(values: tuple[float, ...], start: int = 0) -> list[int]:
+    return [f.step for f in feed(DivergenceDetector(), values, start) if f.kind == "divergence"]
+
+
+@functools.cache
+def _adam_from_the_start(lr: float) -> tuple[float, ...]:
+    """The digits MLP under Adam at an LR hundreds of times too high from step 0: the loss
+    leaves 2.3 at the first step for hundreds and stays there (it never gets back)."""
+    x, y = curves._digits()
+    model = curves._digits_mlp(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    return curves._train(model, x, y, nn.functional.cross_entropy, opt, steps=300, batch=32, seed=0)
+
+
+@functools.cache
+def _least_squares(edge_fraction: float, steps: int) -> tuple[float, ...]:
+    """Full-batch gradient descent on least squares (diabetes, standardised) at
+    ``edge_fraction`` x the stability edge 2/lambda_max: past the edge the loss grows by a
+    constant factor a step, (edge_fraction - 1)^2-ish, from its minimum to overflow."""
+    ds = load_diabetes()
+    x = curves._standardise(ds.data)
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    edge = 2.0 / float(np.linalg.eigvalsh(xb.T @ xb / len(x) * 2).max())
+    xt = torch.tensor(x, dtype=torch.float32)
+    yt = torch.tensor(curves._standardise(ds.target[:, None]), dtype=torch.float32)
+    torch.manual_seed(0)
+    model = nn.Linear(10, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=edge_fraction * edge)
+    return curves._train(
+        model, xt, yt, nn.functional.mse_loss, opt, steps=steps, batch=None, seed=0
+    )
+
+
+@functools.cache
+def _rmsprop_jump(at: int, factor: float) -> tuple[float, ...]:
+    """Logistic regression on breast cancer under RMSprop, minibatches of 32, whose LR is
+    multiplied by ``factor`` at step ``at``: the loss goes several times higher, noisy, and
+    stays there (RMSprop's normalised steps keep it from blowing up to inf)."""
+    ds = load_breast_cancer()
+    x = torch.tensor(curves._standardise(ds.data), dtype=torch.float32)
+    y = torch.tensor(ds.target, dtype=torch.float32)
+    torch.manual_seed(0)
+    model = nn.Linear(30, 1)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-2)
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), target)
+
+    return curves._train(
+        model, x, y, loss_fn, opt, steps=600, batch=32, seed=0,
+        lr_at=lambda step: 1e-2 * (factor if step >= at else 1.0),
+    )  # fmt: skip
+
+
+def test_a_loss_that_leaves_its_start_at_once_is_paged_within_a_few_steps() -> None:
+    curve = _adam_from_the_start(lr=3.0)
+    assert min(curve[1:60]) > 5 * curve[0], "the loss leaves its start at once and stays up"
+    found = _divergences(curve)
+    assert found and found[0] <= 8
+
+
+def test_a_steady_geometric_climb_is_paged_early_on_its_way() -> None:
+    curve = _least_squares(edge_fraction=1.06, steps=400)
+    best = int(np.argmin(curve))
+    assert curve[-1] > 1e6 * curve[best], "a constant-rate climb over decades"
+    found = _divergences(curve)
+    assert found, "a z-score against a window that climbs with the loss cannot see this"
+    assert curve[found[0]] < 100 * curve[best], "paged before the loss is 100x up"
+
+
+def test_an_lr_jump_that_leaves_the_loss_higher_for_good_is_a_divergence() -> None:
+    at = 237
+    curve = _rmsprop_jump(at=at, factor=300.0)
+    before, after = np.median(curve[at - 50 : at]), np.median(curve[at + 50 :])
+    assert after > 4 * before and math.isfinite(max(curve)), "higher for good, finite"
+    found = [s for s in _divergences(curve) if s >= at]
+    assert found and found[0] - at <= 40
+
+
+def test_a_step_size_just_past_the_edge_is_found_in_tens_of_steps() -> None:
+    curve = _least_squares(edge_fraction=1.01, steps=1500)
+    best = int(np.argmin(curve))
+    found = [s for s in _divergences(curve) if s > best]
+    assert found and found[0] - best <= 300  # the issue saw 694 steps
+
+
+def test_a_spike_in_a_sparse_log_is_reported_not_dropped_as_one_bad_batch() -> None:
+    # A real run logged every 50 steps; one logged value is 2500x (a Lightning log's spike).
+    logged = list(curves.healthy(0, steps=3000)[::50])
+    clean = DivergenceDetector()
+    assert all(clean.update(50 * i, v) is None for i, v in enumerate(logged))
+    logged[40] *= 2500.0
+    detector = DivergenceDetector()
+    kinds = [f.kind for i, v in enumerate(logged) if (f := detector.update(50 * i, v)) is not None]
+    # One sample stands for the 50 steps since the last: a spike, not one bad batch.
+    assert kinds == ["spike"]
+
+
+def test_overfitting_is_seen_in_four_or_five_evaluations() -> None:
+    evals = [(100, 2.55), (200, 2.61), (300, 2.9), (400, 3.35)]  # +31 % over 4 evaluations
+    detector = OverfitDetector()
+    found = [f for step, v in evals if (f := detector.update(step, v)) is not None]
+    assert [f.kind for f in found] == ["overfit"]
+    assert found[0].onset_step == 100
+    wobbling = OverfitDetector()
+    wobble = [(100, 2.55), (200, 2.6), (300, 2.52), (400, 2.58), (500, 2.56)]
+    assert all(wobbling.update(step, v) is None for step, v in wobble)
+
+
+def _cuts(folder: str) -> list[int]:
+    assert _REALLOGS is not None
+    found = replay([_REALLOGS / folder], Config())
+    return [r.finding.step for r in found if r.decision and r.decision.action]
+
+
+@pytest.mark.skipif(_REALLOGS is None, reason="shared/reallogs is not beside the repository")
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "llmc_gpt2_124m_mainlog",  # GPT-2 124M, 19,560 steps, val loss better at every eval
+        "whisper_tiny_nbailab_100k",  # 100k steps at a constant LR, eval loss 1.19 -> 0.51
+        "hf_t5_summarization_tfevents",  # TensorBoard as HF writes it, 215k steps
+        "olmo_1b_reproduce",  # still in its LR warm-up
+    ],
+)
+def test_long_healthy_real_runs_get_no_lr_cut(folder: str) -> None:
+    assert _cuts(folder) == []

@@ -398,13 +398,14 @@ class RunMonitor:
         )
 
     def _judge_cut(self, step: int, can_act: str | None) -> Decision | None:
-        """Give back a plateau cut that did not help: no progress resumed over as long as the
-        evidence that asked for it (at least two cooldowns). The next cut waits twice as long."""
+        """Give back a plateau cut that did not help: no progress resumed over twice as long as
+        the evidence that asked for it (at least two cooldowns). The next cut waits twice as
+        long."""
         judge = self.control.memory.get(_JUDGE)
         if not judge or not judge.get("cut"):
             return None
         cut_at, factor, horizon = judge["cut"]
-        if step - cut_at < max(horizon, 2 * self.settings.policy.cooldown_steps):
+        if step - cut_at < 2 * max(horizon, self.settings.policy.cooldown_steps):
             return None
         judge["cut"] = None
         helped, why = self.progress.helped(cut_at, step)

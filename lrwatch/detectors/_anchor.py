@@ -212,7 +212,12 @@ class Anchor:
         if sum(v >= bar for v in itertools.islice(reversed(self._recent), n)) * 2 < n:
             return None
         v = list(self._recent)[-window:]
-        m = [plain_median(v[k * n : (k + 1) * n]) for k in range(4)]
+        first, last = plain_median(v[:n]), plain_median(v[3 * n :])
+        if last - first < math.log(2.0):
+            return None  # (the ends first: most windows fail here, before any more sorting)
+        m = [first, plain_median(v[n : 2 * n]), plain_median(v[2 * n : 3 * n]), last]
+        if not m[0] < m[1] < m[2] < m[3]:
+            return None
         # The noise around a steady trend is the scatter of the steps between values (a climb
         # moves every step by the same amount; the window's spread would count the climb
         # itself as noise), and never less than the series' own when that is known to be
@@ -222,7 +227,7 @@ class Anchor:
         local = plain_median([abs(d - typical) for d in steps]) / (0.6745 * math.sqrt(2.0))
         # The standard error of a difference of two medians; noise below 1 % is quantisation.
         se = 1.2533 * max(min(sigma, local), 0.01) / math.sqrt(n) * math.sqrt(2.0)
-        if m[3] - m[0] < math.log(2.0) or any(m[k + 1] - m[k] < z * se for k in range(3)):
+        if any(m[k + 1] - m[k] < z * se for k in range(3)):
             return None
         if m[3] - self._best < math.log(2.0):
             return None  # back up to where it was is not a climb past anything

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lrwatch import cli, testing
+from lrwatch.boundary import escape_name
 from lrwatch.demo.showcase import free_port
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,8 @@ def test_api_status_is_strict_json_with_what_each_run_lacks(daemon: int) -> None
     assert (runs["good"]["loss_metric"], runs["good"]["skipped_records"]) == ("loss", 2)
     assert runs["eval"]["loss_metric"] is None and runs["eval"]["loss"] is None
     assert runs["eval"]["metrics"] == ["acc", "bleu"]
-    assert {WEIRD, ESCAPE} <= runs.keys()
+    # Control characters come escaped, as everywhere (boundary.escape_name): lossless, inert.
+    assert {WEIRD, escape_name(ESCAPE)} <= runs.keys()
 
 
 def test_status_says_what_it_could_not_read(daemon: int, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,25 +55,15 @@ from lrwatch.replay import discover_runs, read_records, replay  # noqa: E402
 STEPS = 20_000
 TARGET = 3.0
 NOTES = """\
-Before the replay fast path, this script run minutes apart on the code without it ((b) then
-being `read_run`): on 62d2539, where this work started, (a)/(c) **3.35x** (curve) and **3.2x**
-(noise), (c) 1.52 s and 1.71 s; with it, on that base, **5.1x** and **4.7x** (1.18 s, 1.19 s).
-On 12a5fe7 (main with the anchored divergence rule and the plateau judge): **2.42x** and
-**2.28x**, (c) 2.05 s and 2.08 s; with it: the table above.
-
-Where (c)'s time goes now (py-spy, 200 Hz, 3 replays of the curve file, share of `replay()`):
-the divergence detector 35%, the TensorBoard reader's `_parse` 28%, the other detectors 18%
-(plateau 8%, oscillation 5%, drift 3%), `RunMonitor.observe` itself 6% (60k watched
-samples), `observe_records` itself 6% (200k scalars, 140k of them taken in place). Before the
-fast path (62d2539): `_parse` 36%, `read_run` building two `Sample`s per scalar and sorting
-them 20%, `observe` itself 14% (every scalar), the detectors 27%.
-
-The divergence detector is what keeps (a)/(c) near 3x now: on this loss its `update` went from
-1.8 us (62d2539) to 18.5 us (12a5fe7), 0.04 s to 0.37 s for the 20k values, the grad norm's
-from 1.9 to 3.6 us. In `detectors/_anchor.py`, `Anchor._climbing` copies the 64-value window and
-sorts four quarter-windows, for each of two windows, at every value (`plain_median` alone is 8%
-of replay). Left to the detector's owners; one exact saving: the middle quarters' medians
-matter only when the last quarter's is twice the first's (18.5 -> 13.9 us, same output).
+History, this script on earlier code: on 62d2539 (before this round) (a)/(c) 3.35x (curve) and
+3.2x (noise); the replay fast path (`RunMonitor.observe_records`: no `Sample` per scalar of a
+metric no detector watches, no sort when the files are in step order) took it to 5.1x and 4.7x;
+the anchored divergence rules and the plateau judge cost some of it back (12a5fe7: 2.42x and
+2.28x without the fast path), and the anchor's cheap tests first (a climb looked for only when
+the newest value is twice the best, a window's ends before its middle, no anchor at all for
+gradient norms) gave it back. Where (c)'s time goes (cProfile, noise file): the TensorBoard
+reader's `_parse` ~40 %, the detectors ~45 % (divergence, plateau, oscillation, drift), the
+monitor's own loop the rest.
 """
 CONFIG = """\
 roles:

@@ -232,7 +232,7 @@ class DivergenceDetector:
         self._gap = step - last if last is not None and step > last else 1
         if not math.isfinite(value):
             return self._nonfinite(step, value)
-        if self._anchor.update(step, value):
+        if self.config.anchored_rules and self._anchor.update(step, value):
             # The noise around the best level: a best reached in a noisy stretch is a lucky
             # low, and the bar keeps the larger of that noise and today's.
             enough = len(self._sorted) >= _NOISE_MIN

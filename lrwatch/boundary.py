@@ -58,12 +58,14 @@ def escape_name(name: str) -> str:
             out.append(f"\\x{code:02x}")
         elif 0xD800 <= code <= 0xDFFF:  # another lone surrogate (a JSON "\\ud800" escape)
             out.append(f"\\u{code:04x}")
+        elif not char.isprintable():  # unassigned, a format or separator character
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
         else:
             out.append(char)
     return "".join(out)
 
 
-_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
 
 
 def _unescape_one(match: re.Match[str]) -> str:

@@ -20,7 +20,7 @@ from lrwatch.detectors import build_detectors
 from lrwatch.detectors.base import Detector
 from lrwatch.detectors.schedule import ScheduleConfig, ScheduleMotion
 from lrwatch.policies import Proposal
-from lrwatch.progress import Progress
+from lrwatch.progress import Progress, Verdict
 from lrwatch.registry import PluginProblem
 from lrwatch.types import Decision, Finding, Role, Sample, Severity
 
@@ -29,8 +29,10 @@ from lrwatch.types import Decision, Finding, Role, Sample, Severity
 # the validation loss an overfit detector). Unrecognised metrics get none.
 _MASKED_BY_DIVERGENCE = frozenset({"plateau", "oscillation", "drift"})
 # What the plateau judge keeps in the run's control memory (persisted with it): the step the LR
-# last changed, the plateau cut awaiting its verdict, and the backoff after cuts given back.
+# last changed, the plateau cut awaiting its verdict, the evidence (steps) the next cut needs
+# after cuts given back, and when to ask again.
 _JUDGE = "lrwatch.plateau"
+_HOOK_SCHEDULE = ScheduleConfig(span=2)  # heartbeats: a change within the last two is moving
 
 
 @dataclass(slots=True)
@@ -237,15 +239,14 @@ class RunMonitor:
                 findings = [again] if again is not None else findings
             if not findings:
                 continue  # the common case; what follows only sorts out findings
-            lr_series = self.series.get(self.role_metric(Role.LR) or "") if findings else None
+            lr_series = self.series.get(self.role_metric(Role.LR) or "")
             watch = lr_series.detectors.get("schedule") if lr_series is not None else None
             schedule = watch if isinstance(watch, ScheduleMotion) else None
-            if findings:
-                kept = self._explained_away(series, findings, schedule)
-                raised = self.raised.setdefault(sample.metric, set())
-                raised -= {f.kind for f in findings}
-                raised |= {f.kind for f in kept}
-                findings = kept
+            kept = self._explained_away(series, findings, schedule)
+            raised = self.raised.setdefault(sample.metric, set())
+            raised -= {f.kind for f in findings}
+            raised |= {f.kind for f in kept}
+            findings = kept
             # A plateau while the run's own schedule is still moving its LR (warm-up, cosine)
             # is reported, not acted on: the schedule is already doing the plateau's job.
             if self.hook_schedule is not None:
@@ -333,7 +334,7 @@ class RunMonitor:
         """The LR the job's schedule set at ``step`` (unscaled), read by the hook from its
         optimizer: each heartbeat is a sample; a change within the last two is "moving"."""
         if self.hook_schedule is None:
-            self.hook_schedule = ScheduleMotion(ScheduleConfig(span=2))
+            self.hook_schedule = ScheduleMotion(_HOOK_SCHEDULE)
         if step > self.hook_schedule.last_step:
             self.hook_schedule.update(step, lr)
 
@@ -352,24 +353,31 @@ class RunMonitor:
     def _judge(self) -> dict[str, Any]:
         return self.control.memory.setdefault(_JUDGE, {"since": None, "cut": None, "wait": 0})
 
+    def _stall(self, step: int) -> tuple[Verdict, str | None]:
+        """The judge's verdict at ``step`` on the progress since the LR last changed, and why
+        no plateau cut may be made (None: one may): not stalled, or stalled over a horizon
+        shorter than a cooldown or than the evidence the cuts given back ask for."""
+        judge = self._judge()
+        since = judge["since"] if judge["since"] is not None else self.progress.first_step
+        verdict = self.progress.verdict(since if since is not None else step, step)
+        wait = max(self.settings.policy.cooldown_steps, judge.get("wait", 0))
+        if not verdict.stalled:
+            return verdict, verdict.why
+        return verdict, None if verdict.horizon >= wait else f"horizon {verdict.horizon} < {wait}"
+
     def _plateau(self, found: Finding, can_act: str | None) -> Decision:
         """A plateau is cut only if the run has stopped making progress relative to its own
         progress so far (progress.py), over a horizon that grows with the run and doubles with
         each cut given back; the cut is then judged (``_judge_cut``)."""
-        judge = self._judge()
-        since = judge["since"] if judge["since"] is not None else self._first_loss_step()
-        verdict = self.progress.verdict(since, found.step)
-        wait = max(self.settings.policy.cooldown_steps, judge.get("wait", 0))
-        if not verdict.stalled or verdict.horizon < wait:
-            why = verdict.why if not verdict.stalled else f"horizon {verdict.horizon} < {wait}"
-            return Decision(
-                self.run, found.step, None, f"plateau: reported only: {why}", found, label="plateau"
-            )
+        verdict, why_not = self._stall(found.step)
+        if why_not is not None:
+            why = f"plateau: reported only: {why_not}"
+            return Decision(self.run, found.step, None, why, found, label="plateau")
         decision = self.controller.decide(found, self.control, can_act=can_act)
         factor = decision.action.factor if decision.action is not None else None
         if factor is not None:
             decision = replace(decision, reason=f"{decision.reason} ({verdict.why})")
-            judge["cut"] = [found.step, factor, verdict.horizon]
+            self._judge()["cut"] = [found.step, factor, verdict.horizon]
         return decision
 
     def _plateau_recheck(self, series: Series, step: int) -> Finding | None:
@@ -377,16 +385,14 @@ class RunMonitor:
         quarter horizon: a plateau found too early to cut becomes a cut once the run has
         really stopped (a finding of its own, so replay and the audit show why)."""
         plateau = series.detectors.get("plateau")
+        if plateau is None or plateau.active != "plateau":
+            return None
         judge = self._judge()
-        if plateau is None or judge["cut"] is not None or step < judge.get("next", 0):
+        if judge["cut"] is not None or step < judge.get("next", 0):
             return None
-        if plateau.active != "plateau":
-            return None
-        since = judge["since"] if judge["since"] is not None else self._first_loss_step()
-        verdict = self.progress.verdict(since, step)
+        verdict, why_not = self._stall(step)
         judge["next"] = step + max(1, verdict.horizon // 4)
-        wait = max(self.settings.policy.cooldown_steps, judge.get("wait", 0))
-        if not verdict.stalled or verdict.horizon < wait:
+        if why_not is not None:
             return None
         return Finding(
             kind="plateau",
@@ -420,13 +426,6 @@ class RunMonitor:
             Severity.INFO,
         )
         return self.controller.bounded(proposal, self.run, step, self.control, can_act=can_act)
-
-    def _first_loss_step(self) -> int:
-        loss = self.series.get(self.role_metric(Role.LOSS) or "")
-        blocks = self.progress.state_dict()["blocks"]
-        if blocks:
-            return int(blocks[0][0])
-        return loss.last_step if loss is not None else 0
 
     def _isolate(
         self, series: Series, sample: Sample, ran: int, error: Exception
@@ -601,7 +600,7 @@ class RunMonitor:
         if "progress" in state:  # saved by lrwatch 0.1.x without it: starts from here
             self.progress.load_state_dict(state["progress"])
         if state.get("hook_schedule") is not None:
-            self.hook_schedule = ScheduleMotion(ScheduleConfig(span=2))
+            self.hook_schedule = ScheduleMotion(_HOOK_SCHEDULE)
             self.hook_schedule.load_state_dict(state["hook_schedule"])
         for metric, sub in state["series"].items():
             series = self._series(metric)

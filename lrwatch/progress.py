@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lrwatch.detectors._robust import plain_median
+
 SHARE = 0.05  # the share of its progress so far a run must still make over the horizon
 Z = 2.0  # standard errors of confidence that it did not
 NOISE_SHARE = 1.0  # ... or less than this many times its sample-to-sample noise (see verdict)
@@ -42,12 +44,6 @@ class Verdict:
     stalled: bool
     why: str  # a reason a person can read, with the numbers
     horizon: int  # steps the improvement was measured over
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 class Progress:
@@ -70,12 +66,18 @@ class Progress:
         self._recent.append(self._pending[-1])
         if len(self._pending) < self._size:
             return
-        self._blocks.append((step, _median(self._pending)))
+        self._blocks.append((step, plain_median(self._pending)))
         self._pending = []
         if len(self._blocks) > _MAX_BLOCKS:
             pairs = zip(self._blocks[0::2], self._blocks[1::2], strict=False)
             self._blocks = [(b[0], (a[1] + b[1]) / 2) for a, b in pairs]
             self._size *= 2
+
+    @property
+    def first_step(self) -> int | None:
+        """The step the first block ends at (None before any): where the run's progress counts
+        from until its LR first changes."""
+        return self._blocks[0][0] if self._blocks else None
 
     def _window(self, lo: float, hi: float) -> list[float]:
         return [v for s, v in self._blocks if lo < s <= hi]
@@ -83,7 +85,7 @@ class Progress:
     def _noise(self, values: list[float]) -> float:
         """The blocks' own noise: the median absolute successive difference, as an SD."""
         diffs = [abs(b - a) for a, b in itertools.pairwise(values)]
-        return _median(diffs) / (0.6745 * math.sqrt(2.0)) if diffs else math.inf
+        return plain_median(diffs) / (0.6745 * math.sqrt(2.0)) if diffs else math.inf
 
     def improvement(self, since: int, now: int) -> tuple[float, float, float] | None:
         """(log improvement over the last half of [since, now], its standard error, the log
@@ -98,9 +100,9 @@ class Progress:
             return None
         sigma = self._noise(then + recent)
         se = 1.2533 * sigma * math.sqrt(1 / len(then) + 1 / len(recent))
-        start = _median([v for _, v in self._blocks[:_MIN_BLOCKS]])
-        level = _median(recent)
-        return _median(then) - level, se, start - level
+        start = plain_median([v for _, v in self._blocks[:_MIN_BLOCKS]])
+        level = plain_median(recent)
+        return plain_median(then) - level, se, start - level
 
     def verdict(self, since: int, now: int) -> Verdict:
         """Stalled only with confidence; "not yet judged" is not stalled."""
@@ -137,7 +139,7 @@ class Progress:
         after = self._window(cut_at + (now - cut_at) / 2, now)
         if len(before) < _MIN_BLOCKS or len(after) < _MIN_BLOCKS:
             return True, "too little loss history since the cut to judge it"
-        gained = _median(before) - _median(after)
+        gained = plain_median(before) - plain_median(after)
         pct = 100 * math.expm1(gained)
         if gained <= 0:
             return False, f"the loss moved {pct:+.2g} % in the {now - cut_at} steps since"

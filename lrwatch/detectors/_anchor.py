@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from lrwatch.detectors._robust import plain_median
+from lrwatch.detectors._robust import Q3_SIGMA, plain_median
 
 # A loss is up when it is RATIO times its best level, and more than SDS of its log noise
 # (PAST_START_SDS once it is past where the run started: a healthy loss does not go back there);
@@ -49,7 +49,6 @@ _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values
 _MATERIAL = 0.05
 _STRETCH = 64
 _CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
-_Q3_SIGMA = 0.6744897501960817
 
 
 class Anchor:
@@ -57,7 +56,6 @@ class Anchor:
 
     __slots__ = (
         "_best",
-        "_best_step",
         "_disabled",
         "_high_from",
         "_high_since",
@@ -73,7 +71,6 @@ class Anchor:
         self._tail: deque[float] = deque(maxlen=_LEVEL)  # the last few: the level's median
         self._steps: deque[int] = deque(maxlen=_CLIMBS[-1])
         self._best = math.inf
-        self._best_step = -1
         self._high_since: int | None = None  # first step of the current stretch above the bar
         self._high_from = 0  # the step of the sample before it
         self._stretch: list[float] = []  # its log values (the last _STRETCH)
@@ -108,7 +105,7 @@ class Anchor:
         if len(self._tail) >= _LEVEL or self._best == math.inf:
             level = plain_median(list(self._tail))
             if level < self._best:
-                self._best, self._best_step = level, step
+                self._best = level
                 return True
         return False
 
@@ -116,7 +113,6 @@ class Anchor:
         """The loss settled at a new level (an episode ended there): that is the best now."""
         if self._tail:
             self._best = plain_median(list(self._tail))
-            self._best_step = self._steps[-1]
         self._high_since = None
         self._stretch.clear()
 
@@ -241,7 +237,6 @@ class Anchor:
             "recent": list(self._recent),
             "steps": list(self._steps),
             "best": self._best if self._best < math.inf else None,
-            "best_step": self._best_step,
             "high_since": self._high_since,
             "high_from": self._high_from,
             "stretch": list(self._stretch),
@@ -255,7 +250,6 @@ class Anchor:
         self._steps = deque((int(s) for s in state["steps"]), maxlen=_CLIMBS[-1])
         best = state["best"]
         self._best = math.inf if best is None else float(best)
-        self._best_step = int(state["best_step"])
         high = state["high_since"]
         self._high_since = None if high is None else int(high)
         self._high_from = int(state["high_from"])
@@ -273,4 +267,4 @@ def log_spread(sorted_values: Sequence[float]) -> float | None:
         return None
     m = sorted_values[n // 2]
     q3 = sorted_values[(3 * n) // 4]
-    return math.log(q3 / m) / _Q3_SIGMA
+    return math.log(q3 / m) / Q3_SIGMA

@@ -9,6 +9,8 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
+Q3_SIGMA = 0.6744897501960817  # Q3 - median of a standard normal
+
 
 def json_float(x: float) -> float | str:
     """Finding details must be strict JSON; non-finite floats become strings."""

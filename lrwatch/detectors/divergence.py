@@ -98,10 +98,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lrwatch.detectors._anchor import Anchor, log_spread
+from lrwatch.detectors._robust import Q3_SIGMA as _Q3_SIGMA
 from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
 from lrwatch.types import Finding, Role, Severity
 
-_Q3_SIGMA = 0.6744897501960817  # Q3 - median of a standard normal
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds
 _CREEP = 10  # the accepted values just before an excursion that tell whether the loss crept up
 _SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses

@@ -154,7 +154,7 @@ class OverfitDetector:
             severity=Severity.WARNING,
             step=self._raw[-1][0],
             reason=reason,
-            detail={**detail, "evaluations": RISES, "trigger": "climb"},
+            detail=detail | {"evaluations": RISES, "trigger": "climb"},
             onset_step=best_step,
         )
 

@@ -84,22 +84,6 @@ def unescape_name(name: str) -> str:
     return _ESCAPE.sub(_unescape_one, name) if "\\" in name else name
 
 
-def in_int64(value: int) -> bool:
-    return INT64_MIN <= value <= INT64_MAX
-
-
-def finite_or_none(value: float | None) -> float | None:
-    """``value`` if it is a finite float, else None: for times and other numbers that are not
-    the signal (a NaN loss is kept; a NaN timestamp means nothing)."""
-    if value is None or not isinstance(value, float | int) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 @dataclass(slots=True)
 class _RunNames:
     known: set[str] = field(default_factory=set)
@@ -186,13 +170,15 @@ class Intake:
     def _drop_records(batch: Batch, errors: dict[str, int]) -> None:
         keep = [i for i, step in enumerate(batch.steps) if INT64_MIN <= step <= INT64_MAX]
         errors[STEP_OUT_OF_RANGE] = len(batch.steps) - len(keep)
-        batch.steps[:] = [batch.steps[i] for i in keep]
-        batch.wall_times[:] = [batch.wall_times[i] for i in keep]
-        batch.values[:] = [batch.values[i] for i in keep]
+        _keep(batch, keep)
 
     @staticmethod
     def _drop_empty(batch: Batch) -> None:
-        keep = [i for i, record in enumerate(batch.values) if record]
-        batch.steps[:] = [batch.steps[i] for i in keep]
-        batch.wall_times[:] = [batch.wall_times[i] for i in keep]
-        batch.values[:] = [batch.values[i] for i in keep]
+        _keep(batch, [i for i, record in enumerate(batch.values) if record])
+
+
+def _keep(batch: Batch, keep: list[int]) -> None:
+    """Only the records at ``keep`` (indices, in order) stay in ``batch``, all three columns."""
+    batch.steps[:] = [batch.steps[i] for i in keep]
+    batch.wall_times[:] = [batch.wall_times[i] for i in keep]
+    batch.values[:] = [batch.values[i] for i in keep]

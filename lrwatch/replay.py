@@ -188,14 +188,6 @@ def read_run(run: str, files: list[Path], formats: Formats | None = None) -> lis
     return list(read_records(run, files, formats)[0])
 
 
-def read_run_counted(
-    run: str, files: list[Path], formats: Formats | None = None
-) -> tuple[list[Sample], dict[str, int]]:
-    """``read_run``, and the records each file's reader skipped as corrupt (files with some)."""
-    records, skipped = read_records(run, files, formats)
-    return list(records), skipped
-
-
 def read_records(
     run: str, files: list[Path], formats: Formats | None = None
 ) -> tuple[Batch, dict[str, int]]:

@@ -24,7 +24,6 @@ Prometheus carries them.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 

@@ -39,6 +39,7 @@ from lrwatch import channel, manual, notify
 from lrwatch.boundary import Intake, escape_name
 from lrwatch.config import Config, ConfigError, Mode, plugin_problems, read_secret_file
 from lrwatch.exporter import Metrics
+from lrwatch.logs import first_time
 from lrwatch.notify import Notice, Outlet, build_outlets
 from lrwatch.pipeline import Outcome
 from lrwatch.registry import PluginProblem
@@ -515,9 +516,7 @@ class Daemon:
         with the real error. Runs stay dirty, and are checkpointed again at the next chance."""
         error = error_kind(exc)
         self.metrics.state_errors_total.labels(operation, error).inc()
-        key = (operation, error)
-        level = logging.DEBUG if key in self._state_reported else logging.ERROR
-        self._state_reported.add(key)
+        level = first_time(self._state_reported, (operation, error), logging.ERROR)
         log.log(
             level,
             "state file %s: %s failed (%s: %s); watching goes on, what is not saved is kept "
@@ -617,8 +616,7 @@ class Daemon:
         for error, new in errors.items():
             self.metrics.source_errors_total.labels(reader.format, error).inc(new)
             key = (reader.run, str(reader.path), error)
-            level = logging.DEBUG if key in self._reported else logging.WARNING
-            self._reported.add(key)
+            level = first_time(self._reported, key, logging.WARNING)
             where = escape_name(str(reader.path))
             log.log(level, "%s: %d new %s", where, new, error.replace("_", " "))
 

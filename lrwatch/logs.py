@@ -8,7 +8,20 @@ import logging
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, TypeVar
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def first_time(seen: set[_Key], key: _Key, level: int) -> int:
+    """``level`` the first time ``key`` is logged, DEBUG after: a file that stays bad must not
+    flood the log (its counter says how often)."""
+    if key in seen:
+        return logging.DEBUG
+    seen.add(key)
+    return level
 
 
 class JsonFormatter(logging.Formatter):

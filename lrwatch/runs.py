@@ -33,6 +33,7 @@ from lrwatch.boundary import unescape_name
 from lrwatch.config import Config
 from lrwatch.detectors.stall import StallDetector
 from lrwatch.exporter import RUN_STATES, Metrics
+from lrwatch.logs import first_time
 from lrwatch.pipeline import RunMonitor
 from lrwatch.sources.follow import Follower
 from lrwatch.store import Store, StoredCommand
@@ -229,9 +230,12 @@ class RunBook:
         """Counted every time; logged the first time per run and kind (a file that stays bad
         must not flood the log: the counter says how often)."""
         self.metrics.channel_errors_total.labels(run, error).inc()
-        level = logging.DEBUG if (run, error) in self._reported else logging.WARNING
-        self._reported.add((run, error))
-        log.log(level, "run %s: channel: %s", run, message)
+        log.log(
+            first_time(self._reported, (run, error), logging.WARNING),
+            "run %s: channel: %s",
+            run,
+            message,
+        )
 
     def reconfigure(self, config: Config, key: bytes | None) -> None:
         self.config, self.key = config, key

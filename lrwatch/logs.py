@@ -11,7 +11,6 @@ import time
 from collections.abc import Hashable
 from typing import Any, TypeVar
 
-
 _Key = TypeVar("_Key", bound=Hashable)
 
 

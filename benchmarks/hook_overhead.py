@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import lrwatch  # noqa: E402
-from lrwatch import channel  # noqa: E402
-from lrwatch.types import Action, ActionType, Command  # noqa: E402
+from lrwatch.protocol import channel  # noqa: E402
+from lrwatch.protocol.types import Action, ActionType, Command  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BATCH, STEP_PERIOD, LATENCY_SECONDS = 64, 1e-3, 20.0

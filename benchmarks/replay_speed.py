@@ -22,8 +22,8 @@ Contenders, each timed in CPU seconds (``time.process_time``), interleaved, best
 
 - (a) ``EventAccumulator(path, size_guidance={SCALARS: 0}).Reload()``: merely loading;
 - (b) lrwatch reading alone (``read_records``: the records, merged in step order);
-- (c) ``lrwatch replay`` end to end in-process: ``lrwatch.replay.replay``, the function the CLI
-  calls, detectors and policy included, its findings serialised as ``--format jsonl`` would;
+- (c) ``lrwatch replay`` end to end in-process: ``lrwatch.offline.replay.replay``, the function the
+  CLI calls, detectors and policy included, its findings serialised as ``--format jsonl`` would;
 - (d) the CLI as a subprocess, ``python -m lrwatch replay --format jsonl`` (the child's CPU
   seconds, interpreter start-up and imports included): reported separately.
 """
@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 RESULTS = ROOT / "benchmarks" / "results"
 
 from lrwatch.config import load_config  # noqa: E402
-from lrwatch.replay import discover_runs, read_records, replay  # noqa: E402
+from lrwatch.offline.replay import discover_runs, read_records, replay  # noqa: E402
 
 STEPS = 20_000
 TARGET = 3.0
@@ -245,7 +245,7 @@ def write_results(rows: list[Row], repeats: int) -> None:
         "Baseline (a): tensorboard's `EventAccumulator(path, size_guidance={SCALARS: 0})"
         ".Reload()`, merely loading the file. (b): lrwatch reading alone (`read_records`, "
         "the records replay reads). "
-        "(c): `lrwatch replay` in-process (`lrwatch.replay.replay`, the CLI's function, "
+        "(c): `lrwatch replay` in-process (`lrwatch.offline.replay.replay`, the CLI's function, "
         "detectors and policy included, output serialised as `--format jsonl`).",
         "",
         "| file | size | (a) EventAccumulator (s) | (b) read (s) | (c) replay (s) | (a)/(b) "

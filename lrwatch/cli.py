@@ -24,7 +24,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from lrwatch import __version__, coverage
+from lrwatch import __version__
+from lrwatch.analysis import coverage
 from lrwatch.config import (
     DEFAULT_METRICS_PORT,
     Config,
@@ -34,7 +35,7 @@ from lrwatch.config import (
     plugin_problems,
     read_secret_file,
 )
-from lrwatch.views import (
+from lrwatch.offline.views import (
     PlainCommand,
     PlainGroup,
     holds,
@@ -116,11 +117,11 @@ def run(
     log_format: Annotated[LogFormat, typer.Option(help="text or json logs.")] = LogFormat.TEXT,
 ) -> None:
     """Run the daemon: tail every run under LOGDIR, detect, act, export /metrics."""
-    from lrwatch.daemon import Daemon
+    from lrwatch.daemon.service import Daemon
     from lrwatch.logs import setup_logging
 
     setup_logging(json_format=log_format is LogFormat.JSON)
-    startup_log = logging.getLogger("lrwatch.daemon")
+    startup_log = logging.getLogger("lrwatch.daemon.service")
 
     def fail(message: str) -> typer.Exit:  # a log record: one JSON line with --log-format json
         startup_log.critical("%s", message)
@@ -174,7 +175,7 @@ def replay(
 
     Exit status 1 when nothing could be judged: no log it reads under PATH, or no run whose
     loss it recognises (stderr says why); 2 for a bad argument or config."""
-    from lrwatch import replay as replay_mod
+    from lrwatch.offline import replay as replay_mod
     from lrwatch.sources.discovery import build_formats
 
     try:
@@ -380,7 +381,7 @@ def report(
     """Plot a run: metrics, findings, actions (finished or live)."""
     if _missing("matplotlib"):
         raise _fail("lrwatch report draws with matplotlib, not installed: pip install matplotlib")
-    from lrwatch.report import write_report
+    from lrwatch.offline.report import write_report
 
     suffix = output.suffix.lower() if output is not None else ""
     if suffix in (".html", ".htm"):
@@ -411,27 +412,27 @@ def config_check(path: Path) -> None:
     _say(f"{path}: ok")
 
 
-@app.command(cls=PlainCommand)
-def plugins() -> None:
+@app.command("plugins", cls=PlainCommand)
+def list_plugins() -> None:
     """Installed detectors, policies, sources and notifiers: package, version, whether each loads.
 
     Built-ins are listed like any plugin (they are entry points of the lrwatch package); the exit
     status is 1 when one cannot be used."""
-    from lrwatch import registry
+    from lrwatch import plugins
 
     table = Table("group", "name", "package", "object", "status", box=None)
     broken = 0
-    for group in registry.GROUPS:
-        for info in registry.available(group):
+    for group in plugins.GROUPS:
+        for info in plugins.available(group):
             try:
-                registry.load(group, info.name)
+                plugins.load(group, info.name)
                 status = Text("ok", style="green")
-            except registry.PluginError as exc:
+            except plugins.PluginError as exc:
                 broken += 1
                 status = Text(exc.problem.message, style="bold red")
             package = f"{info.distribution} {info.version}" + ("" if info.builtin else " (plugin)")
             table.add_row(group, info.name, package, info.value, status)
-        for info in registry.shadowed(group):
+        for info in plugins.shadowed(group):
             broken += 1
             package = f"{info.distribution} {info.version} (plugin)"
             status = Text("refused: a built-in has this name", style="bold red")

@@ -20,15 +20,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lrwatch import registry
-from lrwatch.controller import PolicyConfig
+from lrwatch import plugins
+from lrwatch.analysis.controller import PolicyConfig
 from lrwatch.detectors import DetectorsConfig
-from lrwatch.notify import NotifierSettings
-from lrwatch.registry import PluginProblem
-from lrwatch.types import Role
+from lrwatch.plugins import PluginProblem
+from lrwatch.protocol.types import Role
+from lrwatch.sinks.notify import NotifierSettings
 
 DEFAULT_METRICS_PORT = 9708
-"""lrwatch's default /metrics port. Unassigned in the Prometheus default-port registry."""
+"""lrwatch's default /metrics port. Unassigned in the Prometheus default-port plugins."""
 
 
 class Mode(StrEnum):
@@ -237,15 +237,15 @@ def plugin_problems(config: Config) -> list[PluginProblem]:
         checks.append(("sources", name, {k: v for k, v in raw.items() if k != "enabled"}))
     problems: list[PluginProblem] = []
     for group, name, raw in checks:
-        problem = registry.check(group, name, raw)
+        problem = plugins.check(group, name, raw)
         if problem is not None and problem not in problems:
             problems.append(problem)
     for instance, settings in config.notifiers.items():
         # Built as the daemon builds it (a constructor may refuse what the model let through),
         # then closed: nothing is sent.
         try:
-            notifier = registry.build("notifiers", settings.plugin or instance, settings.options())
-        except registry.PluginError as exc:
+            notifier = plugins.build("notifiers", settings.plugin or instance, settings.options())
+        except plugins.PluginError as exc:
             if exc.problem not in problems:
                 problems.append(exc.problem)
             continue

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from lrwatch import registry
+from lrwatch import plugins
 
 
 def install(
@@ -39,7 +39,7 @@ def install(
 def clear_caches() -> None:
     from lrwatch.sources import discovery
 
-    registry.forget()
+    plugins.forget()
     discovery.installed_formats.cache_clear()
     importlib.invalidate_caches()
 

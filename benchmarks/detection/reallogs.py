@@ -5,7 +5,8 @@ call when the run names tell the folders apart, else each on its own (its exit c
 kept; see ``_replay_all``). Replay prints findings only, so a log it could not read looks
 exactly like a healthy log it read and found nothing in. What it read is therefore asked
 separately, by a probe run in a subprocess of its own (``--probe``), through the same functions
-replay uses (``lrwatch.replay.discover_runs`` / ``read_run`` and the config's metric roles): the
+replay uses (``lrwatch.offline.replay.discover_runs`` / ``read_run`` and the config's metric
+roles): the
 runs found, the metrics read, and which metric plays the ``loss`` and ``val_loss`` role. A log in
 which no metric plays either role is "not read"; it is never scored as a pass (see score.py).
 The baselines see the loss series the probe read, so they and lrwatch get the same input.
@@ -92,7 +93,7 @@ def onset(folder: str, label: str, events: list[dict[str, Any]]) -> int | None:
 def _probe(folders: list[Path], config: Path | None) -> dict[str, Any]:
     """Runs, metrics and role series lrwatch reads under each folder (in the probe's process)."""
     from lrwatch.config import load_config
-    from lrwatch.replay import discover_runs, read_run
+    from lrwatch.offline.replay import discover_runs, read_run
     from lrwatch.sources.discovery import build_formats
 
     cfg = load_config(config)

@@ -490,7 +490,7 @@ def throughput(runs: list[Run], n: int = 400_000) -> list[tuple[str, float]]:
     """Values per second of each detector on one core, fed real loss values (finite ones, looped
     to ``n``), the way a series feeds it: one ``update`` per value."""
     from lrwatch.detectors import DetectorsConfig, build_detectors
-    from lrwatch.types import Role
+    from lrwatch.protocol.types import Role
 
     values = [v for r in runs for _, v in r.loss() if math.isfinite(v)]
     values = (values * (n // len(values) + 1))[:n]

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lrwatch.config import Config
-from lrwatch.report import KIND_COLOURS, OTHER_KIND_COLOUR, collect
+from lrwatch.offline.report import KIND_COLOURS, OTHER_KIND_COLOUR, collect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scenarios import DRIFT_KEYS, DRIFT_STEP, REFERENCE, SCENARIOS

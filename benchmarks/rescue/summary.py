@@ -98,7 +98,7 @@ def lrwatch_actions(run_dir: Path) -> tuple[int, list[int]]:
     from the finding (named at the start of the command's reason, "divergence at step 143: LR
     x0.1") to the hook's ack. A step-driven command (the continual policy's return after its
     boost, "boost for the drift of step 1520 over: ...") is counted, but is no reaction."""
-    from lrwatch.report import adjustments_of
+    from lrwatch.offline.report import adjustments_of
 
     reactions = []
     adjustments = adjustments_of(run_dir)

@@ -4,7 +4,7 @@ Each detector module owns its config model, so a knob is defined in exactly one 
 :class:`DetectorsConfig` only gathers them for the daemon's config file, and
 :func:`build_detectors` turns it into fresh runtime objects (Vector's config -> ``build()``)
 for a series of a given role. The built-ins are entry points of the ``lrwatch.detectors`` group
-like any plugin (registry.py); each says which roles it watches:
+like any plugin (plugins.py); each says which roles it watches:
 
 =============  =========================================================================
 role           detectors (in this order)
@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lrwatch import registry
+from lrwatch import plugins
 from lrwatch.detectors.base import Detector, DetectorPlugin
 from lrwatch.detectors.divergence import DivergenceConfig, DivergenceDetector
 from lrwatch.detectors.drift import DriftConfig, DriftDetector
@@ -35,11 +35,11 @@ from lrwatch.detectors.oscillation import OscillationConfig, OscillationDetector
 from lrwatch.detectors.overfit import OverfitConfig, OverfitDetector
 from lrwatch.detectors.plateau import PlateauConfig, PlateauDetector
 from lrwatch.detectors.schedule import ScheduleConfig, ScheduleMotion
-from lrwatch.registry import PluginProblem
-from lrwatch.types import Role
+from lrwatch.plugins import PluginProblem
+from lrwatch.protocol.types import Role
 
 # The built-ins, in the order a series runs them; each is a section of DetectorsConfig.
-BUILTIN = registry.builtin_names("detectors")
+BUILTIN = plugins.builtin_names("detectors")
 
 __all__ = [
     "BUILTIN",
@@ -105,14 +105,14 @@ def build_detectors(
         return detectors
     for name in BUILTIN:
         section = getattr(cfg, name)
-        plugin = registry.load("detectors", name)
+        plugin = plugins.load("detectors", name)
         if section.enabled and role in plugin.roles:
             detectors[name] = plugin(section)
     for name, raw in cfg.plugins.items():
         try:
-            if role in registry.load("detectors", name).roles:
-                detectors[name] = registry.build("detectors", name, raw)
-        except registry.PluginError as exc:
+            if role in plugins.load("detectors", name).roles:
+                detectors[name] = plugins.build("detectors", name, raw)
+        except plugins.PluginError as exc:
             if problems is not None:
                 problems.append(exc.problem)
         except AttributeError as exc:  # no ``roles``: the plugin's own bug

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from lrwatch.types import Finding, Role
+from lrwatch.protocol.types import Finding, Role
 
 
 @runtime_checkable

@@ -100,7 +100,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lrwatch.detectors._anchor import Anchor, log_spread
 from lrwatch.detectors._robust import Q3_SIGMA as _Q3_SIGMA
 from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
-from lrwatch.types import Finding, Role, Severity
+from lrwatch.protocol.types import Finding, Role, Severity
 
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds
 _CREEP = 10  # the accepted values just before an excursion that tell whether the loss crept up

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.types import Finding, Role, Severity
+from lrwatch.protocol.types import Finding, Role, Severity
 
 _MAD_TO_SD = math.sqrt(math.pi) / 2.0  # sigma = E|x_t - x_(t-1)| * sqrt(pi) / 2
 _SIGMA_FLOOR = 1e-3  # a 0.1 % scatter at least: a constant loss is not infinitely sensitive

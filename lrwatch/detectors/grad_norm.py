@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from pydantic.fields import FieldInfo
 
 from lrwatch.detectors.divergence import DivergenceConfig, DivergenceDetector
-from lrwatch.types import Role
+from lrwatch.protocol.types import Role
 
 
 def _default(name: str, value: Any) -> Any:

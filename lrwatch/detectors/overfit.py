@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.types import Finding, Role, Severity
+from lrwatch.protocol.types import Finding, Role, Severity
 
 RISES = 3  # evaluations in a row, each above the one before, that are a climb however few
 

@@ -59,7 +59,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lrwatch.types import Finding, Role, Severity
+from lrwatch.protocol.types import Finding, Role, Severity
 
 _GROW = 1.5  # each window tried is this much longer than the one before
 _STRIDE = 8  # ... and is tested every n // _STRIDE samples

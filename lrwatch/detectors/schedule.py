@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.types import Finding, Role
+from lrwatch.protocol.types import Finding, Role
 
 
 class ScheduleConfig(BaseModel):

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from lrwatch.types import Finding, Severity
+from lrwatch.protocol.types import Finding, Severity
 
 
 class StallDetector:

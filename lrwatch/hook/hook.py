@@ -26,14 +26,14 @@ from typing import Any
 
 import torch
 
-from lrwatch import channel
-from lrwatch.channel import ChannelError
 from lrwatch.hook import distributed, setup
 from lrwatch.hook.cadence import next_check_every
 from lrwatch.hook.metrics_log import MetricsLog, default_path
 from lrwatch.hook.scaling import Bounds, LRScaler, judge_scale
 from lrwatch.hook.warn_once import WarnOnce
-from lrwatch.types import Ack, AckStatus, ActionType, Command, Heartbeat
+from lrwatch.protocol import channel
+from lrwatch.protocol.channel import ChannelError
+from lrwatch.protocol.types import Ack, AckStatus, ActionType, Command, Heartbeat
 
 log = logging.getLogger("lrwatch.hook")
 

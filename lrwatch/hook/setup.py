@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lrwatch import channel
+from lrwatch.protocol import channel
 
 
 def check_optimizer(optimizer: object) -> None:

@@ -43,8 +43,8 @@ except ImportError as exc:  # say which package, not only which module
     ) from exc
 
 import lrwatch
-from lrwatch import channel
 from lrwatch.hook import Hook
+from lrwatch.protocol import channel
 
 STATE_FILENAME = "lrwatch_hook.json"
 _CHECKPOINT_PREFIX = "checkpoint"  # transformers.trainer_utils.PREFIX_CHECKPOINT_DIR

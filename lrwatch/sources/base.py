@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any, Protocol, runtime_checkable
 
-from lrwatch.types import Sample
+from lrwatch.protocol.types import Sample
 
 
 class Batch:

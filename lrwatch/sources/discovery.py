@@ -33,10 +33,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from lrwatch import registry
-from lrwatch.boundary import escape_name
-from lrwatch.registry import PluginProblem
+from lrwatch import plugins
+from lrwatch.plugins import PluginProblem
 from lrwatch.sources.base import LogReader, Source
+from lrwatch.sources.boundary import escape_name
 
 log = logging.getLogger("lrwatch.sources")
 
@@ -79,26 +79,26 @@ class Formats:
 def build_formats(
     sections: Mapping[str, Mapping[str, Any]],
 ) -> tuple[Formats, list[PluginProblem]]:
-    """Every installed source (registry.py) but those whose ``sources.NAME`` section says
+    """Every installed source (plugins.py) but those whose ``sources.NAME`` section says
     ``enabled: false``, each built with the rest of its section; the ones that cannot be built
     are left out and returned."""
     problems: list[PluginProblem] = []
-    plugins: list[tuple[str, Source]] = []
+    installed: list[tuple[str, Source]] = []
     builtins: list[tuple[str, Source]] = []
-    for info in registry.available("sources"):
+    for info in plugins.available("sources"):
         section = dict(sections.get(info.name, {}))
         if not section.pop("enabled", True):
             continue
         try:
-            source = registry.build("sources", info.name, section)
-        except registry.PluginError as exc:
+            source = plugins.build("sources", info.name, section)
+        except plugins.PluginError as exc:
             problems.append(exc.problem)
             continue
-        (builtins if info.builtin else plugins).append((info.name, source))
-    known = {info.name for info in registry.available("sources")}
+        (builtins if info.builtin else installed).append((info.name, source))
+    known = {info.name for info in plugins.available("sources")}
     for name in sorted(sections.keys() - known):
         problems.append(PluginProblem("sources", name, "load", "not installed"))
-    return Formats(plugins + builtins), problems
+    return Formats(installed + builtins), problems
 
 
 @cache

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrwatch.boundary import escape_name
 from lrwatch.sources.base import Batch, LogReader
+from lrwatch.sources.boundary import escape_name
 from lrwatch.sources.discovery import Formats, inside_root, installed_formats, open_reader
 
 log = logging.getLogger("lrwatch.sources")

@@ -7,7 +7,7 @@ import re
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from lrwatch.exporter import Metrics
+from lrwatch.sinks.prometheus import Metrics
 
 # Names a family is exposed under, by type (the text format adds these suffixes).
 _SUFFIXES = {

@@ -69,7 +69,7 @@ def test_installs_the_project_and_never_torch() -> None:
 
 def test_the_daemon_imports_without_torch() -> None:
     """What the image's build step asserts, checked here in the test environment."""
-    code = "import sys, lrwatch.cli, lrwatch.daemon; assert 'torch' not in sys.modules"
+    code = "import sys, lrwatch.cli, lrwatch.daemon.service; assert 'torch' not in sys.modules"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=TOOL_TIMEOUT, cwd=REPO
     )

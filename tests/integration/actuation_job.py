@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 import lrwatch
-from lrwatch import channel
-from lrwatch.types import Command
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Command
 
 JOB = Path(__file__)
 

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lrwatch.config import Config
-from lrwatch.daemon import Daemon
+from lrwatch.daemon.service import Daemon
 
 
 def config(tmp_path: Path, **overrides: Any) -> Config:

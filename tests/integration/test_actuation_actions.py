@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch import channel, testing
-from lrwatch.types import Ack, Action, ActionType, Command
+from lrwatch import testing
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Ack, Action, ActionType, Command
 from tests.integration import actuation_job as job
 
 pytestmark = pytest.mark.slow

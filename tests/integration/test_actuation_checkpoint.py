@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from lrwatch import channel, testing
+from lrwatch import testing
 from lrwatch.demo.showcase import free_port
+from lrwatch.protocol import channel
 from tests.integration import actuation_job as job
 
 pytestmark = pytest.mark.slow

@@ -27,9 +27,10 @@ import pytest
 import torch
 
 import lrwatch
-from lrwatch import channel, testing
+from lrwatch import testing
 from lrwatch.demo.showcase import free_port
-from lrwatch.types import Action, ActionType, Command
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Action, ActionType, Command
 from tests.integration import actuation_job as job
 
 CHECK_INTERVAL = "4"  # seconds between the job's channel checks: the window for the SIGKILL

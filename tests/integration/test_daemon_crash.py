@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch import channel, testing
+from lrwatch import testing
 from lrwatch.config import Config
 from lrwatch.demo.showcase import free_port
-from lrwatch.replay import replay
+from lrwatch.offline.replay import replay
+from lrwatch.protocol import channel
 
 pytestmark = pytest.mark.slow
 

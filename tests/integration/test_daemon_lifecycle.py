@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from lrwatch import channel, testing
-from lrwatch.daemon import Daemon
+from lrwatch import testing
+from lrwatch.daemon.service import Daemon
+from lrwatch.daemon.store import StateInUse
 from lrwatch.demo.showcase import free_port
-from lrwatch.store import StateInUse
-from lrwatch.types import Heartbeat
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Heartbeat
 from tests.integration import inproc
 
 pytestmark = pytest.mark.slow

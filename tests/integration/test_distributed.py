@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 
 import lrwatch
-from lrwatch import channel
-from lrwatch.types import Action, ActionType, Command
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Action, ActionType, Command
 
 STEPS, K, F, BASE_LR = 60, 20, 0.25, 0.1
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch import channel, testing
+from lrwatch import testing
 from lrwatch.demo.showcase import free_port
+from lrwatch.protocol import channel
 
 pytestmark = pytest.mark.slow
 

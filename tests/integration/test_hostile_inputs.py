@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from lrwatch import testing
+from lrwatch.daemon.http import IDLE_TIMEOUT_SECONDS, MAX_CONNECTIONS
 from lrwatch.demo.showcase import free_port
-from lrwatch.server import IDLE_TIMEOUT_SECONDS, MAX_CONNECTIONS
 
 pytestmark = [
     pytest.mark.slow,
@@ -396,7 +396,7 @@ def test_any_error_of_one_run_quarantines_that_run_only(
 ) -> None:
     """In process, to plant a bug: whatever one run's analysis raises, that run is set aside
     (logged once, counted, shown in status) and the others are watched on."""
-    from lrwatch.pipeline import RunMonitor
+    from lrwatch.analysis.monitor import RunMonitor
     from tests.integration import inproc
 
     observe = RunMonitor.observe

@@ -18,9 +18,9 @@ import torch
 pl = pytest.importorskip("lightning.pytorch")
 CSVLogger = pytest.importorskip("lightning.pytorch.loggers").CSVLogger
 
-from lrwatch import channel  # noqa: E402
 from lrwatch.integrations.lightning import LRWatchCallback  # noqa: E402
-from lrwatch.types import Action, ActionType, Command  # noqa: E402
+from lrwatch.protocol import channel  # noqa: E402
+from lrwatch.protocol.types import Action, ActionType, Command  # noqa: E402
 
 BASE_LR, WARMUP, K, F = 0.1, 8, 12, 0.25
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
-from lrwatch.pipeline import RunMonitor
-from lrwatch.replay import discover_runs, read_run
+from lrwatch.offline.replay import discover_runs, read_run
+from lrwatch.protocol.types import Role
 from lrwatch.sources.discovery import build_formats
-from lrwatch.types import Role
 
 # The repository's sibling ``shared/reallogs`` (a git worktree may sit deeper: the nearest
 # ancestor holding one), or $LRWATCH_REALLOGS.

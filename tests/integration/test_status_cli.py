@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from lrwatch import cli
 from lrwatch.demo.showcase import free_port
-from lrwatch.tbwriter import TAG_DECISIONS, TAG_LR_SCALE
+from lrwatch.sinks.tensorboard import TAG_DECISIONS, TAG_LR_SCALE
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lrwatch import cli, testing
-from lrwatch.boundary import escape_name
 from lrwatch.demo.showcase import free_port
+from lrwatch.sources.boundary import escape_name
 
 pytestmark = pytest.mark.slow
 

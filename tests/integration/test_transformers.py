@@ -20,9 +20,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # the Trainer needs it
 
-from lrwatch import channel  # noqa: E402
 from lrwatch.integrations.transformers import STATE_FILENAME, LRWatchCallback, _unwrap  # noqa: E402
-from lrwatch.types import Action, ActionType, Command  # noqa: E402
+from lrwatch.protocol import channel  # noqa: E402
+from lrwatch.protocol.types import Action, ActionType, Command  # noqa: E402
 
 BASE_LR, WARMUP, K, F = 0.05, 5, 12, 0.25
 

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from lrwatch.detectors.base import Detector
-from lrwatch.types import Finding
+from lrwatch.protocol.types import Finding
 
 Curve = tuple[float, ...]
 

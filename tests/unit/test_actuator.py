@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lrwatch import channel
-from lrwatch.actuator import Actuator
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Heartbeat
+from lrwatch.daemon.actuator import Actuator
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Heartbeat
 
 
 def beat(last_seq: int, lr_scale: float) -> Heartbeat:

@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lrwatch.boundary import (
+from lrwatch.analysis.monitor import RunMonitor
+from lrwatch.config import Config
+from lrwatch.daemon.runs import role_metrics
+from lrwatch.daemon.store import Store
+from lrwatch.sinks.prometheus import Metrics
+from lrwatch.sources.base import Batch
+from lrwatch.sources.boundary import (
     INT64_MAX,
     INT64_MIN,
     METRIC_NAMES_CAPPED,
@@ -29,13 +35,7 @@ from lrwatch.boundary import (
     escape_name,
     unescape_name,
 )
-from lrwatch.config import Config
-from lrwatch.exporter import Metrics
-from lrwatch.pipeline import RunMonitor
-from lrwatch.runs import role_metrics
-from lrwatch.sources.base import Batch
 from lrwatch.sources.discovery import open_reader
-from lrwatch.store import Store
 
 names = st.binary(min_size=1, max_size=24).filter(
     lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrwatch import channel
-from lrwatch.channel import ChannelError
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Heartbeat
+from lrwatch.protocol import channel
+from lrwatch.protocol.channel import ChannelError
+from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Command, Heartbeat
 
 KEY = b"k3y"
 CID = "0123456789abcdef"

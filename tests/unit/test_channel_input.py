@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lrwatch
-from lrwatch import channel, channel_input
-from lrwatch.actuator import Actuator
-from lrwatch.channel_input import ChannelError
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Heartbeat
+from lrwatch.daemon.actuator import Actuator
+from lrwatch.protocol import channel, channel_input
+from lrwatch.protocol.channel_input import ChannelError
+from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Heartbeat
 
 numbers = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -223,7 +223,7 @@ def test_a_new_channel_supersedes_what_the_old_job_was_owed(tmp_path: Path) -> N
 
 
 def test_a_timed_out_control_request_is_withdrawn_or_answered() -> None:
-    from lrwatch.server import ControlRequest, _withdraw
+    from lrwatch.daemon.http import ControlRequest, _withdraw
 
     waiting = ControlRequest("set-lr", "r", {"scale": 0.5}, "t")
     code, _ = _withdraw(waiting)

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from lrwatch.analysis.controller import Controller, ControlState, PolicyConfig
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
-from lrwatch.controller import Controller, ControlState, PolicyConfig
-from lrwatch.pipeline import RunMonitor
-from lrwatch.types import ActionType, Finding, Sample, Severity
+from lrwatch.protocol.types import ActionType, Finding, Sample, Severity
 
 SEVERITY = {
     "divergence": Severity.CRITICAL,

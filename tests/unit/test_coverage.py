@@ -6,11 +6,11 @@ import json
 import math
 from pathlib import Path
 
-from lrwatch import coverage
+from lrwatch.analysis import coverage
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
-from lrwatch.pipeline import RunMonitor
-from lrwatch.replay import ReplayedRun, discover
-from lrwatch.types import Role, Sample
+from lrwatch.offline.replay import ReplayedRun, discover
+from lrwatch.protocol.types import Role, Sample
 
 
 def monitor_of(metric: str) -> RunMonitor:

@@ -3,12 +3,12 @@ state, detector or role changes restart the detectors, the control state always 
 
 from __future__ import annotations
 
+from lrwatch.analysis.controller import PolicyConfig
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config, RunOverride
-from lrwatch.controller import PolicyConfig
+from lrwatch.daemon.runs import reconfigure
 from lrwatch.detectors import DetectorsConfig
-from lrwatch.pipeline import RunMonitor
-from lrwatch.runs import reconfigure
-from lrwatch.types import Sample
+from lrwatch.protocol.types import Sample
 
 
 def warmed(config: Config) -> RunMonitor:

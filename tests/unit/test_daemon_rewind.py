@@ -7,9 +7,9 @@ import json
 import math
 import random
 
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
-from lrwatch.pipeline import RunMonitor
-from lrwatch.types import Sample, Severity
+from lrwatch.protocol.types import Sample, Severity
 
 
 def curve(steps: range, seed: int = 0) -> list[float]:

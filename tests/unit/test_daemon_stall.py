@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lrwatch.detectors.stall import StallDetector
-from lrwatch.types import Severity
+from lrwatch.protocol.types import Severity
 
 
 def test_a_stall_is_found_once_per_episode() -> None:

@@ -24,7 +24,7 @@ from torch import nn
 
 from lrwatch.config import Config
 from lrwatch.detectors import DivergenceDetector, OverfitDetector
-from lrwatch.replay import replay
+from lrwatch.offline.replay import replay
 from tests.unit import curves
 from tests.unit.curves import feed
 

@@ -19,7 +19,7 @@ from lrwatch.detectors import (
     build_detectors,
 )
 from lrwatch.detectors._anchor import RATIO as ANCHOR_RATIO
-from lrwatch.types import Role, Severity
+from lrwatch.protocol.types import Role, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, first_nonfinite, resumed_trace, trace
 

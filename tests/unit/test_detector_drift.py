@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
 from lrwatch.detectors import (
     Detector,
@@ -19,8 +20,7 @@ from lrwatch.detectors import (
     DriftDetector,
     build_detectors,
 )
-from lrwatch.pipeline import RunMonitor
-from lrwatch.types import Finding, Role, Sample, Severity
+from lrwatch.protocol.types import Finding, Role, Sample, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, resumed_trace, trace
 

@@ -17,7 +17,7 @@ from lrwatch.detectors import (
     OscillationDetector,
     build_detectors,
 )
-from lrwatch.types import Severity
+from lrwatch.protocol.types import Severity
 from tests.unit import curves
 from tests.unit.curves import feed, resumed_trace, trace
 

@@ -15,7 +15,7 @@ from lrwatch.detectors import (
     OverfitDetector,
     build_detectors,
 )
-from lrwatch.types import Role, Severity
+from lrwatch.protocol.types import Role, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, resumed_trace, trace
 

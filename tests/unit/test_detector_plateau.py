@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
 from lrwatch.detectors import (
     Detector,
@@ -21,8 +22,7 @@ from lrwatch.detectors import (
     build_detectors,
 )
 from lrwatch.detectors.schedule import ScheduleConfig, ScheduleMotion
-from lrwatch.pipeline import RunMonitor
-from lrwatch.types import Decision, Sample, Severity
+from lrwatch.protocol.types import Decision, Sample, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, resumed_trace, trace
 

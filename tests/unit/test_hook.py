@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lrwatch
-from lrwatch import channel
 from lrwatch.hook import metrics_log
 from lrwatch.hook.cadence import MAX_CHECK_EVERY, next_check_every
 from lrwatch.hook.scaling import Bounds, bounded_lr, judge_scale
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Command
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Command
 
 LRS = (0.1, 0.02)
 STEPS = 30

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from lrwatch.analysis.monitor import Outcome, Record, RunMonitor
 from lrwatch.config import Config, RunSettings
-from lrwatch.pipeline import Outcome, Record, RunMonitor
-from lrwatch.replay import discover, read_records, read_run, replay, replay_runs
+from lrwatch.offline.replay import discover, read_records, read_run, replay, replay_runs
+from lrwatch.protocol.types import Sample
 from lrwatch.sources.discovery import build_formats
-from lrwatch.types import Sample
 from tests.unit import curves
 
 

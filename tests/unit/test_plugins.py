@@ -15,12 +15,12 @@ import yaml
 from typer.testing import CliRunner
 
 import lrwatch
-from lrwatch import cli, registry
+from lrwatch import cli, plugins
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.cli import app
 from lrwatch.config import Config, load_config, plugin_problems
-from lrwatch.pipeline import RunMonitor
-from lrwatch.replay import replay
-from lrwatch.types import Sample
+from lrwatch.offline.replay import replay
+from lrwatch.protocol.types import Sample
 from tests import fake_dist
 
 DIVERGENCE = "lrwatch.detectors.divergence:DivergenceDetector"
@@ -28,7 +28,7 @@ GUIDE = Path(__file__).parents[2] / "docs" / "plugins.md"
 
 RAISER = '''
 from typing import Any, ClassVar
-from lrwatch.types import Role
+from lrwatch.protocol.types import Role
 
 class Raiser:
     """Raises on its fifth value: a plugin's bug, inside update()."""
@@ -55,7 +55,7 @@ class Raiser:
 ODD = '''
 import math
 from typing import Any, ClassVar
-from lrwatch.types import Finding, Role, Severity
+from lrwatch.protocol.types import Finding, Role, Severity
 
 class Odd:
     """Whatever ``mode`` says is wrong with it, from its fifth value (or its saved state) on."""
@@ -92,7 +92,7 @@ class Odd:
 
 NAN_POLICY = """
 import math
-from lrwatch.policies import Proposal
+from lrwatch.analysis.policies import Proposal
 class NanPolicy:
     config_model = None
     def __init__(self, config): pass
@@ -168,20 +168,20 @@ def diverging(run: str = "r") -> list[Sample]:
 
 
 def test_the_builtins_are_lrwatch_entry_points_like_any_plugin() -> None:
-    for group in registry.GROUPS:
+    for group in plugins.GROUPS:
         installed = {
             ep.name: ep.value
             for ep in metadata.entry_points(group=f"lrwatch.{group}")
             if ep.dist is not None and ep.dist.metadata["Name"] == "lrwatch"
         }
-        assert installed == dict(zip(registry.builtin_names(group), _values(group), strict=True))
-        for info in registry.available(group):
+        assert installed == dict(zip(plugins.builtin_names(group), _values(group), strict=True))
+        for info in plugins.available(group):
             if info.builtin:
-                registry.load(group, info.name)  # every built-in loads
+                plugins.load(group, info.name)  # every built-in loads
 
 
 def _values(group: str) -> list[str]:
-    return [info.value for info in registry.available(group) if info.builtin]
+    return [info.value for info in plugins.available(group) if info.builtin]
 
 
 def test_the_guide_detector_is_under_30_lines_and_runs_from_its_config(
@@ -226,8 +226,8 @@ def test_lrwatch_plugins_lists_each_with_its_package_and_what_is_broken(
 
 
 def test_the_builtin_keeps_its_name_against_a_plugin(site: Path) -> None:
-    assert registry.info("detectors", "divergence").builtin
-    assert [i.name for i in registry.shadowed("detectors")] == ["divergence"]
+    assert plugins.info("detectors", "divergence").builtin
+    assert [i.name for i in plugins.shadowed("detectors")] == ["divergence"]
     monitor = RunMonitor("r", Config().for_run("r"))
     outcome = monitor.observe(diverging(), can_act=None)
     assert "divergence" in {f.kind for f in outcome.findings}

@@ -11,12 +11,12 @@ import matplotlib.pyplot as plt
 import pytest
 from typer.testing import CliRunner
 
-from lrwatch import channel
 from lrwatch.cli import app
 from lrwatch.config import Config
 from lrwatch.demo.train import train
-from lrwatch.report import build_figure, collect, render_html, render_png, write_report
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Role
+from lrwatch.offline.report import build_figure, collect, render_html, render_png, write_report
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Command, Role
 
 REASON = "divergence at step 331: LR x0.1"
 HOSTILE = "manual <script>alert(1)</script> by cli:me"

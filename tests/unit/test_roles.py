@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config, RolesConfig
-from lrwatch.pipeline import RunMonitor
-from lrwatch.types import Role, Sample
+from lrwatch.protocol.types import Role, Sample
 
 
 @pytest.mark.parametrize(

@@ -110,9 +110,9 @@ def test_checkpoint_copies_belong_to_the_output_directory() -> None:
 
 
 def test_checkpoint_copies_are_one_run_and_count_each_step_once(tmp_path: Path) -> None:
+    from lrwatch.analysis.monitor import RunMonitor
     from lrwatch.config import Config
-    from lrwatch.pipeline import RunMonitor
-    from lrwatch.replay import discover_runs, read_run
+    from lrwatch.offline.replay import discover_runs, read_run
 
     out = tmp_path / "out"
     history = [entry(step, 2.0 / step) for step in range(1, 31)]

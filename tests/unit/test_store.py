@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch.store import StateInUse, Store
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Finding, Severity
+from lrwatch.daemon.store import StateInUse, Store
+from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Command, Finding, Severity
 
 
 def test_round_trip_across_reopen(tmp_path: Path) -> None:

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lrwatch import channel
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
-from lrwatch.pipeline import RunMonitor
-from lrwatch.tbwriter import (
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Ack, AckStatus, Command, Sample
+from lrwatch.sinks.tensorboard import (
     FINDING_TAG_PREFIX,
     TAG_ACTION,
     TAG_DECISIONS,
     TAG_LR_SCALE,
     DecisionWriter,
 )
-from lrwatch.types import Ack, AckStatus, Command, Sample
 
 
 def samples(start: int, values: list[float]) -> list[Sample]:
@@ -145,7 +145,7 @@ def test_the_factor_line_keeps_going_without_changes(tmp_path: Path) -> None:
 
 def test_the_daemon_side_imports_neither_torch_nor_tensorflow() -> None:
     code = (
-        "import sys, lrwatch.daemon, lrwatch.tbwriter; "
+        "import sys, lrwatch.daemon.service, lrwatch.sinks.tensorboard; "
         "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from lrwatch_continual import RETURN_LABEL, ContinualConfig, ContinualPolicy
 from typer.testing import CliRunner
 
-from lrwatch import cli, registry
+from lrwatch import cli, plugins
+from lrwatch.analysis.controller import Controller, ControlState, PolicyConfig
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
-from lrwatch.controller import Controller, ControlState, PolicyConfig
-from lrwatch.pipeline import RunMonitor
-from lrwatch.types import ActionType, Decision, Finding, Sample, Severity
+from lrwatch.protocol.types import ActionType, Decision, Finding, Sample, Severity
 
 SEVERITY = {
     "drift": Severity.INFO,
@@ -101,13 +101,13 @@ class Job:
     ],
 )
 def test_a_bad_option_is_refused_naming_the_field(raw: dict[str, object], field_name: str) -> None:
-    problem = registry.check("policies", "continual", raw)
+    problem = plugins.check("policies", "continual", raw)
     assert problem is not None and problem.stage == "config"
     assert problem.message.startswith(field_name)
 
 
 def test_the_defaults_validate_and_are_described() -> None:
-    assert registry.check("policies", "continual", {}) is None
+    assert plugins.check("policies", "continual", {}) is None
     for name, info in ContinualConfig.model_fields.items():
         assert info.description, name
 

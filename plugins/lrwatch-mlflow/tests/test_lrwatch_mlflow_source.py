@@ -19,7 +19,7 @@ import pytest
 from lrwatch_mlflow import MlflowConfig, MlflowMetricReader, MlflowSource
 from typer.testing import CliRunner
 
-from lrwatch import registry
+from lrwatch import plugins
 from lrwatch.cli import app
 from lrwatch.sources import discovery
 from lrwatch.sources.base import Batch, LogReader, Source
@@ -111,15 +111,15 @@ def test_include_exclude_and_id_patterns_are_configurable() -> None:
 
 def test_config_is_validated_through_lrwatch_registry() -> None:
     """What ``lrwatch config check`` and the daemon see: bad fields are named."""
-    config = registry.validate_config("sources", "mlflow", {"exclude": [], "step": "line"})
+    config = plugins.validate_config("sources", "mlflow", {"exclude": [], "step": "line"})
     assert isinstance(config, MlflowConfig)
     assert config.exclude == () and config.step == "line"
-    with pytest.raises(registry.PluginError, match=r"run_id_pattern.*not a regular expression"):
-        registry.validate_config("sources", "mlflow", {"run_id_pattern": "[0-9"})
-    with pytest.raises(registry.PluginError, match="tracking_uri"):
-        registry.validate_config("sources", "mlflow", {"tracking_uri": "file:/x"})
-    with pytest.raises(registry.PluginError, match="step"):
-        registry.validate_config("sources", "mlflow", {"step": "epoch"})
+    with pytest.raises(plugins.PluginError, match=r"run_id_pattern.*not a regular expression"):
+        plugins.validate_config("sources", "mlflow", {"run_id_pattern": "[0-9"})
+    with pytest.raises(plugins.PluginError, match="tracking_uri"):
+        plugins.validate_config("sources", "mlflow", {"tracking_uri": "file:/x"})
+    with pytest.raises(plugins.PluginError, match="step"):
+        plugins.validate_config("sources", "mlflow", {"step": "epoch"})
 
 
 def test_lrwatch_discovery_finds_the_runs_and_names_them_experiment_slash_run(

@@ -14,9 +14,9 @@ from lrwatch_webhook import WebhookConfig, WebhookError, WebhookNotifier, summar
 from lrwatch_webhook.notifier import endpoint, retry_after
 from webhook_receiver import Reply, receiver
 
-from lrwatch import registry
-from lrwatch.notify import Notice, Notifier, NotifierSettings, build_outlets
-from lrwatch.types import Severity
+from lrwatch import plugins
+from lrwatch.protocol.types import Severity
+from lrwatch.sinks.notify import Notice, Notifier, NotifierSettings, build_outlets
 
 FINDING = Notice(
     "finding",
@@ -253,11 +253,11 @@ def test_the_config_never_shows_its_secrets() -> None:
 
 def test_options_are_validated_by_lrwatch_registry_naming_the_field_not_the_secret() -> None:
     def problem(raw: dict[str, Any]) -> str:
-        found = registry.check("notifiers", "webhook", raw)
+        found = plugins.check("notifiers", "webhook", raw)
         assert found is not None
         return str(found)
 
-    assert registry.check("notifiers", "webhook", {"url": "https://h.example/x"}) is None
+    assert plugins.check("notifiers", "webhook", {"url": "https://h.example/x"}) is None
     assert "url" in problem({})
     bad_scheme = problem({"url": "ftp://h.example/xoxSECRETtoken3"})
     assert "url" in bad_scheme and "http or https" in bad_scheme

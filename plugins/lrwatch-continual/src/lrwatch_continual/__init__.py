@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.policies import Proposal
-from lrwatch.types import Finding, Severity
+from lrwatch.analysis.policies import Proposal
+from lrwatch.protocol.types import Finding, Severity
 
 if TYPE_CHECKING:
-    from lrwatch.controller import ControlState
+    from lrwatch.analysis.controller import ControlState
 
 __all__ = ["RETURN_LABEL", "ContinualConfig", "ContinualPolicy"]
 

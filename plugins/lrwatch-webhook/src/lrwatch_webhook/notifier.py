@@ -1,7 +1,7 @@
 """POST lrwatch's findings and actions to an HTTP endpoint, as JSON.
 
-Built on urllib: a notifier runs on its own thread (lrwatch.notify.Outlet) and sends a few small
-JSON bodies a minute at most, so a client library (requests, httpx) would add a dependency and
+Built on urllib: a notifier runs on its own thread (lrwatch.sinks.notify.Outlet) and sends a few
+small JSON bodies a minute at most, so a client library (requests, httpx) would add a dependency and
 buy nothing. Redirects are not followed: urllib turns a redirected POST into a GET without its
 body, which would lose the notice while looking delivered.
 
@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from lrwatch.notify import Notice
+from lrwatch.sinks.notify import Notice
 
 USER_AGENT = "lrwatch-webhook/0.1"
 MIN_SECRET_CHARS = 4

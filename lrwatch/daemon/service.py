@@ -35,25 +35,27 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lrwatch import channel, manual, notify
-from lrwatch.boundary import Intake, escape_name
+from lrwatch.analysis.monitor import Outcome
 from lrwatch.config import Config, ConfigError, Mode, plugin_problems, read_secret_file
-from lrwatch.exporter import Metrics
+from lrwatch.daemon import control
+from lrwatch.daemon.http import ControlRequest, DaemonServer
+from lrwatch.daemon.runs import Run, RunBook
+from lrwatch.daemon.store import StateInUse, Store, error_kind, exclusive_lock
 from lrwatch.logs import first_time
-from lrwatch.notify import Notice, Outlet, build_outlets
-from lrwatch.pipeline import Outcome
-from lrwatch.registry import PluginProblem
-from lrwatch.runs import Run, RunBook
-from lrwatch.server import ControlRequest, DaemonServer
+from lrwatch.plugins import PluginProblem
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import ActionType, Command, Decision
+from lrwatch.sinks import notify
+from lrwatch.sinks.notify import Notice, Outlet, build_outlets
+from lrwatch.sinks.prometheus import Metrics
+from lrwatch.sinks.tensorboard import DecisionWriter
 from lrwatch.sources import discovery
 from lrwatch.sources.base import Batch, LogReader
+from lrwatch.sources.boundary import Intake, escape_name
 from lrwatch.sources.discovery import LogWatcher, scan
 from lrwatch.sources.follow import Follower
-from lrwatch.store import StateInUse, Store, error_kind, exclusive_lock
-from lrwatch.tbwriter import DecisionWriter
-from lrwatch.types import ActionType, Command, Decision
 
-log = logging.getLogger("lrwatch.daemon")
+log = logging.getLogger("lrwatch.daemon.service")
 
 TURN_SECONDS = 0.2
 """Reading and analysis per loop turn, at most (about: a read is not interrupted). A backlog, say
@@ -632,7 +634,7 @@ class Daemon:
                 if request.verb == "status":
                     answer = (200, self.book.status(self.clock()))
                 else:
-                    answer = manual.handle(request, self.book, self.config, self.clock())
+                    answer = control.handle(request, self.book, self.config, self.clock())
             except Exception as exc:  # a bad request must not take the daemon down
                 log.exception("control request failed")
                 answer = (500, {"error": str(exc)})

@@ -49,13 +49,13 @@ from tensorboard.compat.proto import (
     types_pb2,
 )
 
-from lrwatch import channel
-from lrwatch.pipeline import Outcome, RunMonitor
+from lrwatch.analysis.monitor import Outcome, RunMonitor
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Ack, AckStatus, Command
 from lrwatch.sources.discovery import CHANNEL_DIR, OUTPUT_DIR
 from lrwatch.sources.tensorboard import masked_crc32c
-from lrwatch.types import Ack, AckStatus, Command
 
-log = logging.getLogger("lrwatch.tbwriter")
+log = logging.getLogger("lrwatch.sinks.tensorboard")
 
 TAG_LR_SCALE = "lrwatch/lr_scale"
 TAG_ACTION = "lrwatch/action"

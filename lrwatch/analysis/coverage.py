@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lrwatch.pipeline import RunMonitor
-from lrwatch.types import Role
+from lrwatch.analysis.monitor import RunMonitor
+from lrwatch.protocol.types import Role
 
 MAX_NAMES = 8  # metric names listed in a message; the rest are counted
 ROLE_HINT = "name the loss in a config file (--config): roles: {loss: [NAME, loss]}"

@@ -35,12 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lrwatch import channel
-from lrwatch.channel_input import ChannelError
-from lrwatch.store import StoredCommand
-from lrwatch.types import Ack, AckStatus, Action, Command, Heartbeat
+from lrwatch.daemon.store import StoredCommand
+from lrwatch.protocol import channel
+from lrwatch.protocol.channel_input import ChannelError
+from lrwatch.protocol.types import Ack, AckStatus, Action, Command, Heartbeat
 
-log = logging.getLogger("lrwatch.actuator")
+log = logging.getLogger("lrwatch.daemon.actuator")
 
 CHANNEL_RECHECK_SECONDS = 10.0
 MAX_SKIPPED_SLOTS = 1000  # taken slots passed over per write, at most (a directory of junk)

@@ -20,10 +20,10 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
-from lrwatch import coverage
+from lrwatch.analysis import coverage
 
 if TYPE_CHECKING:  # (replay pulls in the log readers; status has no use for them)
-    from lrwatch.replay import ReplayedRun
+    from lrwatch.offline.replay import ReplayedRun
 
 
 class PlainCommand(TyperCommand):

@@ -17,11 +17,12 @@ from operator import le
 from pathlib import Path, PurePath
 from typing import Any
 
-from lrwatch import coverage
+from lrwatch.analysis import coverage
+from lrwatch.analysis.coverage import json_safe
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
-from lrwatch.coverage import json_safe
-from lrwatch.pipeline import RunMonitor
-from lrwatch.registry import PluginProblem
+from lrwatch.plugins import PluginProblem
+from lrwatch.protocol.types import Decision, Finding, Sample
 from lrwatch.sources.base import Batch
 from lrwatch.sources.discovery import (
     CHANNEL_DIR,
@@ -34,7 +35,6 @@ from lrwatch.sources.discovery import (
     run_name,
     scan,
 )
-from lrwatch.types import Decision, Finding, Sample
 
 SKIPPED_DIRS = frozenset({CHANNEL_DIR, OUTPUT_DIR})  # as discovery.scan skips them
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrwatch.boundary import escape_name, unescape_name
-from lrwatch.types import Ack, AckStatus, Action, ActionType, Command, Finding
+from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Command, Finding
+from lrwatch.sources.boundary import escape_name, unescape_name
 
-log = logging.getLogger("lrwatch.store")
+log = logging.getLogger("lrwatch.daemon.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readers (

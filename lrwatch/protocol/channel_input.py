@@ -18,7 +18,7 @@ import json
 import math
 from typing import Any
 
-from lrwatch.types import Ack, AckStatus, Heartbeat
+from lrwatch.protocol.types import Ack, AckStatus, Heartbeat
 
 # Ranges. Integers stay within 2**53 so that they are exact as floats (Prometheus) and fit
 # SQLite's int64; factors and LRs within what any real job uses, and strictly positive where

@@ -11,9 +11,9 @@ from http import HTTPStatus
 from typing import Any
 
 from lrwatch.config import Config, Mode
-from lrwatch.runs import Run, RunBook
-from lrwatch.server import ControlRequest
-from lrwatch.types import Action, ActionType
+from lrwatch.daemon.http import ControlRequest
+from lrwatch.daemon.runs import Run, RunBook
+from lrwatch.protocol.types import Action, ActionType
 
 
 def handle(

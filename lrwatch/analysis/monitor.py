@@ -14,15 +14,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lrwatch.analysis.controller import Controller, ControlState
+from lrwatch.analysis.policies import Proposal
+from lrwatch.analysis.progress import Progress, Verdict
 from lrwatch.config import RunSettings
-from lrwatch.controller import Controller, ControlState
 from lrwatch.detectors import build_detectors
 from lrwatch.detectors.base import Detector
 from lrwatch.detectors.schedule import ScheduleConfig, ScheduleMotion
-from lrwatch.policies import Proposal
-from lrwatch.progress import Progress, Verdict
-from lrwatch.registry import PluginProblem
-from lrwatch.types import Decision, Finding, Role, Sample, Severity
+from lrwatch.plugins import PluginProblem
+from lrwatch.protocol.types import Decision, Finding, Role, Sample, Severity
 
 # Which detectors look at which role is decided in lrwatch.detectors.build_detectors (the loss
 # gets divergence, oscillation, plateau and drift; the gradient norm an early divergence signal;

@@ -27,19 +27,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lrwatch import coverage
-from lrwatch.actuator import Actuator
-from lrwatch.boundary import unescape_name
+from lrwatch.analysis import coverage
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
+from lrwatch.daemon.actuator import Actuator
+from lrwatch.daemon.store import Store, StoredCommand
 from lrwatch.detectors.stall import StallDetector
-from lrwatch.exporter import RUN_STATES, Metrics
 from lrwatch.logs import first_time
-from lrwatch.pipeline import RunMonitor
+from lrwatch.protocol.types import Ack, AckStatus, Finding, Role
+from lrwatch.sinks.prometheus import RUN_STATES, Metrics
+from lrwatch.sources.boundary import unescape_name
 from lrwatch.sources.follow import Follower
-from lrwatch.store import Store, StoredCommand
-from lrwatch.types import Ack, AckStatus, Finding, Role
 
-log = logging.getLogger("lrwatch.daemon")
+log = logging.getLogger("lrwatch.daemon.service")
 
 MAX_STATUS_METRICS = 50  # metric names a status row lists (to say what a run without a loss has)
 

@@ -33,8 +33,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from lrwatch.channel_input import ChannelError, load_json, parse_ack, parse_heartbeat
-from lrwatch.types import Ack, Action, ActionType, Command, Heartbeat
+from lrwatch.protocol.channel_input import ChannelError, load_json, parse_ack, parse_heartbeat
+from lrwatch.protocol.types import Ack, Action, ActionType, Command, Heartbeat
 
 CHANNEL_DIRNAME = ".lrwatch"
 MAX_COMMAND_BYTES = 4096

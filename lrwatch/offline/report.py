@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrwatch import channel
 from lrwatch.config import Config
-from lrwatch.replay import ReplayedFinding, discover_runs, read_run, replay
-from lrwatch.types import Ack, AckStatus, Role, Sample
+from lrwatch.offline.replay import ReplayedFinding, discover_runs, read_run, replay
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Ack, AckStatus, Role, Sample
 
 KIND_COLOURS = {
     "divergence": "tab:red",

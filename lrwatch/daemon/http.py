@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-log = logging.getLogger("lrwatch.server")
+log = logging.getLogger("lrwatch.daemon.http")
 
 MAX_BODY_BYTES = 4096
 CONTROL_TIMEOUT_SECONDS = 10.0

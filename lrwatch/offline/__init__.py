@@ -1,0 +1,1 @@
+"""Tools over finished (or live) logs without a daemon: replay, report."""

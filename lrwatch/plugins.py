@@ -1,0 +1,233 @@
+"""Where detectors, policies, sources and notifiers come from: Python entry points.
+
+Four groups, one per extension point, each with a small Protocol (``detectors/base.py``,
+``policies.py``, ``sources/base.py``, ``notify.py``):
+
+===================  ===========================================  ==========================
+group                an entry point names                          configured under
+===================  ===========================================  ==========================
+lrwatch.detectors    a detector class (``DetectorPlugin``)         ``detectors.plugins.NAME``
+lrwatch.policies     a policy class (``PolicyPlugin``)             ``policy.plugins.NAME``
+lrwatch.sources      a log format (``SourcePlugin``)               ``sources.NAME``
+lrwatch.notifiers    a notifier class (``NotifierPlugin``)         ``notifiers.ID.plugin``
+===================  ===========================================  ==========================
+
+lrwatch's own detectors, policy and log formats are entry points of the ``lrwatch`` distribution
+in these very groups (pyproject.toml), found the same way; a third-party name that collides
+with a built-in one is refused (the built-in keeps it) so that installing a package can never
+silently replace the divergence detector. From a source tree that was never installed the
+built-ins are still found, from ``_BUILTINS``.
+
+A plugin that cannot be used — its module fails to import, its config does not validate, it
+raises while running — is a ``PluginProblem``: the daemon logs it once, counts it in
+``lrwatch_plugin_errors_total`` and goes on without that plugin; ``lrwatch config check``
+fails on it; ``lrwatch plugins`` shows it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+GROUPS = ("detectors", "policies", "sources", "notifiers")
+
+# The built-ins, by group, in the order they run (a series' detectors are built in this order).
+_BUILTINS: dict[str, dict[str, str]] = {
+    "detectors": {
+        "divergence": "lrwatch.detectors.divergence:DivergenceDetector",
+        "grad_norm": "lrwatch.detectors.grad_norm:GradNormDetector",
+        "oscillation": "lrwatch.detectors.oscillation:OscillationDetector",
+        "plateau": "lrwatch.detectors.plateau:PlateauDetector",
+        "drift": "lrwatch.detectors.drift:DriftDetector",
+        "overfit": "lrwatch.detectors.overfit:OverfitDetector",
+        "schedule": "lrwatch.detectors.schedule:ScheduleMotion",
+    },
+    "policies": {"factors": "lrwatch.analysis.policies:FactorPolicy"},
+    "sources": {
+        "jsonl": "lrwatch.sources.jsonl:JsonlSource",
+        "csv": "lrwatch.sources.csv:CsvSource",
+        "tensorboard": "lrwatch.sources.tensorboard:TensorBoardSource",
+        "trainer_state": "lrwatch.sources.trainer_state:TrainerStateSource",
+        "text": "lrwatch.sources.text:TextSource",
+    },
+    "notifiers": {},
+}
+
+
+def builtin_names(group: str) -> tuple[str, ...]:
+    """The built-in names of ``group``, in the order they run."""
+    return tuple(_BUILTINS[group])
+
+
+@dataclass(frozen=True, slots=True)
+class PluginProblem:
+    """Why a plugin is not used (``stage``: load, config or run), for a log line and a metric."""
+
+    group: str
+    name: str
+    stage: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.group} plugin {self.name!r} ({self.stage}): {self.message}"
+
+
+class PluginError(Exception):
+    def __init__(self, problem: PluginProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """One registered name, as ``lrwatch plugins`` lists it."""
+
+    group: str
+    name: str
+    value: str  # "module:attribute"
+    distribution: str  # the package that registered it ("lrwatch" for the built-ins)
+    version: str
+    builtin: bool
+
+
+def _entry_points(group: str) -> list[tuple[str, str, str, str]]:
+    """(name, value, distribution, version) of the installed entry points of ``group``."""
+    found = []
+    for ep in metadata.entry_points(group=f"lrwatch.{group}"):
+        dist = ep.dist
+        name = dist.metadata["Name"] if dist is not None else "?"
+        version = dist.version if dist is not None else "?"
+        found.append((ep.name, ep.value, name, version))
+    return found
+
+
+@cache
+def available(group: str) -> tuple[PluginInfo, ...]:
+    """Every name registered in ``group``: the built-ins first, in their running order, then the
+    others sorted by name. Cached: entry points are read once per process."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown plugin group {group!r} (one of {', '.join(GROUPS)})")
+    builtins = _BUILTINS[group]
+    from lrwatch import __version__
+
+    infos = {
+        name: PluginInfo(group, name, value, "lrwatch", __version__, True)
+        for name, value in builtins.items()
+    }
+    others: dict[str, PluginInfo] = {}
+    for name, value, dist, version in _entry_points(group):
+        if dist == "lrwatch" or name in builtins:
+            continue  # the built-ins' own entry points, or a name a built-in keeps
+        others[name] = PluginInfo(group, name, value, dist, version, False)
+    return (*infos.values(), *(others[n] for n in sorted(others)))
+
+
+def shadowed(group: str) -> list[PluginInfo]:
+    """Third-party entry points refused because a built-in has their name."""
+    builtins = _BUILTINS[group]
+    return [
+        PluginInfo(group, name, value, dist, version, False)
+        for name, value, dist, version in _entry_points(group)
+        if dist != "lrwatch" and name in builtins
+    ]
+
+
+def info(group: str, name: str) -> PluginInfo:
+    for item in available(group):
+        if item.name == name:
+            return item
+    names = ", ".join(i.name for i in available(group)) or "none"
+    raise PluginError(PluginProblem(group, name, "load", f"not installed (installed: {names})"))
+
+
+_failed: dict[tuple[str, str], PluginProblem] = {}
+
+
+@cache
+def load(group: str, name: str) -> Any:
+    """The object an entry point names, imported once. PluginError says why it can't be; a
+    failure is remembered too (see ``forget``), so that a broken module is not executed again
+    for every new series."""
+    failed = _failed.get((group, name))
+    if failed is not None:
+        raise PluginError(failed)
+    value = info(group, name).value
+    module, _, attribute = value.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attribute.split(".") if attribute else ():
+            obj = getattr(obj, part)
+    except Exception as exc:  # an ImportError, or whatever the plugin's module raised
+        message = f"cannot import {value}: {type(exc).__name__}: {exc}"
+        problem = _failed[group, name] = PluginProblem(group, name, "load", message)
+        raise PluginError(problem) from exc
+    return obj
+
+
+def forget() -> None:
+    """Read the entry points and import the plugins afresh (after installing one in-process)."""
+    available.cache_clear()
+    load.cache_clear()
+    _validate.cache_clear()
+    _failed.clear()
+
+
+def config_model(plugin: Any) -> type[BaseModel] | None:
+    model = getattr(plugin, "config_model", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def validate_config(group: str, name: str, raw: Mapping[str, Any] | None) -> BaseModel | None:
+    """The plugin's own config model over ``raw`` (None for a plugin without one, which then
+    takes no options). Validated once per distinct ``raw``; PluginError names each bad field."""
+    key = json.dumps(raw or {}, sort_keys=True, default=str)
+    return _validate(group, name, key)
+
+
+@cache
+def _validate(group: str, name: str, key: str) -> BaseModel | None:
+    raw = json.loads(key)
+    model = config_model(load(group, name))
+    if model is None:
+        if raw:
+            message = f"takes no options, got {', '.join(sorted(raw))}"
+            raise PluginError(PluginProblem(group, name, "config", message))
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise PluginError(PluginProblem(group, name, "config", fields)) from None
+
+
+def build(group: str, name: str, raw: Mapping[str, Any] | None) -> Any:
+    """Plugin ``name`` built as lrwatch builds every plugin, ``plugin(config)`` with ``raw``
+    validated by its config model (None for one without). PluginError says why it cannot be:
+    not installed or not importable (stage load), options rejected (config), or its
+    constructor raised (load)."""
+    plugin = load(group, name)
+    config = validate_config(group, name, raw)
+    try:
+        return plugin(config)
+    except Exception as exc:  # the plugin's own bug, or a value its model let through
+        message = f"cannot be built: {type(exc).__name__}: {exc}"
+        raise PluginError(PluginProblem(group, name, "load", message)) from exc
+
+
+def check(group: str, name: str, raw: Mapping[str, Any] | None) -> PluginProblem | None:
+    """Whether ``name`` loads and ``raw`` is a valid config for it; the problem, or None."""
+    try:
+        validate_config(group, name, raw)
+    except PluginError as exc:
+        return exc.problem
+    return None

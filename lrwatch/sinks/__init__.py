@@ -1,0 +1,1 @@
+"""Outputs, never read back: Prometheus, TensorBoard annotations, notifiers."""

@@ -15,8 +15,8 @@ lrwatch.notifiers    a notifier class (``NotifierPlugin``)         ``notifiers.I
 lrwatch's own detectors, policy and log formats are entry points of the ``lrwatch`` distribution
 in these very groups (pyproject.toml), found the same way; a third-party name that collides
 with a built-in one is refused (the built-in keeps it) so that installing a package can never
-silently replace the divergence detector. From a source tree that was never installed the
-built-ins are still found, from ``_BUILTINS``.
+silently replace the divergence detector. Their running order is ``_BUILTIN_ORDER``; lrwatch
+must be installed (``pip install -e .`` from a source tree) for its own entry points to exist.
 
 A plugin that cannot be used — its module fails to import, its config does not validate, it
 raises while running — is a ``PluginProblem``: the daemon logs it once, counts it in
@@ -38,32 +38,27 @@ from pydantic import BaseModel, ValidationError
 
 GROUPS = ("detectors", "policies", "sources", "notifiers")
 
-# The built-ins, by group, in the order they run (a series' detectors are built in this order).
-_BUILTINS: dict[str, dict[str, str]] = {
-    "detectors": {
-        "divergence": "lrwatch.detectors.divergence:DivergenceDetector",
-        "grad_norm": "lrwatch.detectors.grad_norm:GradNormDetector",
-        "oscillation": "lrwatch.detectors.oscillation:OscillationDetector",
-        "plateau": "lrwatch.detectors.plateau:PlateauDetector",
-        "drift": "lrwatch.detectors.drift:DriftDetector",
-        "overfit": "lrwatch.detectors.overfit:OverfitDetector",
-        "schedule": "lrwatch.detectors.schedule:ScheduleMotion",
-    },
-    "policies": {"factors": "lrwatch.analysis.policies:FactorPolicy"},
-    "sources": {
-        "jsonl": "lrwatch.sources.jsonl:JsonlSource",
-        "csv": "lrwatch.sources.csv:CsvSource",
-        "tensorboard": "lrwatch.sources.tensorboard:TensorBoardSource",
-        "trainer_state": "lrwatch.sources.trainer_state:TrainerStateSource",
-        "text": "lrwatch.sources.text:TextSource",
-    },
-    "notifiers": {},
+# The built-ins' running order (a series' detectors are built in this order; formats are tried in
+# it). Where each lives is said once, by the lrwatch distribution's entry points (pyproject.toml).
+_BUILTIN_ORDER: dict[str, tuple[str, ...]] = {
+    "detectors": (
+        "divergence",
+        "grad_norm",
+        "oscillation",
+        "plateau",
+        "drift",
+        "overfit",
+        "schedule",
+    ),
+    "policies": ("factors",),
+    "sources": ("jsonl", "csv", "tensorboard", "trainer_state", "text"),
+    "notifiers": (),
 }
 
 
 def builtin_names(group: str) -> tuple[str, ...]:
     """The built-in names of ``group``, in the order they run."""
-    return tuple(_BUILTINS[group])
+    return _BUILTIN_ORDER[group]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,28 +109,29 @@ def available(group: str) -> tuple[PluginInfo, ...]:
     others sorted by name. Cached: entry points are read once per process."""
     if group not in GROUPS:
         raise ValueError(f"unknown plugin group {group!r} (one of {', '.join(GROUPS)})")
-    builtins = _BUILTINS[group]
-    from lrwatch import __version__
-
-    infos = {
-        name: PluginInfo(group, name, value, "lrwatch", __version__, True)
-        for name, value in builtins.items()
-    }
+    builtins: dict[str, PluginInfo] = {}
     others: dict[str, PluginInfo] = {}
     for name, value, dist, version in _entry_points(group):
-        if dist == "lrwatch" or name in builtins:
-            continue  # the built-ins' own entry points, or a name a built-in keeps
-        others[name] = PluginInfo(group, name, value, dist, version, False)
-    return (*infos.values(), *(others[n] for n in sorted(others)))
+        if dist == "lrwatch":
+            builtins[name] = PluginInfo(group, name, value, dist, version, True)
+        elif name not in _BUILTIN_ORDER[group]:  # else a name a built-in keeps: see shadowed()
+            others[name] = PluginInfo(group, name, value, dist, version, False)
+    missing = [name for name in _BUILTIN_ORDER[group] if name not in builtins]
+    if missing:
+        raise RuntimeError(
+            f"lrwatch's own {group} ({', '.join(missing)}) are not registered: lrwatch is not "
+            "installed, or its metadata is stale (pip install -e . from a source tree)"
+        )
+    ordered = (builtins[name] for name in _BUILTIN_ORDER[group])
+    return (*ordered, *(others[n] for n in sorted(others)))
 
 
 def shadowed(group: str) -> list[PluginInfo]:
     """Third-party entry points refused because a built-in has their name."""
-    builtins = _BUILTINS[group]
     return [
         PluginInfo(group, name, value, dist, version, False)
         for name, value, dist, version in _entry_points(group)
-        if dist != "lrwatch" and name in builtins
+        if dist != "lrwatch" and name in _BUILTIN_ORDER[group]
     ]
 
 

@@ -59,7 +59,11 @@ class Incoming:
 
 
 class Hook:
-    """A live training job's end of the channel. Create it with ``lrwatch.attach``.
+    """A live training job's end of the channel: ``lrwatch.attach(optimizer, run_dir)``.
+
+    Creates ``<run_dir>/.lrwatch/`` with the channel id and a first heartbeat. ``secret``
+    (default: ``$LRWATCH_SECRET`` or the file named by ``$LRWATCH_SECRET_FILE``) makes the hook
+    accept only commands signed with it. Raises on bad arguments; never once training runs.
 
     ``min_lr``/``max_lr`` bound the LR lrwatch may cause (see ``scaling.bounded_lr``);
     ``max_change`` limits one command's factor to ``[1/max_change, max_change]``;
@@ -397,32 +401,6 @@ class Hook:
             return -1
 
 
-def attach(
-    optimizer: torch.optim.Optimizer,
-    run_dir: str | os.PathLike[str],
-    *,
-    secret: str | bytes | None = None,
-    min_lr: float | None = None,
-    max_lr: float | None = None,
-    max_change: float = 10.0,
-    check_interval: float = 0.1,
-    heartbeat_interval: float = 2.0,
-    clock: Callable[[], float] = time.monotonic,
-) -> Hook:
-    """Attach lrwatch to a training job's optimizer; ``run_dir`` is where the job logs.
-
-    Creates ``<run_dir>/.lrwatch/`` with the channel id and a first heartbeat. ``secret``
-    (default: ``$LRWATCH_SECRET`` or the file named by ``$LRWATCH_SECRET_FILE``) makes the hook
-    accept only commands signed with it. Raises on bad arguments; never once training runs.
-    """
-    return Hook(
-        optimizer,
-        run_dir,
-        secret=secret,
-        min_lr=min_lr,
-        max_lr=max_lr,
-        max_change=max_change,
-        check_interval=check_interval,
-        heartbeat_interval=heartbeat_interval,
-        clock=clock,
-    )
+# One signature, not a copy: ``lrwatch.attach(optimizer, run_dir, *, secret=None, min_lr=None,
+# ...)`` is the Hook constructor under the name the docs and DESIGN.md use.
+attach = Hook

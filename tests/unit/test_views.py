@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
+from lrwatch.cli.views import replay_view, status_table
 from lrwatch.offline.replay import ReplayedRun
-from lrwatch.offline.views import replay_view, status_table
 
 
 def render(renderable: Any) -> str:

@@ -1,5 +1,6 @@
 """The ``lrwatch`` command line. Each command only builds a config or a request and hands it on
-(uvicorn's split): the daemon, replay, the report and the demo live in their own modules."""
+(uvicorn's split): the daemon, replay, the report and the demo live in their own modules; what
+the commands print is views.py, how they reach a running daemon is client.py."""
 
 from __future__ import annotations
 
@@ -7,12 +8,8 @@ import errno
 import importlib.util
 import json
 import logging
-import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +23,16 @@ from rich.text import Text
 
 from lrwatch import __version__
 from lrwatch.analysis import coverage
+from lrwatch.cli.client import ApiError, call, run_path, who
+from lrwatch.cli.views import (
+    PlainCommand,
+    PlainGroup,
+    holds,
+    nonfinite,
+    printable,
+    replay_view,
+    status_table,
+)
 from lrwatch.config import (
     DEFAULT_METRICS_PORT,
     Config,
@@ -34,15 +41,6 @@ from lrwatch.config import (
     load_config,
     plugin_problems,
     read_secret_file,
-)
-from lrwatch.offline.views import (
-    PlainCommand,
-    PlainGroup,
-    holds,
-    nonfinite,
-    printable,
-    replay_view,
-    status_table,
 )
 
 app = typer.Typer(
@@ -61,7 +59,6 @@ ConfigOpt = Annotated[
 ]
 HostOpt = Annotated[str, typer.Option("--host", metavar="HOST", help="The daemon's HTTP host.")]
 PortOpt = Annotated[int, typer.Option("--port", metavar="PORT", help="The daemon's HTTP port.")]
-TOKEN_ENV = "LRWATCH_API_TOKEN"
 
 
 class OutputFormat(StrEnum):
@@ -231,34 +228,9 @@ def replay(
         )
 
 
-class ApiError(Exception):
-    """A failed call to the daemon's API; the message says why (HTTP status, or no daemon)."""
-
-
-def _call(host: str, port: int, path: str, body: dict[str, Any] | None = None) -> Any:
-    url = f"http://{host}:{port}{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
-    request.add_header("Content-Type", "application/json")
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        raise ApiError(f"{exc.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ApiError(f"no daemon at {url}: {exc}") from None
-
-
 def _api(host: str, port: int, path: str, body: dict[str, Any] | None = None) -> Any:
     try:
-        return _call(host, port, path, body)
+        return call(host, port, path, body)
     except ApiError as exc:
         raise _fail(str(exc)) from None
 
@@ -288,7 +260,7 @@ def status(
         else:
             console.print(status_table(answer))
         return
-    if not _watch_status(lambda: _call(host, port, "/api/status"), interval, count):
+    if not _watch_status(lambda: call(host, port, "/api/status"), interval, count):
         raise typer.Exit(2)  # --count ran out while the daemon could not be reached
 
 
@@ -319,10 +291,6 @@ def _watch_status(fetch: Callable[[], Any], interval: float, count: int | None) 
         return True  # the way out of a watch; Live has put the terminal back
 
 
-def _run_path(run: str, verb: str) -> str:
-    return f"/api/runs/{urllib.parse.quote(run, safe='/')}/{verb}"
-
-
 @app.command("set-lr", cls=PlainCommand)
 def set_lr(
     run: Annotated[str, typer.Argument(help="The run's name as `lrwatch status` shows it.")],
@@ -335,9 +303,9 @@ def set_lr(
     """Change a run's LR through the daemon (validated against the policy, audited)."""
     if (value is None) == (scale is None):
         raise _fail("give exactly one of --value and --scale")
-    body: dict[str, Any] = {"who": _who(), "reason": reason}
+    body: dict[str, Any] = {"who": who(), "reason": reason}
     body.update({"value": value} if value is not None else {"scale": scale})
-    answer = _api(host, port, _run_path(run, "set-lr"), body)
+    answer = _api(host, port, run_path(run, "set-lr"), body)
     _say(f"command {answer['seq']} sent to {answer['run']}: LR x{answer['factor']:g}")
 
 
@@ -346,7 +314,7 @@ def pause(
     run: str, reason: str = "", host: HostOpt = "127.0.0.1", port: PortOpt = DEFAULT_METRICS_PORT
 ) -> None:
     """Stop adjusting RUN (it stays observed)."""
-    _api(host, port, _run_path(run, "pause"), {"who": _who(), "reason": reason})
+    _api(host, port, run_path(run, "pause"), {"who": who(), "reason": reason})
     _say(f"{run} paused")
 
 
@@ -355,15 +323,8 @@ def resume(
     run: str, reason: str = "", host: HostOpt = "127.0.0.1", port: PortOpt = DEFAULT_METRICS_PORT
 ) -> None:
     """Let lrwatch adjust RUN again."""
-    _api(host, port, _run_path(run, "resume"), {"who": _who(), "reason": reason})
+    _api(host, port, run_path(run, "resume"), {"who": who(), "reason": reason})
     _say(f"{run} resumed")
-
-
-def _who() -> str:
-    try:
-        return f"cli:{os.getlogin()}"
-    except OSError:
-        return f"cli:uid{os.getuid()}"
 
 
 @app.command(cls=PlainCommand)

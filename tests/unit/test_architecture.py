@@ -128,7 +128,7 @@ def test_module_docstrings_say_what_and_why_briefly() -> None:
 
 def test_old_import_paths_keep_working_for_one_release() -> None:
     """What a plugin written against 0.1 imports still resolves, to the very same objects, with a
-    DeprecationWarning naming the new path. In a fresh interpreter: an alias warns on first import."""
+    DeprecationWarning naming the new path (in a fresh interpreter: it warns on first import)."""
     lines = [
         "import importlib, warnings",
         "warnings.simplefilter('always')",

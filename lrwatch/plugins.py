@@ -1,27 +1,15 @@
-"""Where detectors, policies, sources and notifiers come from: Python entry points.
+"""Where detectors, policies, sources and notifiers come from: the Python entry points of the
+groups ``lrwatch.detectors``, ``lrwatch.policies``, ``lrwatch.sources`` and ``lrwatch.notifiers``
+(the table, the protocols and a guide: docs/plugins.md).
 
-Four groups, one per extension point, each with a small Protocol (``detectors/base.py``,
-``policies.py``, ``sources/base.py``, ``notify.py``):
-
-===================  ===========================================  ==========================
-group                an entry point names                          configured under
-===================  ===========================================  ==========================
-lrwatch.detectors    a detector class (``DetectorPlugin``)         ``detectors.plugins.NAME``
-lrwatch.policies     a policy class (``PolicyPlugin``)             ``policy.plugins.NAME``
-lrwatch.sources      a log format (``SourcePlugin``)               ``sources.NAME``
-lrwatch.notifiers    a notifier class (``NotifierPlugin``)         ``notifiers.ID.plugin``
-===================  ===========================================  ==========================
-
-lrwatch's own detectors, policy and log formats are entry points of the ``lrwatch`` distribution
-in these very groups (pyproject.toml), found the same way; a third-party name that collides
-with a built-in one is refused (the built-in keeps it) so that installing a package can never
-silently replace the divergence detector. Their running order is ``_BUILTIN_ORDER``; lrwatch
-must be installed (``pip install -e .`` from a source tree) for its own entry points to exist.
+lrwatch's own are entry points of the ``lrwatch`` distribution in these very groups, found the
+same way; a third-party name that collides with a built-in one is refused (the built-in keeps
+it), so installing a package can never silently replace the divergence detector.
 
 A plugin that cannot be used — its module fails to import, its config does not validate, it
 raises while running — is a ``PluginProblem``: the daemon logs it once, counts it in
-``lrwatch_plugin_errors_total`` and goes on without that plugin; ``lrwatch config check``
-fails on it; ``lrwatch plugins`` shows it.
+``lrwatch_plugin_errors_total`` and goes on without it; ``lrwatch config check`` fails on it;
+``lrwatch plugins`` shows it.
 """
 
 from __future__ import annotations

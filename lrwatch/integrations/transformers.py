@@ -3,26 +3,7 @@
 Importing this module imports ``transformers``, so ``import lrwatch`` never does; only a job
 that names this callback pays for it.
 
-Where each piece goes, and why:
-
-- ``on_train_begin``: attach, to the torch optimizer inside Accelerate's wrapper (the wrapper
-  never runs optimizer step hooks of its own). The Trainer has created the optimizer and the
-  scheduler by then, and under DDP the process group exists.
-- ``on_step_end``: ``hook.step(state.global_step)``. The Trainer runs ``optimizer.step()`` ->
-  ``lr_scheduler.step()`` -> ``on_step_end``, so a command found here takes effect from the next
-  optimizer step on and composes with the schedule (the default linear warm-up is a LambdaLR,
-  whose closed form would overwrite an LR changed in place). ``global_step`` has already been
-  incremented, which is also the step the Trainer logs that step's loss under.
-- ``on_log``: the Trainer's numeric logs go to ``<run_dir>/metrics.jsonl`` through
-  ``hook.log``, because with ``report_to="none"`` (the default in transformers 5) the Trainer
-  writes no log the daemon could read. ``log_metrics=False`` turns this off.
-- Checkpoints: ``TrainerCallback`` has no hook into the checkpoint's contents, so ``on_save``
-  writes the hook's state as ``lrwatch_hook.json`` into the checkpoint directory just saved
-  (``<output_dir>/checkpoint-<global_step>``). A resumed ``train()`` (global step > 0 at
-  ``on_train_begin``) reads it back from ``args.resume_from_checkpoint`` if that names a
-  directory, else from ``<output_dir>/checkpoint-<global_step>``, which is where
-  ``train(resume_from_checkpoint=True)`` resumes from. Not found: a warning, and the factor
-  restarts at 1 (commands already acked are still skipped, not applied twice).
+Each Trainer event's method says why that piece goes there.
 """
 
 from __future__ import annotations
@@ -77,6 +58,10 @@ class LRWatchCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
+        """Attach, to the torch optimizer inside Accelerate's wrapper (the wrapper never runs
+        optimizer step hooks of its own). The Trainer has created the optimizer and the scheduler
+        by then, and under DDP the process group exists. A resumed ``train()`` (global step > 0)
+        restores the hook's state from the checkpoint (see ``_restore``)."""
         self._close()
         optimizer = _unwrap(kwargs.get("optimizer"))
         if optimizer is None:
@@ -96,6 +81,11 @@ class LRWatchCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
+        """The Trainer runs ``optimizer.step()`` -> ``lr_scheduler.step()`` -> ``on_step_end``, so a
+        command found here takes effect from the next optimizer step on and composes with the
+        schedule (the default linear warm-up is a LambdaLR, whose closed form would overwrite an
+        LR changed in place). ``global_step`` is already incremented: the step the Trainer logs
+        that step's loss under."""
         if self.hook is not None:
             self.hook.step(state.global_step)
 
@@ -107,6 +97,9 @@ class LRWatchCallback(TrainerCallback):
         logs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """The Trainer's numeric logs go to ``<run_dir>/metrics.jsonl`` through ``hook.log``:
+        with ``report_to="none"`` (the default in transformers 5) the Trainer writes no log the
+        daemon could read. ``log_metrics=False`` turns this off."""
         if self.hook is not None and self.log_metrics and logs:
             numbers = {k: v for k, v in logs.items() if _is_number(v)}
             if numbers:
@@ -119,6 +112,9 @@ class LRWatchCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
+        """``TrainerCallback`` has no hook into the checkpoint's contents, so the hook's state is
+        written as ``lrwatch_hook.json`` into the checkpoint directory just saved
+        (``<output_dir>/checkpoint-<global_step>``)."""
         if self.hook is None or not args.should_save:
             return
         folder = _checkpoint_dir(args.output_dir, state.global_step)
@@ -146,6 +142,10 @@ class LRWatchCallback(TrainerCallback):
         self._close()
 
     def _restore(self, args: TrainingArguments, step: int) -> None:
+        """From ``args.resume_from_checkpoint`` if that names a directory, else from
+        ``<output_dir>/checkpoint-<global_step>``, where ``train(resume_from_checkpoint=True)``
+        resumes from. Not found: a warning, and the factor restarts at 1 (commands already acked
+        are still skipped, not applied twice)."""
         assert self.hook is not None
         candidates = [_checkpoint_dir(args.output_dir, step)]
         resume = getattr(args, "resume_from_checkpoint", None)

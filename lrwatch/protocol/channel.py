@@ -1,24 +1,15 @@
-"""The command/ack file protocol between the daemon and a training job's hook.
+"""The command/ack file protocol between the daemon and a training job's hook, one directory per
+run, ``<run_dir>/.lrwatch/``::
 
-Both ends import this module, so it uses the standard library only. The protocol lives in one
-directory per run, ``<run_dir>/.lrwatch/``::
-
-    id                      random channel id, created once by the hook; commands must name it
-    commands/000000000001.json   written by the daemon (the single writer), one file per command
+    id                           random channel id, created once by the hook; commands name it
+    commands/000000000001.json   written by the daemon (the single writer), one per command
     acks/000000000001.json       written by the hook, one per command it handled
     heartbeat.json               rewritten by the hook every few seconds
 
-Why files: the daemon already watches the run directory, the job already writes into it, and a
-file written to a temp name and renamed is seen whole or not at all, on any local or network
-filesystem, with no port to open inside the training job.
-
-Why one file per sequence number: the hook only ever looks for the *next* number, which is one
-failed ``open()`` when nothing is pending, and a command can be applied at most once because
-its ack (or the hook's restored ``last_seq``) says it was handled. An ack names the digest of
-the command file it answers, so an ack of other bytes once at that number (a junk file, a
-planted ack) counts for neither end; the daemon never writes over a file it did not write and
-chooses its numbers where the hook looks next (actuator.py). Heartbeats and acks are parsed in
-channel_input.py, the one place that turns what a job wrote into checked daemon data.
+Both ends import this module, so it uses the standard library only. Files, because both ends
+already have the directory and a renamed temp file is seen whole or not at all; one file per
+sequence number, so a pending check is one failed ``open()`` and a command is applied at most
+once. Why, at length: docs/architecture.md (the channel).
 """
 
 from __future__ import annotations

@@ -23,6 +23,15 @@ class Severity(enum.StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
 
+    @property
+    def rank(self) -> int:
+        """Its place in the order info < warning < critical, which a notifier's
+        ``min_severity`` and the controller's cooldown compare by (the strings sort otherwise)."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
 
 class Role(enum.StrEnum):
     """What a metric means to the detectors. Unrecognised metrics are exported, not analysed."""

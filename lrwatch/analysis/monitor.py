@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lrwatch.analysis.controller import Controller, ControlState
-from lrwatch.analysis.policies import Proposal
+from lrwatch.analysis.controller import Controller
+from lrwatch.analysis.policy import ControlState, Proposal
 from lrwatch.analysis.progress import Progress, Verdict
 from lrwatch.config import RunSettings
 from lrwatch.detectors import build_detectors

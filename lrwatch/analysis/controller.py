@@ -1,9 +1,10 @@
-"""The policy: which finding earns which adjustment, and when to hold back.
+"""The controller: every policy's proposal held to the same bounds, and made a decision.
 
 Pure like the detectors (no I/O, no clocks): cooldowns and rate limits count training steps,
 not seconds, so ``lrwatch replay`` over finished logs makes the very decisions the daemon made
 live. The decision is a function of (finding, run state, can_act); acting on it is the daemon's
-job — the split Lightning's EarlyStopping makes between deciding and stopping.
+job — the split Lightning's EarlyStopping makes between deciding and stopping. What a policy is
+given and may propose is policy.py.
 """
 
 from __future__ import annotations

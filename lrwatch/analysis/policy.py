@@ -76,7 +76,7 @@ class ControlState:
     """What the controller remembers of one run. ``lr_scale`` is the factor the job runs with,
     as the hook last acknowledged it (the daemon's view; replay assumes every action lands).
     ``actions`` are the (step, severity of the finding) of the adjustments sent, oldest first;
-    ``memory`` what each policy keeps of its own (policies.py)."""
+    ``memory`` what each policy keeps of its own, by policy name."""
 
     lr_scale: float = 1.0
     actions: list[tuple[int, Severity]] = field(default_factory=list)

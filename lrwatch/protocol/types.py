@@ -118,7 +118,8 @@ class Decision:
     # each sent as a command of its own after the LR change.
     requests: tuple[Action, ...] = ()
     # The reason label of lrwatch_adjustments_total: the finding's kind, or a policy's own word
-    # for a change no finding caused (see policies.py); and the severity its cooldown ranks.
+    # for a change no finding caused (Proposal.label, analysis/policy.py); and the severity its
+    # cooldown ranks.
     label: str = ""
     severity: Severity = Severity.CRITICAL
 

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lrwatch import plugins
-from lrwatch.analysis.controller import PolicyConfig
+from lrwatch.analysis.policy import PolicyConfig
 from lrwatch.detectors import DetectorsConfig
 from lrwatch.plugins import PluginProblem
 from lrwatch.protocol.types import Role

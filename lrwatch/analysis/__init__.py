@@ -1,2 +1,2 @@
-"""One run's samples -> decisions, pure: the monitor, the policies, the controller.
+"""One run's samples -> decisions, pure: the monitor (monitor.py) and the stages it runs.
 Shared by the daemon and replay."""

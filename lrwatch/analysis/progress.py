@@ -1,22 +1,13 @@
-"""Has a run stopped making progress, relative to its own progress so far? The question a plateau
-cut must answer yes to before lrwatch touches a healthy run's LR.
+"""Has a run stopped making progress, relative to its own progress so far? What a plateau cut
+must answer yes to before lrwatch touches a healthy run's LR (plateau_judge.py asks).
 
-The plateau detector says the loss is flat *at the rate it is set to* (2.5 % per 10 samples by
-default, ReduceLROnPlateau's reading): a long run that is still learning fails that rate for
-most of its life, and cutting it then is harm. This judge asks instead, in steps:
-
-    over the last half of the stretch since the LR last changed (or the run began), did the
-    loss improve by at least ``SHARE`` of what it improved since the start?
-
-A loss that falls as a power law of the steps keeps passing that test for as long as it falls
-(over [t/2, t] it improves by a fixed fraction of its log progress), so the horizon grows with
-the run and a still-improving run is never cut; a loss that has truly stopped fails it with
-confidence (the bound is ``Z`` standard errors from the run's own noise). The same test judges
-a cut afterwards: no progress resumed over as long as the evidence that asked for it, and the
-cut is given back.
-
-The loss is kept as medians of blocks of samples (log space), at a resolution that halves as
-the run grows: bounded memory, and one bad batch never moves a block. Pure: no I/O, no clocks.
+Over the last half of the stretch since the LR last changed (or the run began), did the loss
+improve by at least ``SHARE`` of what it improved since the start? A loss falling as a power
+law of the steps keeps passing, so a still-improving run is never cut; one that has truly
+stopped fails with confidence (``Z`` standard errors of its own noise). The loss is kept as
+medians of blocks of samples (log space), at a resolution that halves as the run grows: bounded
+memory, and one bad batch never moves a block. The reasoning and figures: docs/detectors.md,
+"Do no harm: when a plateau may be cut". Pure: no I/O, no clocks.
 """
 
 from __future__ import annotations

@@ -23,6 +23,15 @@ class Severity(enum.StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
 
+    @property
+    def rank(self) -> int:
+        """Its place in the order info < warning < critical, which a notifier's
+        ``min_severity`` and the controller's cooldown compare by (the strings sort otherwise)."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(Severity)}
+
 
 class Role(enum.StrEnum):
     """What a metric means to the detectors. Unrecognised metrics are exported, not analysed."""
@@ -109,7 +118,8 @@ class Decision:
     # each sent as a command of its own after the LR change.
     requests: tuple[Action, ...] = ()
     # The reason label of lrwatch_adjustments_total: the finding's kind, or a policy's own word
-    # for a change no finding caused (see policies.py); and the severity its cooldown ranks.
+    # for a change no finding caused (Proposal.label, analysis/policy.py); and the severity its
+    # cooldown ranks.
     label: str = ""
     severity: Severity = Severity.CRITICAL
 

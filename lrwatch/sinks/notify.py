@@ -36,7 +36,6 @@ log = logging.getLogger("lrwatch.sinks.notify")
 
 QUEUE_SIZE = 1000
 CLOSE_TIMEOUT_SECONDS = 5.0
-_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +110,7 @@ class NotifierSettings(BaseModel):
     def wants(self, notice: Notice) -> bool:
         if notice.event not in self.events:
             return False
-        return notice.event == "action" or _RANK[notice.severity] >= _RANK[self.min_severity]
+        return notice.event == "action" or notice.severity.rank >= self.min_severity.rank
 
 
 class Outlet:

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from lrwatch.analysis.controller import Controller, ControlState, PolicyConfig
+from lrwatch.analysis.controller import Controller
 from lrwatch.analysis.monitor import RunMonitor
+from lrwatch.analysis.policy import ControlState, PolicyConfig
 from lrwatch.config import Config
 from lrwatch.protocol.types import ActionType, Finding, Sample, Severity
 

@@ -3,8 +3,8 @@ state, detector or role changes restart the detectors, the control state always 
 
 from __future__ import annotations
 
-from lrwatch.analysis.controller import PolicyConfig
 from lrwatch.analysis.monitor import RunMonitor
+from lrwatch.analysis.policy import PolicyConfig
 from lrwatch.config import Config, RunOverride
 from lrwatch.daemon.runs import reconfigure
 from lrwatch.detectors import DetectorsConfig

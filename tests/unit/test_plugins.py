@@ -92,7 +92,7 @@ class Odd:
 
 NAN_POLICY = """
 import math
-from lrwatch.analysis.policies import Proposal
+from lrwatch.analysis.policy import Proposal
 class NanPolicy:
     config_model = None
     def __init__(self, config): pass

@@ -17,8 +17,9 @@ from lrwatch_continual import RETURN_LABEL, ContinualConfig, ContinualPolicy
 from typer.testing import CliRunner
 
 from lrwatch import cli, plugins
-from lrwatch.analysis.controller import Controller, ControlState, PolicyConfig
+from lrwatch.analysis.controller import Controller
 from lrwatch.analysis.monitor import RunMonitor
+from lrwatch.analysis.policy import ControlState, PolicyConfig
 from lrwatch.config import Config
 from lrwatch.protocol.types import ActionType, Decision, Finding, Sample, Severity
 

@@ -33,15 +33,12 @@ pure: its state is the JSON-able ``memory`` the daemon saves with the run's.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lrwatch.analysis.policies import Proposal
+from lrwatch.analysis.policy import ControlState, Proposal
 from lrwatch.protocol.types import Finding, Severity
-
-if TYPE_CHECKING:
-    from lrwatch.analysis.controller import ControlState
 
 __all__ = ["RETURN_LABEL", "ContinualConfig", "ContinualPolicy"]
 

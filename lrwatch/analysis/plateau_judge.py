@@ -1,0 +1,118 @@
+"""The plateau judge: whether a plateau may cut the LR, and giving back a cut that did not help.
+
+The plateau detector says the loss is flat at a fixed rate; a long, healthy run fails that rate
+for most of its life. So a plateau is cut only when the run has stopped making progress
+relative to its own progress so far (progress.py), over a horizon that grows with the run and
+doubles with each cut given back. Every cut is then judged: no progress resumed over twice as
+long as the evidence that asked for it, and it is given back. What the judge remembers lives
+in the run's control memory (persisted with it). Pure: no I/O, no clocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from lrwatch.analysis.controller import Controller
+from lrwatch.analysis.policy import ControlState, Proposal
+from lrwatch.analysis.progress import Progress, Verdict
+from lrwatch.detectors.base import Detector
+from lrwatch.protocol.types import Decision, Finding, Severity
+
+# The key of the judge's memory: the step the LR last changed ("since"), the plateau cut
+# awaiting its verdict ("cut"), the evidence (steps) the next cut needs after cuts given back
+# ("wait"), and when to ask again ("next").
+_JUDGE = "lrwatch.plateau"
+
+
+class PlateauJudge:
+    """One run's plateau judge over its loss's ``progress``. It keeps nothing else: what it
+    remembers is in the ``control`` state each call is given (the daemon may swap that object
+    on a config reload)."""
+
+    def __init__(
+        self, run: str, controller: Controller, progress: Progress, cooldown_steps: int
+    ) -> None:
+        self.run = run
+        self.controller = controller
+        self.progress = progress
+        self.cooldown_steps = cooldown_steps
+
+    def lr_changed(self, step: int, control: ControlState) -> None:
+        """An LR change was sent at ``step``: progress counts from here."""
+        _memory(control)["since"] = step
+
+    def decide(self, found: Finding, control: ControlState, can_act: str | None) -> Decision:
+        """The decision on a plateau finding: the policy's, if the run has stalled."""
+        verdict, why_not = self._stall(found.step, control)
+        if why_not is not None:
+            why = f"plateau: reported only: {why_not}"
+            return Decision(self.run, found.step, None, why, found, label="plateau")
+        decision = self.controller.decide(found, control, can_act=can_act)
+        factor = decision.action.factor if decision.action is not None else None
+        if factor is not None:
+            decision = replace(decision, reason=f"{decision.reason} ({verdict.why})")
+            _memory(control)["cut"] = [found.step, factor, verdict.horizon]
+        return decision
+
+    def recheck(self, plateau: Detector | None, step: int, control: ControlState) -> list[Finding]:
+        """While the ``plateau`` detector still calls the loss flat, ask again every quarter
+        horizon: a plateau found too early to cut becomes a cut once the run has really stopped
+        (a finding of its own, so replay and the audit show why)."""
+        if plateau is None or plateau.active != "plateau":
+            return []
+        judge = _memory(control)
+        if judge["cut"] is not None or step < judge.get("next", 0):
+            return []
+        verdict, why_not = self._stall(step, control)
+        judge["next"] = step + max(1, verdict.horizon // 4)
+        if why_not is not None:
+            return []
+        found = Finding(
+            kind="plateau",
+            severity=Severity.INFO,
+            step=step,
+            reason=f"loss has stopped improving relative to its own progress: {verdict.why}",
+            detail={"judge": "progress", "horizon": verdict.horizon},
+            onset_step=step - verdict.horizon,
+        )
+        return [found]
+
+    def give_back(self, step: int, control: ControlState, can_act: str | None) -> Decision | None:
+        """Undo the cut awaiting its verdict if no progress resumed over twice as long as the
+        evidence that asked for it (at least two cooldowns); the next cut then waits twice as
+        long."""
+        judge = control.memory.get(_JUDGE)
+        if not judge or not judge.get("cut"):
+            return None
+        cut_at, factor, horizon = judge["cut"]
+        if step - cut_at < 2 * max(horizon, self.cooldown_steps):
+            return None
+        judge["cut"] = None
+        helped, why = self.progress.helped(cut_at, step)
+        if helped:
+            return None
+        judge["wait"] = 2 * max(horizon, judge.get("wait", 0))
+        proposal = Proposal(
+            1.0 / factor,
+            f"plateau cut at step {cut_at} did not help ({why}): given back",
+            "plateau",
+            Severity.INFO,
+        )
+        return self.controller.bounded(proposal, self.run, step, control, can_act=can_act)
+
+    def _stall(self, step: int, control: ControlState) -> tuple[Verdict, str | None]:
+        """The verdict at ``step`` on the progress since the LR last changed, and why no cut may
+        be made (None: one may): not stalled, or stalled over a horizon shorter than a cooldown
+        or than the evidence the cuts given back ask for."""
+        judge = _memory(control)
+        since = judge["since"] if judge["since"] is not None else self.progress.first_step
+        verdict = self.progress.verdict(since if since is not None else step, step)
+        wait = max(self.cooldown_steps, judge.get("wait", 0))
+        if not verdict.stalled:
+            return verdict, verdict.why
+        return verdict, None if verdict.horizon >= wait else f"horizon {verdict.horizon} < {wait}"
+
+
+def _memory(control: ControlState) -> dict[str, Any]:
+    return control.memory.setdefault(_JUDGE, {"since": None, "cut": None, "wait": 0})

@@ -15,6 +15,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+__all__ = [  # the plugin API (docs/plugins.md): what detectors, policies and sources exchange
+    "Ack",
+    "AckStatus",
+    "Action",
+    "ActionType",
+    "Command",
+    "Decision",
+    "Finding",
+    "Heartbeat",
+    "Role",
+    "Sample",
+    "Severity",
+]
+
 
 class Severity(enum.StrEnum):
     """How loudly a finding should be heard; values are the replay/alert contract."""

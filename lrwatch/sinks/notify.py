@@ -32,6 +32,8 @@ from lrwatch import plugins
 from lrwatch.plugins import PluginProblem
 from lrwatch.protocol.types import Severity
 
+__all__ = ["Notice", "Notifier", "NotifierPlugin"]  # the plugin API (docs/plugins.md)
+
 log = logging.getLogger("lrwatch.sinks.notify")
 
 QUEUE_SIZE = 1000

@@ -1,7 +1,7 @@
 """lrwatch's own decisions as TensorBoard scalars and text, beside the job's own curves.
 
 For every run whose hook is attached, the daemon appends to one events file in ``RUN/lrwatch/``
-(``OUTPUT_DIR``, which discovery skips, so the daemon never reads its own output back):
+(``OUTPUT_DIRNAME``, which the source layout skips, so the daemon never reads its own output back):
 
 =============================  ===============================================================
 ``lrwatch/lr_scale``           the LR factor lrwatch has applied on top of the job's schedule
@@ -52,7 +52,7 @@ from tensorboard.compat.proto import (
 from lrwatch.analysis.monitor import Outcome, RunMonitor
 from lrwatch.protocol import channel
 from lrwatch.protocol.types import Ack, AckStatus, Command
-from lrwatch.sources.discovery import CHANNEL_DIR, OUTPUT_DIR
+from lrwatch.sources.layout import OUTPUT_DIRNAME
 from lrwatch.sources.tensorboard import masked_crc32c
 
 log = logging.getLogger("lrwatch.sinks.tensorboard")
@@ -69,7 +69,7 @@ LR_SCALE_EVERY_STEPS = 100
 def events_path(run_dir: Path, clock: Callable[[], float] = time.time) -> Path:
     """A new events file name in TensorBoard's convention (one per daemon incarnation)."""
     name = f"events.out.tfevents.{int(clock())}.{socket.gethostname()}.{os.getpid()}.lrwatch"
-    return run_dir / OUTPUT_DIR / name
+    return run_dir / OUTPUT_DIRNAME / name
 
 
 def frame(data: bytes) -> bytes:
@@ -141,7 +141,7 @@ class DecisionWriter:
         The daemon calls this inside the transaction that commits them; should the daemon die
         before the commit, it analyses the batch again and TensorBoard shows the finding twice,
         which is harmless (nothing here is read back)."""
-        if not (run_dir / CHANNEL_DIR).is_dir():
+        if not channel.channel_dir(run_dir).is_dir():
             return  # no hook attached: observed only, and its directory is not ours to write
         state = self._runs.get(run_dir)
         if state is None:

@@ -21,7 +21,7 @@ timer, so the daemon would need a shutdown step per run, and importing ``tensorb
 costs half a second. Decisions are rare (a few per run), so each batch of them is appended here
 as whole records in one ``write()`` to a file opened with ``O_APPEND`` and closed again: readers
 see complete records or a short tail that TensorBoard treats as "not yet", and there is nothing
-to flush or stop. The record framing reuses the CRC of lrwatch's own TensorBoard reader.
+to flush or stop. The record framing is the one lrwatch's reader reads (sources/records.py).
 
 Acks are read from the run's channel here (read-only, only while a command this writer saw is
 unacknowledged) so that the daemon hands this module everything at one call site, ``record``;
@@ -35,7 +35,6 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from lrwatch.analysis.monitor import Outcome, RunMonitor
 from lrwatch.protocol import channel
 from lrwatch.protocol.types import Ack, AckStatus, Command
 from lrwatch.sources.layout import OUTPUT_DIRNAME
-from lrwatch.sources.tensorboard import masked_crc32c
+from lrwatch.sources.records import frame
 
 log = logging.getLogger("lrwatch.sinks.tensorboard")
 
@@ -70,17 +69,6 @@ def events_path(run_dir: Path, clock: Callable[[], float] = time.time) -> Path:
     """A new events file name in TensorBoard's convention (one per daemon incarnation)."""
     name = f"events.out.tfevents.{int(clock())}.{socket.gethostname()}.{os.getpid()}.lrwatch"
     return run_dir / OUTPUT_DIRNAME / name
-
-
-def frame(data: bytes) -> bytes:
-    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
-    header = struct.pack("<Q", len(data))
-    return (
-        header
-        + struct.pack("<I", masked_crc32c(header))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
 
 
 def scalar_event(tag: str, step: int, value: float, wall_time: float) -> event_pb2.Event:

@@ -37,10 +37,10 @@ def install(
 
 
 def clear_caches() -> None:
-    from lrwatch.sources import discovery
+    from lrwatch.sources.formats import installed_formats
 
     plugins.forget()
-    discovery.installed_formats.cache_clear()
+    installed_formats.cache_clear()
     importlib.invalidate_caches()
 
 

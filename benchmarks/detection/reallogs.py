@@ -94,7 +94,7 @@ def _probe(folders: list[Path], config: Path | None) -> dict[str, Any]:
     """Runs, metrics and role series lrwatch reads under each folder (in the probe's process)."""
     from lrwatch.config import load_config
     from lrwatch.offline.replay import discover_runs, read_run
-    from lrwatch.sources.discovery import build_formats
+    from lrwatch.sources.formats import build_formats
 
     cfg = load_config(config)
     out: dict[str, Any] = {}

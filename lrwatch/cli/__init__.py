@@ -173,7 +173,7 @@ def replay(
     Exit status 1 when nothing could be judged: no log it reads under PATH, or no run whose
     loss it recognises (stderr says why); 2 for a bad argument or config."""
     from lrwatch.offline import replay as replay_mod
-    from lrwatch.sources.discovery import build_formats
+    from lrwatch.sources.formats import build_formats
 
     try:
         cfg = load_config(config)

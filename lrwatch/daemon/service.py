@@ -49,11 +49,12 @@ from lrwatch.sinks import notify
 from lrwatch.sinks.notify import Notice, Outlet, build_outlets
 from lrwatch.sinks.prometheus import Metrics
 from lrwatch.sinks.tensorboard import DecisionWriter
-from lrwatch.sources import discovery
 from lrwatch.sources.base import Batch, LogReader
 from lrwatch.sources.boundary import Intake, escape_name
-from lrwatch.sources.discovery import LogWatcher, scan
 from lrwatch.sources.follow import Follower
+from lrwatch.sources.formats import build_formats
+from lrwatch.sources.layout import scan
+from lrwatch.sources.watch import LogWatcher
 
 log = logging.getLogger("lrwatch.daemon.service")
 
@@ -345,7 +346,7 @@ class Daemon:
         one that cannot be used is reported (see ``_plugin_failed``) and left out; the daemon
         runs on with the rest."""
         problems = plugin_problems(self.config)
-        formats, more_problems = discovery.build_formats(self.config.sources)
+        formats, more_problems = build_formats(self.config.sources)
         problems += more_problems
         self.follower.formats = self.watcher.formats = formats
         self.outlets, more = build_outlets(self.config.notifiers, self._count_notice)

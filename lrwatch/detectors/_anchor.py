@@ -1,24 +1,14 @@
-"""Two divergence rules that a diverging loss cannot talk its way out of.
+"""Divergence rules that a diverging loss cannot drag along, anchored at the run's best level.
 
 The running-median rules of ``divergence.py`` compare the loss with its *recent* level, and a
 recent level follows the loss: a loss that leaves its start at once has no level to leave, one
 that climbs at a constant rate drags its level along, and one that jumps and stays becomes the
-level after a window. These two rules hold by construction instead:
-
-- **Anchored**: the loss's level (the median of its last 5 values: two bad batches cannot
-  move it) is ``ratio`` times above the *best* level the run has reached.
-  The best level only goes down, so nothing the loss does afterwards can raise the reference.
-  The threshold is the larger of ``ratio`` and ``noise_sds`` times the series' own log-space
-  noise, so a noisy loss (a log spread of 0.3 and more) needs a proportionally larger rise:
-  its false-alarm rate is set by the noise, not by the corpus (docs/detectors.md has the
-  simulation). Before a noise estimate exists (the first samples of a run), ``big_ratio``.
-- **Climb**: a constant-rate climb in log space: over the last ``climb_window`` values, the
-  medians of the three thirds rise one after another, each rise clear of the noise, and the
-  whole window more than doubles. A bad batch or a warm restart jumps once and then decays;
-  a step size past the stability edge keeps multiplying the loss.
-
-Both need positive values (a log); a series that ever logs zero or less keeps only the
-linear rules. Pure: values in, verdicts out.
+level after a window. These hold by construction instead: *above* (far above the best level the
+run has reached, which only goes down), *bursting* (multiplying twice in a row) and *climbing*
+(a steady climb in log space over 16 or 64 values). Their bars scale with the series' own
+log-space noise, so a noisy loss needs a larger rise. Both need positive values (a log); a
+series that ever logs zero or less keeps only the running-median rules. Pure: values in,
+verdicts out. The rules and where their numbers come from: docs/detectors.md, "Divergence".
 """
 
 from __future__ import annotations

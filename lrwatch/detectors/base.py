@@ -14,6 +14,9 @@ from pydantic import BaseModel
 
 from lrwatch.protocol.types import Finding, Role
 
+# The plugin API (docs/plugins.md): what a detector plugin may import from here.
+__all__ = ["Detector", "DetectorPlugin"]
+
 
 @runtime_checkable
 class Detector(Protocol):

@@ -1,111 +1,38 @@
-"""Divergence and spikes: the loss leaves its recent level, and does or does not come back.
+"""Divergence and spikes: the loss leaves its level, and does or does not come back.
 
-Why these statistics
---------------------
-*Level* is the running median of the last ``window`` accepted values: a median ignores the
-occasional bad batch that would drag a mean (or an EMA) upwards, and it is exact under the
-sliding window (a sorted list kept with ``bisect``: O(log w) comparisons per sample plus a
-memmove of at most ``window`` pointers).
-
-*Spread* is one-sided: ``(Q3 - median) / 0.6745``, the upper quartile's distance from the
-median rescaled to a standard deviation (Q3 - median = 0.6745 sigma for a normal law). A rise
-is the only departure tested here, so the spread that matters is the upper half's; the
-symmetric MAD also counts the lower tail, which is long for minibatch losses late in training
-(many near-perfect batches). Quantiles are read off the sorted window in O(1) and, like the
-MAD, break down only past 25 % outliers. z = (value - median) / spread, "robust SDs".
-
-*Linear, not log, space.* Losses span decades over a run, but the window is local and every
-test here is scale-free (median and spread scale with the loss, and so does the ratio test),
-so the log buys no invariance; it only changes the shape. Minibatch losses are right-skewed,
-and the log compresses exactly the upper tail where spikes live: on the healthy test curves
-(digits MLP, batch 16) a 2-sample spike of 5x the level scored ~2.5 robust SDs in log space
-and ~5 in linear space. Over 12 healthy runs with a 5x spike at 11 places each, log space at
-z >= 3 found 97/132 spikes, linear space at z >= 4 found 124/132, each with one natural false
-spike in all 7,200 samples. Linear space also copes with zero and negative losses as they are.
-
-A value *starts an excursion* when it is both ``z_threshold`` spreads and ``min_ratio`` times
-(as a rise: ``(min_ratio - 1) * |median|``) above the level: the z test scales with the run's
-noise, the ratio test keeps a run with near-zero noise (quantised or full-batch losses) from
-alarming on a 1 % wiggle. The excursion *continues* while values stay above half of both
-thresholds (hysteresis: a loss hovering near the threshold is one excursion, not many).
-Excursion values never enter the window, so a divergence cannot teach the detector that a
-diverging loss is normal.
-
-An excursion becomes a **divergence** (critical) in one of three ways:
-
-* *rising*: ``fast_rises`` successive samples each far above the one before (both thresholds
-  again) — geometric growth, the signature of a step size past the stability edge, which can
-  reach inf within a few samples;
-* *sustained*: it has lasted ``patience`` samples, is not falling back (its last sample is still
-  above the geometric midpoint between the level and its peak: a corrupted batch or a concept
-  shift throws the loss up once, then it decays), and its median clears ``confirm_z`` robust SDs
-  *in log space*. The log test is what keeps late-training losses that span decades from paging:
-  there a loss of 1e-3 with bad batches at 1e-2 is ordinary, its quartiles say so (a log spread
-  of ~1), and a stretch at 10x the median is ~2 log-SDs, not a divergence; for a loss with small
-  relative noise (the demo's MSE: log spread ~0.3) the same 2.5x rise is ~3 log-SDs. Quantiles
-  commute with the log, so this costs no state: the log-quartiles are the quartiles' logs.
-  The log test needs a positive level; at zero or below, the linear tests decide alone.
-  Below ``big_ratio`` times the level, the excursion must also be *climbing* (the median of
-  its later half ``climb_ratio`` above that of its earlier half, significantly given the
-  window's log spread, with the peak in the later half) or have been preceded by a *creep*
-  (the last accepted values already up): a step size past the stability edge keeps pushing
-  the loss up — an LR raised x8 mid-run doubles the loss within a few steps and climbs on for
-  tens of steps before inf, which must be paged then, not once it is 100x up — while a
-  concept shift or a bad stretch of data throws the loss up once, then holds or decays (a
-  moderate step that holds is a new level after ``window`` samples: the drift detector's);
-* *warm-up*: before ``min_history`` samples there is no level to leave, but a loss that rises
-  ``warmup_rises`` times in a row to ``min_ratio``² times its lowest value is blowing up from the
-  first step (an LR far too high), and waiting for a level would let it reach inf first.
-
-*Higher than the recent swings.* A rising or sustained excursion must also clear what the loss
-recently went up to and came back from by itself: the highest value in the window, and
-``min_ratio`` times the peak of any spike among the last ``window`` accepted values (see
-``_came_back_from``). The bursts of a step size at the edge of stability, a minibatch loss made
-bimodal by a concept shift (each return to the old level ends an excursion, the next starts
-afresh, and the low post-shift values creep into the window as a "creep") and the bumps of a
-late Adam run had paged 5 of the corpus' 81 non-diverging runs; with this test none, and of
-the 31 diverging runs one is paged 3 steps later (on its loss, not its gradient norm), the
-median and p90 delays unchanged. A non-finite value needs no such proof.
-
-If the loss comes back sooner it was a **spike** (warning), reported on return (only then is it
-known not to be a divergence) if at least ``min_spike_length`` of its samples cleared the full
-thresholds: one high sample is one bad minibatch. A spike is therefore never ``active``
-(``report_spikes: false`` keeps them quiet, as for gradient norms, which spike all the time).
-An excursion that neither confirms nor comes back within ``window`` samples is a new level (a
-concept shift; the drift detector's business): the window restarts from it, silently.
-A non-finite value is a divergence at once (``detail.nonfinite``), dated from the excursion it
-ends, if any.
-
-A divergence episode lasts until ``recovery`` samples in a row are back near the level; a new
-episode means a new finding, and nothing fires within one (a NaN after a reported rise is the
-same episode). If the loss settles at a new, higher level instead — ``window`` elevated samples
-whose second half is not ``min_ratio`` above the first — the episode ends and the window
-restarts from them, so the detector watches the new regime rather than a level that is gone;
-a loss still climbing stays one episode however long it climbs. Slow upward drift is not this
-detector's business: it creeps into the window, by design.
+The running-level rules compare each value with the median of the last ``window`` accepted
+values and a one-sided spread read off their upper quartile (``_level.py``). A value
+``z_threshold`` spreads and ``min_ratio`` times above the level starts an *excursion*, whose
+values never enter the window (a divergence cannot teach the detector that it is normal). It
+becomes a **divergence** (critical) when it keeps *rising* (``fast_rises`` large rises in a
+row), or is *sustained* (``patience`` samples, not decaying, clear in log space, climbing or
+crept up to unless ``big_ratio`` up, and higher than the swings the loss recently came back
+from); before a level exists, by a *warm-up* blow-up. If it comes back first, it was a
+**spike** (warning). The anchored rules (``_anchor.py``) compare with the best level the run
+reached, which a diverging loss cannot drag along. A non-finite value is a divergence at once.
+One finding per episode; an episode ends after ``recovery`` calm samples, or when the loss
+settles at a new level. The reasoning and figures: docs/detectors.md, "Divergence".
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lrwatch.detectors import _divergence_findings as findings
 from lrwatch.detectors._anchor import Anchor, log_spread
-from lrwatch.detectors._robust import Q3_SIGMA as _Q3_SIGMA
+from lrwatch.detectors._excursion import Excursion
+from lrwatch.detectors._level import RunningLevel
 from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
-from lrwatch.protocol.types import Finding, Role, Severity
+from lrwatch.protocol.types import Finding, Role
 
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds
 _CREEP = 10  # the accepted values just before an excursion that tell whether the loss crept up
-_SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses
-_TINY = 1e-300  # ... and not zero when the level is
 # The anchored rules' bars are in _anchor.py; a climb's quarters each rise CLIMB_Z standard
 # errors. Set from noise simulations (docs/detectors.md), not fitted to a corpus.
 CLIMB_Z = 4.0
@@ -182,18 +109,6 @@ class DivergenceConfig(BaseModel):
         return self
 
 
-@dataclass(slots=True)
-class _Excursion:
-    onset: int
-    length: int
-    strong: int  # steps whose samples cleared the full thresholds, not just the hysteresis band
-    rises: int  # successive samples each far above the one before
-    prev: float
-    peak: float
-    peak_z: float
-    values: list[float]  # its samples (at most ``window``: then it is a new level)
-
-
 class DivergenceDetector:
     """Reports ``divergence`` (critical) and ``spike`` (warning) on one loss series."""
 
@@ -203,9 +118,8 @@ class DivergenceDetector:
 
     def __init__(self, config: DivergenceConfig | None = None) -> None:
         self.config = config or DivergenceConfig()
-        self._order: deque[float] = deque()  # accepted values, oldest first
-        self._sorted: list[float] = []  # the same, sorted
-        self._exc: _Excursion | None = None
+        self._level = RunningLevel(self.config.window)  # the accepted values
+        self._exc: Excursion | None = None
         self._diverging = False
         self._calm = 0  # consecutive samples near the level during an episode
         self._held: list[float] = []  # elevated finite values of the ongoing episode
@@ -235,9 +149,9 @@ class DivergenceDetector:
         if self.config.anchored_rules and self._anchor.update(step, value):
             # The noise around the best level: a best reached in a noisy stretch is a lucky
             # low, and the bar keeps the larger of that noise and today's.
-            enough = len(self._sorted) >= _NOISE_MIN
-            self._noise_at_best = log_spread(self._sorted) if enough else 0.0
-        if len(self._sorted) < self.config.min_history:
+            enough = len(self._level.sorted) >= _NOISE_MIN
+            self._noise_at_best = log_spread(self._level.sorted) if enough else 0.0
+        if len(self._level.sorted) < self.config.min_history:
             found = self._warm_up(step, value)
         elif self._diverging:
             self._during_episode(value)
@@ -255,7 +169,7 @@ class DivergenceDetector:
         level the run reached, or climbing at a steady rate in log space."""
         if not self.config.anchored_rules:
             return None
-        sigma = log_spread(self._sorted) if len(self._sorted) >= _NOISE_MIN else None
+        sigma = log_spread(self._level.sorted) if len(self._level.sorted) >= _NOISE_MIN else None
         if sigma is not None and self._noise_at_best is not None:
             sigma = max(sigma, self._noise_at_best)
         hit: tuple[float, int] | tuple[float, int, int] | None
@@ -266,35 +180,11 @@ class DivergenceDetector:
             trigger, hit = "climb", self._anchor.climbing(sigma, CLIMB_Z)
         if hit is None:
             return None
-        factor, onset = hit[0], hit[1]
-        if self._exc is not None:
-            onset = min(onset, self._exc.onset)
+        onset = hit[1] if self._exc is None else min(hit[1], self._exc.onset)
         self._exc = None
         self._diverging, self._calm = True, 0
-        best = self._anchor.best
-        if trigger == "anchored":
-            how = f"{factor:.3g}x the best level {best:.4g} the run had reached"
-        elif trigger == "rising":
-            how = f"multiplying fast, {factor:.3g}x the best level {best:.4g} the run had reached"
-        else:
-            how = f"climbing steadily: x{factor:.3g} over its last {hit[-1]} samples"
-        detail = {
-            "nonfinite": False,
-            "trigger": trigger,
-            "value": json_float(value),
-            "level": json_float(self._anchor.level()),
-            "best": json_float(best),
-            "ratio": json_float(factor),
-            "log_noise": json_float(sigma if sigma is not None else math.nan),
-        }
-        return Finding(
-            kind="divergence",
-            severity=Severity.CRITICAL,
-            step=step,
-            reason=f"loss {value:.4g} is {how}, since step {onset}",
-            detail=detail,
-            onset_step=onset,
-        )
+        levels = (self._anchor.best, self._anchor.level())
+        return findings.anchored(step, value, trigger, hit, onset, levels, sigma)
 
     def _warm_up(self, step: int, value: float) -> Finding | None:
         """No level yet: everything finite makes the level, unless it is blowing up already."""
@@ -314,38 +204,18 @@ class DivergenceDetector:
             or not cfg.warmup_rises
             or self._rise_len < cfg.warmup_rises
             or not 0 < low < math.inf
-            or value < cfg.min_ratio**2 * max(low, self._median())
+            or value < cfg.min_ratio**2 * max(low, self._level.median())
         ):
             return None
         self._diverging, self._calm = True, 0
-        reason = (
-            f"loss {value:.4g} has risen {self._rise_len} times in a row since step "
-            f"{self._rise_start}, to {value / low:.3g}x its lowest value {low:.4g}, before a "
-            "running level could form"
-        )
-        detail = {
-            "nonfinite": False,
-            "trigger": "warmup",
-            "value": json_float(value),
-            "level": json_float(low),
-            "ratio": json_float(value / low),
-            "samples": self._rise_len,
-        }
-        return Finding(
-            kind="divergence",
-            severity=Severity.CRITICAL,
-            step=step,
-            reason=reason,
-            detail=detail,
-            onset_step=self._rise_start,
-        )
+        return findings.warmup(step, value, low, self._rise_len, self._rise_start)
 
     def _maybe_start(self, step: int, value: float) -> Finding | None:
-        z = self._z_above(value, self._median(), 1.0)
+        z = self._z_above(value, self._level.median(), 1.0)
         if z is None:
             self._accept(value)
             return None
-        self._exc = _Excursion(
+        self._exc = Excursion(
             onset=step,
             length=1,
             strong=self._gap,
@@ -361,7 +231,7 @@ class DivergenceDetector:
         exc = self._exc
         assert exc is not None
         cfg = self.config
-        level = self._median()
+        level = self._level.median()
         z = self._z_above(value, level, _HYSTERESIS)
         if z is None:  # back near the level before patience ran out: it was a spike
             self._exc = None
@@ -382,93 +252,57 @@ class DivergenceDetector:
         found = self._confirm(step, value, z)
         if found is None and exc.length >= cfg.window:
             # Neither up for good nor back: a new level (a concept shift). Watch that one.
-            self._order.clear()
-            self._sorted.clear()
+            self._level.clear()
             for held in exc.values:
                 self._accept(held)
             self._exc = None
         return found
 
     def _confirm(self, step: int, value: float, z: float) -> Finding | None:
-        """The sustained path: long enough, not falling back, and clear in log space too.
-
-        A moderate step up (below ``big_ratio``) counts only if the loss had been creeping up
-        before it: a step size past the stability edge grows the loss before it leaps, while a
-        concept shift or a bad batch throws it up at once (and a moderate step that stays is a
-        new level after ``window`` samples: the drift detector's business).
-        """
+        """The sustained path: long enough, not falling back, clear in log space, higher than
+        recent swings, and (below ``big_ratio``) climbing or crept up to."""
         exc = self._exc
         assert exc is not None
         cfg = self.config
         patience = cfg.patience
         if exc.length < patience:
             return None
-        level = self._median()
+        level = self._level.median()
         if level > 0:
-            if exc.length < 3 * patience and self._decaying(exc, level):
+            if exc.length < 3 * patience and exc.decaying(level, patience):
                 return None
             typical = plain_median(exc.values)
-            if math.log(typical / level) < cfg.confirm_z * self._log_spread():
+            if math.log(typical / level) < cfg.confirm_z * self._level.log_spread():
                 return None
             if typical <= self._came_back_from(level):
                 return None
-            if typical < cfg.big_ratio * level and not (self._climbing(exc) or self._crept(level)):
+            if typical < cfg.big_ratio * level and not (
+                exc.climbing(cfg.climb_ratio, cfg.confirm_z, self._level.log_spread())
+                or self._crept(level)
+            ):
                 return None
         return self._diverge(step, value, z, "patience")
-
-    def _climbing(self, exc: _Excursion) -> bool:
-        """Is the loss still climbing within the excursion? The median of its later half is
-        ``climb_ratio`` above that of its earlier half: a step size past the stability edge
-        keeps pushing the loss up, a concept shift or a bad stretch of data throws it up once
-        and then it holds or decays. The peak must be in the later half too: a loss coming
-        back from a huge bad batch also has a higher later half than its trough."""
-        v = exc.values
-        half = len(v) // 2
-        if half == 0:
-            return False
-        early, late = plain_median(v[:half]), plain_median(v[half:])
-        if not late >= self.config.climb_ratio * early or max(v[:half]) > max(v[half:]):
-            return False
-        # ... and significantly so: the two medians' log difference has a standard error of
-        # about 1.25 log-spread * sqrt(1/n1 + 1/n2) (the window's noise, as in ``_crept``).
-        se = 1.25 * self._log_spread() * math.sqrt(1.0 / half + 1.0 / (len(v) - half))
-        return math.log(late / early) >= self.config.confirm_z * se
 
     def _crept(self, level: float) -> bool:
         """Had the loss been creeping up before the excursion? The median of the last
         ``_CREEP`` accepted values is ``creep_ratio`` above the level, and significantly so (a
         median of k values has a standard error of about 1.25 spread / sqrt(k))."""
-        recent = plain_median(list(itertools.islice(reversed(self._order), _CREEP)))
+        recent = plain_median(list(itertools.islice(reversed(self._level.order), _CREEP)))
         if not recent >= self.config.creep_ratio * level:
             return False
-        se = 1.25 * self._log_spread() / math.sqrt(_CREEP)
+        se = 1.25 * self._level.log_spread() / math.sqrt(_CREEP)
         return math.log(recent / level) >= self.config.confirm_z * se
 
-    def _decaying(self, exc: _Excursion, level: float) -> bool:
-        """Falling back: the last three samples fall, or the recent ones sit below the
-        geometric midpoint between the level and the peak."""
-        v = exc.values
-        if len(v) >= 3 and v[-1] < v[-2] < v[-3]:
-            return True
-        recent = plain_median(v[-self.config.patience :])
-        return recent * recent < exc.peak * level
-
     def _came_back_from(self, level: float) -> float:
-        """How high the loss recently went and came back from by itself: an excursion must
-        clear it to be a divergence. That is the highest value in the window (swings accepted
-        during the warm-up, or kept when the window re-based) and ``min_ratio`` times the peak
-        of any spike of the last ``window`` samples (a spike is measured from the level, so the
-        next swing must leave the spike's height as an excursion leaves the level). Without
-        it, the bursts of a step size at the edge of stability, and a minibatch loss made
-        bimodal by a concept shift (its returns to the old level end one excursion after
-        another, and its low values creep into the window), page again and again. A divergence
-        soon goes higher than anything recent; a non-finite value needs no such proof."""
+        """How high the loss recently went and came back from by itself, which an excursion
+        must clear: the highest value in the window, and ``min_ratio`` times the peak of any
+        spike of the last ``window`` samples."""
         if not level > 0:
             return -math.inf
-        return max(self._sorted[-1], self.config.min_ratio * self._returned.highest())
+        return max(self._level.sorted[-1], self.config.min_ratio * self._returned.highest())
 
     def _during_episode(self, value: float) -> None:
-        if self._z_above(value, self._median(), _HYSTERESIS) is None:
+        if self._z_above(value, self._level.median(), _HYSTERESIS) is None:
             self._accept(value)
             self._calm_down()
             return
@@ -483,8 +317,7 @@ class DivergenceDetector:
             del self._held[:half]  # still climbing: keep watching (O(log w) amortised)
             return
         # The loss has settled at a new level: watch that one from now on.
-        self._order.clear()
-        self._sorted.clear()
+        self._level.clear()
         for held in self._held:
             self._accept(held)
         self._anchor.rebase()
@@ -513,112 +346,32 @@ class DivergenceDetector:
         onset = self._exc.onset if self._exc is not None else step
         self._exc = None
         self._diverging = True
-        shown = json_float(value)
-        if self._sorted:
-            level = self._median()
-            since = f", rising since step {onset}" if onset != step else ""
-            context = f" (running median {level:.4g}{since})"
-        else:
-            level, context = math.nan, ""
-        return Finding(
-            kind="divergence",
-            severity=Severity.CRITICAL,
-            step=step,
-            reason=f"loss is {shown} at step {step}{context}",
-            detail={"nonfinite": True, "value": shown, "level": json_float(level)},
-            onset_step=onset,
-        )
+        level = self._level.median() if self._level.sorted else None
+        return findings.nonfinite(step, value, onset, level)
 
     def _diverge(self, step: int, value: float, z: float, trigger: str) -> Finding:
         exc = self._exc
         assert exc is not None
         self._exc = None
         self._diverging, self._calm = True, 0
-        level = self._median()
-        ratio = value / level if level > 0 else math.inf
         if trigger == "rising":
             how = f"rose {exc.rises} times in a row by a factor of {self.config.min_ratio:g}+"
         else:
             how = f"has stayed up for {exc.length} samples"
-        reason = (
-            f"loss {value:.4g} is {z:.1f} robust SDs ({ratio:.3g}x) above its running median "
-            f"{level:.4g} and {how} since step {exc.onset}"
-        )
-        detail = {
-            "nonfinite": False,
-            "trigger": trigger,
-            "value": json_float(value),
-            "level": json_float(level),
-            "spread": json_float(self._spread()),
-            "z": json_float(z),
-            "ratio": json_float(ratio),
-            "peak": json_float(exc.peak),
-            "samples": exc.length,
-        }
-        return Finding(
-            kind="divergence",
-            severity=Severity.CRITICAL,
-            step=step,
-            reason=reason,
-            detail=detail,
-            onset_step=exc.onset,
+        level, spread = self._level.median(), self._level.spread()
+        return findings.excursion(
+            step, value, z, trigger, how, level, spread, exc.peak, exc.length, exc.onset
         )
 
-    def _spike(self, step: int, exc: _Excursion) -> Finding:
-        level = self._median()
-        ratio = exc.peak / level if level > 0 else math.inf
-        reason = (
-            f"loss spiked to {exc.peak:.4g} ({ratio:.3g}x its running median {level:.4g}, "
-            f"{exc.peak_z:.1f} robust SDs) at step {exc.onset} and was back after "
-            f"{exc.length} samples"
-        )
-        detail = {
-            "peak": json_float(exc.peak),
-            "level": json_float(level),
-            "spread": json_float(self._spread()),
-            "z": json_float(exc.peak_z),
-            "ratio": json_float(ratio),
-            "samples": exc.length,
-        }
-        return Finding(
-            kind="spike",
-            severity=Severity.WARNING,
-            step=step,
-            reason=reason,
-            detail=detail,
-            onset_step=exc.onset,
-        )
+    def _spike(self, step: int, exc: Excursion) -> Finding:
+        level, spread = self._level.median(), self._level.spread()
+        return findings.spike(step, exc.peak, exc.peak_z, level, spread, exc.length, exc.onset)
 
     # -- the running level ------------------------------------------------------------------
 
     def _accept(self, value: float) -> None:
         self._returned.tick()  # spikes are remembered as long as the values around them
-        self._order.append(value)
-        bisect.insort(self._sorted, value)
-        if len(self._order) > self.config.window:
-            old = self._order.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-
-    def _quantile(self, p: float) -> float:
-        s = self._sorted
-        pos = p * (len(s) - 1)
-        lo = int(pos)
-        frac = pos - lo
-        if frac == 0.0 or lo + 1 >= len(s):
-            return s[lo]
-        return s[lo] * (1.0 - frac) + s[lo + 1] * frac  # weights sum to 1: no overflow
-
-    def _median(self) -> float:
-        return self._quantile(0.5)
-
-    def _spread(self) -> float:
-        m = self._median()
-        return max((self._quantile(0.75) - m) / _Q3_SIGMA, _SCALE_FLOOR * abs(m), _TINY)
-
-    def _log_spread(self) -> float:
-        """The upper-quartile spread of the log values (a positive level assumed)."""
-        m, q3 = self._median(), self._quantile(0.75)
-        return max(math.log(q3 / m) / _Q3_SIGMA, math.log1p(_SCALE_FLOOR))
+        self._level.accept(value)
 
     def _z_above(self, value: float, base: float, frac: float) -> float | None:
         """The robust z of ``value`` above ``base`` if it clears ``frac`` of both thresholds.
@@ -628,7 +381,7 @@ class DivergenceDetector:
         rise = value - base
         if not rise > 0 or rise < frac * (self.config.min_ratio - 1.0) * abs(base):
             return None
-        z = rise / self._spread()
+        z = rise / self._level.spread()
         return z if z >= frac * self.config.z_threshold else None
 
     # -- persistence ------------------------------------------------------------------------
@@ -637,7 +390,7 @@ class DivergenceDetector:
         return {
             "detector": "divergence",
             "version": 4,
-            "window": list(self._order),
+            "window": list(self._level.order),
             "excursion": asdict(self._exc) if self._exc is not None else None,
             "diverging": self._diverging,
             "calm": self._calm,
@@ -658,21 +411,11 @@ class DivergenceDetector:
         found = (state.get("detector"), state.get("version"))
         if found not in (("divergence", 2), ("divergence", 3), ("divergence", 4)):
             raise ValueError(f"not a divergence detector state (version 2 to 4): {found!r}")
-        self._order = deque(float(v) for v in state["window"][-self.config.window :])
-        self._sorted = sorted(self._order)
+        self._level.load(state["window"])
         exc = state["excursion"]
         self._exc = None
         if exc is not None:
-            self._exc = _Excursion(
-                onset=int(exc["onset"]),
-                length=int(exc["length"]),
-                strong=int(exc["strong"]),
-                rises=int(exc["rises"]),
-                prev=float(exc["prev"]),
-                peak=float(exc["peak"]),
-                peak_z=float(exc["peak_z"]),
-                values=[float(v) for v in exc["values"]],
-            )
+            self._exc = Excursion.from_state(exc)
         self._diverging = bool(state["diverging"])
         self._calm = int(state["calm"])
         self._held = [float(v) for v in state["held"]]

@@ -1,44 +1,15 @@
 """Drift: the loss of a long-running job moves up to a new level and stays there.
 
-Why these statistics
---------------------
-A model trained on a stream (a fraud model retrained on the day's transactions) meets concept
-shift: the data change and its loss steps up, by tens of percent or a few times, then creeps
-down as it adapts. That is not a divergence — nothing runs away, and cutting the LR would only
-slow the adaptation — so it is its own kind, reported, not acted on (the policy's choice).
-
-The test is Page's CUSUM (Page 1954; the one-sided form of Page-Hinkley) on the *log* loss, so
-that a shift is measured as a factor whatever the loss's scale:
-
-* the *baseline* is an exponential moving average of the log loss (span ``baseline_span``):
-  slow enough that a shift stands out for many samples, and, unlike a cumulative mean, it
-  follows a loss that is still falling, which leaves the statistic at zero as it should;
-* the *noise* is the moving mean absolute successive difference, rescaled to a standard
-  deviation (E|x_t - x_(t-1)| = 2 sigma / sqrt(pi) for independent noise): blind to the slow
-  trend of training, unlike deviations from the lagging baseline;
-* each standardised excess ``u`` is clipped at ``clip`` SDs before it is summed: one bad batch,
-  however bad, adds at most ``clip - slack``, so it takes a sustained excess to accumulate;
-* ``S = max(0, S + u - slack)``; a finding when ``S >= threshold``, dated from the last time ``S``
-  was zero (the CUSUM's estimate of the change point).
-
-A shift of d SDs is found after about ``threshold / (d - slack)`` samples: a 2x shift of a loss
-whose batches scatter by a factor of 1.6 (d ~ 1.5) within ~8 samples. The threshold, 8, is the
-detection corpus' choice (benchmarks/detection): 15 found its concept shifts 9 / 40 steps late
-(median / p90) and missed 2 of 3 seeds of the rescue benchmark's fraud stream, whose model
-re-learns within ~30 steps; 8 finds them 5 / 10 steps late and all three, while the pipeline's
-masks (a loss that swings, or rises after the schedule raised the LR: pipeline.py) keep the
-other runs flagged at 7 of 75 (11 of 75 at 15 without them). Then the baseline jumps
-to the new level (the mean log loss since the onset), so the detector watches the new regime;
-``active`` stays "drift" for ``baseline_span`` samples, extended silently each time the loss
-moves up again meanwhile (a loss that keeps climbing is one episode, not a finding every few
-steps).
-A shift of ``sharp_ratio`` (2x) or more is held back for up to ``sharp_wait`` samples: a loss
-that doubles at once may be a divergence in the making (an LR raised mid-run), which the
-divergence detector confirms within a few samples and pages; the pipeline then masks the drift
-finding, which would otherwise have been the first, report-only word on it. A concept shift is
-reported that much later.
-Values at or below zero, and non-finite ones, are skipped: the log needs a positive loss, and
-non-finite values are the divergence detector's business.
+A concept shift (the data change; the loss steps up, then creeps down as the model adapts) is
+not a divergence: nothing runs away, and cutting the LR would only slow the adaptation. So it
+is its own kind, reported, not acted on (the policy's choice). The test is Page's CUSUM on the
+*log* loss against an exponential moving baseline, each excess standardised by the series'
+successive-difference noise and clipped, so one bad batch cannot trip it: a finding when the
+sum reaches ``threshold``, dated from the last time it was zero. Then the baseline jumps to
+the new level; ``active`` stays "drift" for ``baseline_span`` samples, extended silently while
+the loss keeps moving up. A shift of ``sharp_ratio`` or more is held back ``sharp_wait``
+samples, since it may be a divergence in the making. Values at or below zero and non-finite
+ones are skipped. The reasoning and figures: docs/detectors.md, "Drift".
 """
 
 from __future__ import annotations

@@ -1,46 +1,17 @@
 """Oscillation: the loss goes up, down, up, down — the step size overshoots the valley.
 
-Why these statistics
---------------------
-Past the stability edge of gradient descent (lr > 2 / lambda_max of the Hessian) the iterate
-bounces across the valley, and on a non-quadratic loss the loss bounces with it: it settles
-into a period-2 cycle (up, down, up, ...) instead of converging — Meng et al. (2024) show it for
-logistic regression on non-separable data, and the test curves reproduce it. The detector looks
-at the last ``window`` successive differences ``d_i = x_i - x_(i-1)`` and asks three things:
+Past the stability edge of gradient descent the loss settles into a period-2 cycle instead of
+converging. Over the last ``window`` successive differences the detector asks: do their signs
+flip nearly every time (i.i.d. noise flips 2/3 of the time), is their lag-1 autocorrelation
+close to -1 (-0.5 for noise), and are the swings big enough to matter relative to the level?
+Further past the edge the cycle doubles or turns chaotic; a fourth test, *recurrence* (values
+come back to near the value one period earlier), catches those (``_longer_cycle``).
 
-1. *Sign flips*: the fraction of consecutive pairs with ``d_i * d_(i-1) < 0``. Beware: for i.i.d.
-   noise the differences flip sign 2/3 of the time (of three i.i.d. values, the middle one is a
-   peak or a trough with probability 2/3), so a threshold near 2/3 would call every noisy run
-   oscillating. A period-2 cycle flips every time.
-2. *Lag-1 autocorrelation of the differences* (centred): -0.5 in expectation for i.i.d. values
-   (``d_i`` and ``d_(i-1)`` share one value with opposite signs), close to -1 for a period-2
-   cycle (exactly -(w-1)/w for a pure one). It weighs large swings more than the sign count does,
-   so it rejects windows where many tiny wiggles flip but the big moves do not alternate.
-3. *Amplitude*: the median ``|d_i|`` relative to the median level of the window. It cannot be
-   what tells noise apart — minibatch noise is often a third of the level, far above any
-   useful threshold — the sign tests do that. It rejects alternations too small to matter: a
-   damped oscillation below the edge that is dying out, float jitter of a converged loss.
-
-Measured with this detector on 400k samples (defaults: 30 differences, flips >= 0.9,
-autocorrelation <= -0.8): i.i.d. Gaussian noise raised 0.15 episodes per 10k samples,
-log-normal 0.05, Student-t(3) 0.08, AR(1) (phi = 0.5) none; a 20-difference window with flips
->= 0.8 raised 6 per 10k on the Gaussian noise. The period-2 cycles of the test curves score
-flips 1.0 and autocorrelation near -0.9.
-
-Further past the edge the period-2 cycle doubles (period 4, 8, 16, as in the logistic map)
-or wobbles chaotically around itself; then the differences flip only every p/2 steps and the
-sign tests miss it. A fourth test catches those: *recurrence* — for a cycle of period p, most
-values come back to within half a typical step of the value p steps earlier, while i.i.d.
-noise does so for about a quarter of them at any lag, and a trend for none (see
-``_longer_cycle``). On the benchmark corpus this took recall from 8 to 11 of 12 oscillating
-full-batch runs (the miss is chaotic) at 2 of 44 healthy runs flagged.
-
-The sign count is kept incrementally (O(1) per sample); autocorrelation and medians cost
-O(window) and are computed only when the cheap sign test passes; the recurrence test,
-O(window x max_period), runs on every 32nd sample. An episode starts when the tests hold, and
-ends when they have not held for ``window`` + 32 samples in a row — the window has turned over
-without the pattern — so a ragged oscillation is one episode, not many. Non-finite values break
-the series (differences are meaningless across them) and restart the detector.
+The sign count is incremental; the other tests run only when it passes, the recurrence test on
+every 32nd sample. An episode starts when the tests hold and ends when they have not held for
+``window`` + 32 samples in a row, so a ragged oscillation is one episode. Non-finite values
+break the series and restart the detector. The reasoning and the false-alarm figures:
+docs/detectors.md, "Oscillation".
 """
 
 from __future__ import annotations

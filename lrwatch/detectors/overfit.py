@@ -1,34 +1,13 @@
 """Overfit: the validation loss has passed its minimum and is climbing back.
 
-Why these statistics
---------------------
-A rising *validation* loss is not a training divergence: the training loss may be falling
-nicely while the model memorises its training set. Cutting the LR does not cure that (more data,
-regularisation or stopping at the best checkpoint do), so it is a finding of its own, reported
-with the step of the best validation loss — the checkpoint to keep.
-
-The detector sees the validation series alone (detectors are per series; a cross-series check
-"and the training loss is still falling" would need the pipeline to pair the two series, and a
-validation loss that climbs for ``patience`` evaluations is worth a word either way). Validation
-losses are few (one per evaluation) and smooth, so:
-
-* the value compared is an exponential moving average over ``smoothing`` evaluations (a plain
-  mean until that many have arrived);
-* its *best* (lowest) value and step are kept, like ``EarlyStopping``'s;
-* a rise counts when the average sits above the best by more than both ``threshold`` (relative)
-  and ``noise_z`` standard errors of the average (the noise from the mean square successive
-  difference, as the plateau detector does) — so a noisy validation set needs a larger rise;
-* ``overfit`` (warning) once it has counted for ``patience`` evaluations in a row *and* the
-  average is higher than it was ``patience`` evaluations ago (still climbing, not a bump that is
-  settling back); ``onset_step`` is the best step.
-
-Few evaluations (a fine-tune evaluated 4 or 5 times) never fill that patience, so a second
-rule reads the raw values: the last ``RISES`` evaluations each above the one before, starting
-from the lowest so far, ending ``2 * threshold`` above it and clear of the noise too (a
-validation loss climbing three evaluations in a row, by 10 %, is overfitting however few there
-are; one that wobbles does not climb every time).
-
-``active`` stays "overfit" until the average sets a new best. Non-finite values are skipped.
+A rising validation loss is not a training divergence, and cutting the LR does not cure it, so
+it is a finding of its own, reported with the step of the best validation loss: the checkpoint
+to keep. Two rules: ``overfit`` (warning) when an exponential moving average over ``smoothing``
+evaluations has sat above its best by more than ``threshold`` and ``noise_z`` standard errors
+for ``patience`` evaluations in a row and is still climbing; or, for runs evaluated a few times
+only, when the last ``RISES`` raw evaluations each rose, from the lowest so far, to ``2 *
+threshold`` above it and clear of the noise. ``active`` stays "overfit" until the average sets a
+new best. Non-finite values are skipped. Why: docs/detectors.md, "Overfitting".
 """
 
 from __future__ import annotations

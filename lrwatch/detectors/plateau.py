@@ -1,54 +1,18 @@
 """Plateau: the loss has stopped improving — ReduceLROnPlateau's question, asked of a noisy series.
 
-Why these statistics
---------------------
-torch's ``ReduceLROnPlateau`` compares each epoch's metric with the best so far and cuts after
-``patience`` epochs without an improvement of ``threshold``. Fed per-step minibatch losses it
-cuts all the time: a lucky batch sets a "best" the loss will not beat for a while, noise or not
-(on the corpus' 31 noisy healthy runs it flags 2,649 times, 1,579 of them while the loss went
-on to fall by 5 % or more). "No improvement seen" is not "no improvement": with noise, absence
-of evidence needs evidence of absence. So this detector asks, with a confidence bound:
+ReduceLROnPlateau, fed per-step minibatch losses, cuts all the time: a lucky batch sets a "best"
+the loss will not beat for a while. So this detector asks with a confidence bound: *is the loss
+improving by less than ``threshold`` per ``horizon`` samples?* The rate is the least-squares
+slope over a window, its noise the window's own (from the mean square second difference); a
+plateau is when the slope's whole confidence interval lies within the rate that counts. Windows
+of ``patience`` samples, 1.5x longer each up to ``max_window``: the shortest that proves the
+plateau wins. A loss that rises is not on a plateau (the divergence and drift detectors').
 
-    *Is the loss improving by less than ``threshold`` per ``horizon`` samples (default:
-    per ``patience`` samples, ReduceLROnPlateau's reading of its knobs)?*
-
-* The *rate* is the least-squares slope of the raw values over a window of ``n`` samples; with
-  independent noise of SD sigma its standard error is ``sigma * sqrt(12 / (n (n^2 - 1)))``.
-  A plateau is when the whole confidence interval of the slope, ``slope +- noise_z * se``,
-  lies within plus or minus the rate that counts, ``rho = threshold * |level| / horizon``
-  (``threshold_mode: abs``: in loss units) — a loss that rises is not on a plateau: that is
-  the divergence and drift detectors' business.
-* *sigma is the window's own*, from its mean square *second* difference:
-  E[(x_i - 2 x_(i-1) + x_(i-2))^2] = 6 sigma^2 for independent noise, while a linear trend
-  cancels and a curved one nearly so. (A noise estimate that outlives the window — the
-  previous version's exponential average — still carried the kink of an LR collapse tens of
-  samples later and asked for windows five times too long.) Few second differences make a
-  rough estimate, so short windows ask for a little more confidence.
-* *Windows*: ``patience`` samples, then 1.5 times longer each, up to ``max_window``; the
-  shortest that proves the plateau wins. A full-batch loss whose LR collapsed is proved flat
-  within ~``patience`` samples; a loss whose batches scatter by 30 % needs ~100.
-* The default rate, 2.5 % per 10 samples, is fast: the corpus' plateaus are flagged a median
-  of 11.5 samples after they start (ReduceLROnPlateau(patience=10): 12), with 27 flags on
-  noisy healthy runs whose loss went on to fall 5 % (ReduceLROnPlateau: 1,579). A slowly
-  improving run does read as a plateau at that rate, which is why the pipeline acts on no
-  plateau while the run's own schedule is moving its LR (``ScheduleMotion``): a warm-up or
-  cosine schedule is already doing the plateau's job. Raise ``horizon`` (e.g. 200 with
-  ``threshold: 0.01``) to call only a truly stuck loss a plateau.
-* The window's sums are kept as running prefix sums over a ring buffer (O(1) per window
-  test, rebuilt from the buffer every ``max_window`` samples so that rounding never
-  accumulates and a huge value is forgotten once it leaves); see ``_windows`` for the stride
-  that keeps the cost at about three window tests per sample.
-
-A finding (info) is the rising edge of a plateau, dated (``onset_step``) from the start of the
-window that proved it. Then, like ReduceLROnPlateau, it waits ``cooldown`` samples, and a new
-finding needs a window wholly after the last one: a plateau that outlasts an LR cut is reported
-again. The default cooldown is long (400) because at the fast default rate the slow approach to
-the lower floor a cut opens up reads as flat again too soon: on the rescue benchmark's SGD
-noise floor (3 seeds) a cooldown of 50 cut the LR 10 times, to 1/1024, and ended at a val loss
-of 0.0512, worse than ReduceLROnPlateau's 0.0497; 300 gave 0.0482, 400 (5 cuts) 0.0478.
-``active`` stays "plateau" until the loss improves with confidence faster than ``rho``.
-Nothing is reported during the first ``patience`` samples. Non-finite values are skipped: they
-are the divergence detector's business.
+A finding (info) is the rising edge of a plateau, dated from the start of the window that proved
+it; then it waits ``cooldown`` samples, and a new finding needs a window wholly after the last
+one. ``active`` stays "plateau" until the loss improves with confidence faster than the rate.
+Nothing is reported in the first ``patience`` samples; non-finite values are skipped. The
+reasoning and figures: docs/detectors.md, "Plateau".
 """
 
 from __future__ import annotations

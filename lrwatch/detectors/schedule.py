@@ -1,26 +1,14 @@
 """Whether a run's own LR schedule is still moving its LR, and when it last raised it: the
 ``lr`` role's watcher.
 
-Why: a loss flattens as a warm-up/cosine schedule anneals the LR, and that is the schedule doing
-the plateau's job already; cutting the LR on top of it only ends training early (the rescue
-benchmark's healthy cosine run was cut 5 times by step 375 when this was not checked). The
-pipeline therefore reports a plateau found while the LR is moving and acts on none. lrwatch's
-own cuts do not count with the usual hooks, which log the schedule's LR (the factor is applied
-around ``optimizer.step``).
-
-The same goes for a loss that rises because the schedule *raised* the LR (an SGDR warm restart,
-a second warm-up): it is the schedule's doing, not the data's, so the pipeline drops a drift
-whose onset follows an LR rise within ``rise_window`` steps (the detection corpus' SGDR runs
-were flagged as drifting 27 to 80 steps after each restart).
-
-"Still moving" is judged in steps as well as samples: a logged LR is often rounded (llm.c prints
-six decimals, so the top of a cosine reads constant for ~500 steps), so the LR counts as moving
-for as long again as it has been since the run began when it last changed, and for ``span``
-samples at least. A job with the hook says so exactly instead (the schedule's own LR, in its
-heartbeat): the pipeline prefers that when it has it.
-
-A detector in form (it never finds anything), registered like the others, so a series builds,
-runs and persists it the same way and a config can turn it off.
+A loss that flattens while a warm-up or cosine schedule anneals the LR is the schedule doing the
+plateau's job already, so the monitor reports a plateau found while the LR is moving and acts on
+none; a loss that rises because the schedule *raised* the LR (a warm restart) is the schedule's
+doing, so a drift whose onset follows an LR rise within ``rise_window`` steps is dropped. A
+logged LR is often rounded, so the LR counts as moving for as long again as the run had run
+when it last changed, and for ``span`` samples at least; a job with the hook says so exactly
+(its heartbeat), which the monitor prefers. A detector in form (it never finds anything), so a
+series builds, runs and persists it like the others. Why: docs/detectors.md, "Do no harm".
 """
 
 from __future__ import annotations

@@ -24,19 +24,8 @@ from lrwatch.config import Config
 from lrwatch.plugins import PluginProblem
 from lrwatch.protocol.types import Decision, Finding, Sample
 from lrwatch.sources.base import Batch
-from lrwatch.sources.discovery import (
-    CHANNEL_DIR,
-    OUTPUT_DIR,
-    Formats,
-    build_formats,
-    installed_formats,
-    open_reader,
-    run_dir,
-    run_name,
-    scan,
-)
-
-SKIPPED_DIRS = frozenset({CHANNEL_DIR, OUTPUT_DIR})  # as discovery.scan skips them
+from lrwatch.sources.formats import Formats, build_formats, installed_formats
+from lrwatch.sources.layout import SKIPPED_DIRS, open_reader, run_dir, run_name, scan
 
 
 @dataclass(frozen=True, slots=True)

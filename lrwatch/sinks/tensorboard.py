@@ -1,7 +1,7 @@
 """lrwatch's own decisions as TensorBoard scalars and text, beside the job's own curves.
 
 For every run whose hook is attached, the daemon appends to one events file in ``RUN/lrwatch/``
-(``OUTPUT_DIR``, which discovery skips, so the daemon never reads its own output back):
+(``OUTPUT_DIRNAME``, which the source layout skips, so the daemon never reads its own output back):
 
 =============================  ===============================================================
 ``lrwatch/lr_scale``           the LR factor lrwatch has applied on top of the job's schedule
@@ -21,7 +21,7 @@ timer, so the daemon would need a shutdown step per run, and importing ``tensorb
 costs half a second. Decisions are rare (a few per run), so each batch of them is appended here
 as whole records in one ``write()`` to a file opened with ``O_APPEND`` and closed again: readers
 see complete records or a short tail that TensorBoard treats as "not yet", and there is nothing
-to flush or stop. The record framing reuses the CRC of lrwatch's own TensorBoard reader.
+to flush or stop. The record framing is the one lrwatch's reader reads (sources/records.py).
 
 Acks are read from the run's channel here (read-only, only while a command this writer saw is
 unacknowledged) so that the daemon hands this module everything at one call site, ``record``;
@@ -35,7 +35,6 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +51,8 @@ from tensorboard.compat.proto import (
 from lrwatch.analysis.monitor import Outcome, RunMonitor
 from lrwatch.protocol import channel
 from lrwatch.protocol.types import Ack, AckStatus, Command
-from lrwatch.sources.discovery import CHANNEL_DIR, OUTPUT_DIR
-from lrwatch.sources.tensorboard import masked_crc32c
+from lrwatch.sources.layout import OUTPUT_DIRNAME
+from lrwatch.sources.records import frame
 
 log = logging.getLogger("lrwatch.sinks.tensorboard")
 
@@ -69,18 +68,7 @@ LR_SCALE_EVERY_STEPS = 100
 def events_path(run_dir: Path, clock: Callable[[], float] = time.time) -> Path:
     """A new events file name in TensorBoard's convention (one per daemon incarnation)."""
     name = f"events.out.tfevents.{int(clock())}.{socket.gethostname()}.{os.getpid()}.lrwatch"
-    return run_dir / OUTPUT_DIR / name
-
-
-def frame(data: bytes) -> bytes:
-    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
-    header = struct.pack("<Q", len(data))
-    return (
-        header
-        + struct.pack("<I", masked_crc32c(header))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
+    return run_dir / OUTPUT_DIRNAME / name
 
 
 def scalar_event(tag: str, step: int, value: float, wall_time: float) -> event_pb2.Event:
@@ -141,7 +129,7 @@ class DecisionWriter:
         The daemon calls this inside the transaction that commits them; should the daemon die
         before the commit, it analyses the batch again and TensorBoard shows the finding twice,
         which is harmless (nothing here is read back)."""
-        if not (run_dir / CHANNEL_DIR).is_dir():
+        if not channel.channel_dir(run_dir).is_dir():
             return  # no hook attached: observed only, and its directory is not ours to write
         state = self._runs.get(run_dir)
         if state is None:

@@ -14,6 +14,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from lrwatch.protocol.types import Sample
 
+# The plugin API (docs/plugins.md): what a source plugin may import from here.
+__all__ = ["Batch", "FileSource", "LogReader", "Source", "SourcePlugin"]
+
 
 class Batch:
     """What one ``read()`` found: one entry per record (a JSONL line, a CSV row, a TensorBoard

@@ -6,7 +6,7 @@ row holds only the metrics logged at that step) or not numbers; ``nan``/``inf`` 
 integers that way next to NaNs); a row without one is corrupt and counted. A ``time`` column, if
 any, is the wall time (as in JSONL).
 
-Native CSVs without a ``step`` column are read too (DESIGN.md): the first column named in
+Native CSVs without a ``step`` column are read too (README.md, Formats): the first column named in
 ``STEP_COLUMNS`` is the step (Stable-Baselines3's ``time/total_timesteps``, Keras' CSVLogger and
 YOLO's ``epoch``, CatBoost's ``iter``, a W&B export's ``Step``), else the row number (from 0; it
 persists with the offset). Header names are stripped (YOLO pads them with spaces); ``*.tsv`` files

@@ -30,9 +30,10 @@ from typing import Any
 
 from lrwatch.sources.base import Batch, LogReader
 from lrwatch.sources.boundary import escape_name
-from lrwatch.sources.discovery import Formats, inside_root, installed_formats, open_reader
+from lrwatch.sources.formats import Formats, installed_formats
+from lrwatch.sources.layout import inside_root, open_reader
 
-log = logging.getLogger("lrwatch.sources")
+log = logging.getLogger(__name__)
 
 _CHURN = ("truncations", "replacements", "rewrites")
 

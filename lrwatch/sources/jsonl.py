@@ -1,20 +1,21 @@
 """JSONL logs: one JSON object per line, ``step`` required, every other number a metric.
 
-The format (DESIGN.md): nested objects are flattened with ``/`` (``{"train": {"loss": 1}}`` is
-``train/loss``); ``NaN``/``Infinity``/``-Infinity`` are kept, since a non-finite loss is the signal
-we exist for; an optional top-level ``time`` (Unix seconds) is the sample's wall time, not a
-metric; booleans, strings, lists and nulls are not metrics. A line counts only once its newline is
-written, so a half-flushed line is "not yet". A torn or corrupt line (invalid JSON, not an object,
-a missing or non-integer ``step``) is skipped and counted in ``stats["corrupt_records"]``.
+The format (README.md, "How it works", Formats): nested objects are flattened with ``/``
+(``{"train": {"loss": 1}}`` is ``train/loss``); ``NaN``/``Infinity``/``-Infinity`` are kept,
+since a non-finite loss is the signal we exist for; an optional top-level ``time`` (Unix seconds)
+is the sample's wall time, not a metric; booleans, strings, lists and nulls are not metrics. A
+line counts only once its newline is written, so a half-flushed line is "not yet". A torn or
+corrupt line (invalid JSON, not an object, a missing or non-integer ``step``) is skipped and
+counted in ``stats["corrupt_records"]``.
 
-Native files of other frameworks are read as they are written (DESIGN.md, "Native framework
-files"): when ``step`` is absent, the first step-like key of ``STEP_KEYS`` that holds an integer
-(or an integral float) is the step and is not a metric — detectron2's ``metrics.json``
-(``iteration``, read although it is not named ``*.jsonl``), LLaMA-Factory's ``trainer_log.jsonl``
-(``current_steps``), StyleGAN2-ADA's ``stats.jsonl`` (``Progress/tick``), DeiT-style logs
-(``epoch``). StyleGAN2-ADA writes each statistic as ``{"num": n, "mean": m, "std": s}``: such an
-object is read as its mean, under the statistic's own name. Only lines without an integer
-``step`` take these paths, so the common case costs nothing more.
+Native files of other frameworks are read as they are written (the same table): when ``step`` is
+absent, the first step-like key of ``STEP_KEYS`` that holds an integer (or an integral float) is
+the step and is not a metric — detectron2's ``metrics.json`` (``iteration``, read although it is
+not named ``*.jsonl``), LLaMA-Factory's ``trainer_log.jsonl`` (``current_steps``), StyleGAN2-ADA's
+``stats.jsonl`` (``Progress/tick``), DeiT-style logs (``epoch``). StyleGAN2-ADA writes each
+statistic as ``{"num": n, "mean": m, "std": s}``: such an object is read as its mean, under the
+statistic's own name. Only lines without an integer ``step`` take these paths, so the common case
+costs nothing more.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ from typing import Any
 
 from lrwatch.sources.base import Batch
 
+# The plugin API (docs/plugins.md): what a source plugin may import from here to tail its files.
+__all__ = ["DEFAULT_CHUNK_BYTES", "FileTail", "TailedReader"]
+
 DEFAULT_CHUNK_BYTES = 256 << 10
 """Bytes read per call. Big enough that the syscalls of a read (about 15 µs) vanish, small enough
 that the records parsed from one chunk stay in the CPU caches: measured, 4 MiB chunks made

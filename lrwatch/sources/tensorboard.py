@@ -1,35 +1,19 @@
 """TensorBoard event files: an incremental TFRecord reader that keeps only scalar summaries.
 
-Why not tensorboard's own loaders: without TensorFlow they check CRCs in pure Python and parse
-every record whatever it holds, which is far too slow for a daemon tailing many runs. Here the
-CRCs run in C (``google_crc32c``), records that cannot hold a summary (graph defs, run metadata)
-are skipped from their first bytes without being parsed, and the file is read in big chunks.
+Not tensorboard's own loaders: without TensorFlow they check CRCs in pure Python and parse every
+record, far too slow for a daemon tailing many runs. Here the CRCs run in C, records that cannot
+hold a summary (graph defs, run metadata) are skipped from their first bytes, and the file is
+read in big chunks. Records are TFRecord-framed (``records.py``), each an ``Event`` proto;
+scalars are ``simple_value`` (torch, tensorboardX, TF1) or a 0-d float ``tensor`` (TF2), the tag
+is the metric name. Damage is survived, never raised: a truncated last record is "not yet" (and
+the file is not re-read until it has grown enough to hold it); a record whose data CRC fails is
+skipped and counted; a length that fails its CRC or exceeds ``MAX_RECORD_BYTES`` is counted once
+and the reader resynchronises on the next position whose length CRC verifies.
 
-TFRecord framing, per record::
-
-    uint64 length (LE) | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)
-
-Each ``data`` is an ``Event`` proto. Scalars come as ``summary.value[i].simple_value`` (torch's
-SummaryWriter, tensorboardX, TF1) or as a 0-d float/double ``tensor`` (TF2, plugin ``scalars``);
-the tag is the metric name. Histograms, images, text and the like are skipped.
-
-Damage is survived, never raised:
-
-- a truncated last record (header or body not fully written) is "not yet": the offset stays at
-  the end of the last complete record;
-- a record whose *data* CRC fails is skipped and counted: its framing is still sound;
-- a record whose *length* CRC fails cannot be framed at all, nor can one claiming more than
-  ``MAX_RECORD_BYTES``: it is counted once and the reader resynchronises on the next position
-  whose length CRC verifies;
-- while a record is incomplete, the file is not read again until it has grown enough to hold it
-  (one ``stat`` per change instead of re-reading the whole rest of the file every time).
-
-Keras' TensorBoard callback writes one run as ``<run>/train/`` and ``<run>/validation/`` event
-files with the same tags (``epoch_loss``, ``epoch_learning_rate``): the run is ``<run>``, and each
-tag is prefixed with its folder (``train/epoch_loss``, ``validation/epoch_loss``) so the two
-curves stay apart and the validation one is a validation-loss role. Told by the name alone (no
-I/O): TF2's writers, which Keras uses, end event file names in ``.v2``; torch's SummaryWriter
-does not, so Ultralytics' ``runs/detect/train/`` stays a run of its own.
+Keras writes one run as ``<run>/train/`` and ``<run>/validation/`` with the same tags: the run is
+``<run>`` and each tag is prefixed with its folder (``validation/epoch_loss`` is then a
+validation loss). Told by the name alone: TF2's writers end event file names in ``.v2``, torch's
+do not, so Ultralytics' ``runs/detect/train/`` stays a run of its own.
 """
 
 from __future__ import annotations
@@ -41,20 +25,23 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-import google_crc32c
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 from tensorboard.compat.proto import event_pb2, summary_pb2, types_pb2
 
 from lrwatch.sources.base import Batch, FileSource
+from lrwatch.sources.records import (
+    CRC,
+    FOOTER_BYTES,
+    HEADER,
+    HEADER_BYTES,
+    MASK_DELTA,
+    crc32c,
+    masked_crc32c,
+)
 from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, TailedReader
 
-_HEADER = struct.Struct("<QI")  # length, masked crc of the length
-_U32 = struct.Struct("<I")
 _FLOAT = struct.Struct("<f")
 _DOUBLE = struct.Struct("<d")
-_MASK_DELTA = 0xA282EAD8
-HEADER_BYTES = 12
-FOOTER_BYTES = 4
 MAX_RECORD_BYTES = 64 << 20
 """Bigger than any real event (an image summary is a few MiB; TensorBoard's own loaders warn far
 below this): a length beyond it is treated as damaged framing rather than waited for."""
@@ -76,7 +63,6 @@ MAX_REMEMBERED_TAGS = 10_000  # bounds the state of a hostile file with endless 
 _CANDIDATE = re.compile(rb"(?=[\x00-\xff]{4}\x00{4}(?!\x00{4}))")
 
 _SCALAR_DTYPES = frozenset({types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE})
-_crc32c = google_crc32c.value  # takes bytes only (no memoryview): records are sliced as bytes
 _parse_event = event_pb2.Event.FromString
 
 # The fast path (_SIMPLE_LAYOUT). torch's SummaryWriter, tensorboardX and TF1 write a scalar as an
@@ -93,12 +79,6 @@ _NOT_SCALAR_VALUE = frozenset({0x1A, 0x22, 0x2A, 0x32})
 # ... and of the top-level Event fields that are not a summary: file_version (3), graph_def (4),
 # log_message (6), session_log (7), tagged_run_metadata (8), meta_graph_def (9).
 _NOT_SUMMARY = frozenset({0x1A, 0x22, 0x32, 0x3A, 0x42, 0x4A})
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC-32C (masking keeps CRCs of CRC-bearing data from being trivial)."""
-    crc: int = _crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 def _varint(data: bytes, i: int) -> tuple[int, int]:
@@ -214,13 +194,13 @@ class TensorBoardReader(TailedReader):
         pos, end = 0, len(data)
         if self._tail.offset == 0:
             self._resyncing = False  # a fresh start (new file, truncation): nothing to resume
-        unpack_header, unpack_u32, crc32c = _HEADER.unpack_from, _U32.unpack_from, _crc32c
+        unpack_header, unpack_crc, checksum = HEADER.unpack_from, CRC.unpack_from, crc32c
         unpack_double, unpack_float = _DOUBLE.unpack_from, _FLOAT.unpack_from
         steps, walls, values, tags = out.steps, out.wall_times, out.values, self._tags
         while end - pos >= HEADER_BYTES:
             length, length_crc = unpack_header(data, pos)
-            crc = crc32c(data[pos : pos + 8])
-            if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF != length_crc or (
+            crc = checksum(data[pos : pos + 8])
+            if (((crc >> 15) | (crc << 17)) + MASK_DELTA) & 0xFFFFFFFF != length_crc or (
                 length > MAX_RECORD_BYTES
             ):
                 if not self._resyncing:
@@ -241,10 +221,8 @@ class TensorBoardReader(TailedReader):
                 return pos, stop + FOOTER_BYTES - pos
             payload = data[body:stop]
             pos = stop + FOOTER_BYTES
-            crc = crc32c(payload)
-            if (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF != unpack_u32(data, stop)[
-                0
-            ]:
+            crc = checksum(payload)
+            if (((crc >> 15) | (crc << 17)) + MASK_DELTA) & 0xFFFFFFFF != unpack_crc(data, stop)[0]:
                 self._corrupt += 1
                 continue
             # The fast path: see _SIMPLE_LAYOUT. Steps up to 2**21 (three varint bytes);
@@ -307,7 +285,7 @@ class TensorBoardReader(TailedReader):
             pos = match.start()
             if pos > last:
                 break
-            length, length_crc = _HEADER.unpack_from(data, pos)
+            length, length_crc = HEADER.unpack_from(data, pos)
             if masked_crc32c(data[pos : pos + 8]) == length_crc and length <= MAX_RECORD_BYTES:
                 return pos
         return -1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch.sources import discovery
+from lrwatch.sources import watch
 from tests.integration import inproc
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_a_busy_daemon_sweeps_and_reads_every_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(discovery, "ADAPT_WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(watch, "ADAPT_WINDOW_SECONDS", 0.5)
     cfg = inproc.config(tmp_path, max_file_events_per_second=50, sweep_interval_seconds=0.1)
     assert cfg.logdir is not None
     files = []

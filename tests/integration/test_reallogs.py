@@ -14,7 +14,7 @@ from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
 from lrwatch.offline.replay import discover_runs, read_run
 from lrwatch.protocol.types import Role
-from lrwatch.sources.discovery import build_formats
+from lrwatch.sources.formats import build_formats
 
 # The repository's sibling ``shared/reallogs`` (a git worktree may sit deeper: the nearest
 # ancestor holding one), or $LRWATCH_REALLOGS.

@@ -35,7 +35,7 @@ from lrwatch.sources.boundary import (
     escape_name,
     unescape_name,
 )
-from lrwatch.sources.discovery import open_reader
+from lrwatch.sources.layout import open_reader
 
 names = st.binary(min_size=1, max_size=24).filter(
     lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")

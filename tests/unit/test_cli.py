@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from lrwatch import __version__
 from lrwatch.cli import app, printable
-from lrwatch.sources.discovery import log_format
+from lrwatch.sources.layout import log_format
 
 pytestmark = pytest.mark.slow  # real processes, about a second each
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from watchdog.observers.polling import PollingObserver
 
-from lrwatch.sources import discovery
+from lrwatch.sources import watch
 from lrwatch.sources.csv import CsvReader
-from lrwatch.sources.discovery import LogWatcher, log_format, open_reader, run_name, scan
 from lrwatch.sources.jsonl import JsonlReader
+from lrwatch.sources.layout import log_format, open_reader, run_name, scan
 from lrwatch.sources.tensorboard import TensorBoardReader
+from lrwatch.sources.watch import LogWatcher
 
 # watchdog 7.1's inotify backend warns when a directory created in quick succession with its
 # children is registered twice (by its own event and by the parent's recursive walk); harmless.
@@ -227,7 +228,7 @@ def test_falls_back_to_polling_when_native_watching_fails(
         def start(self) -> None:
             raise OSError(28, "inotify watch limit reached")
 
-    monkeypatch.setattr(discovery, "Observer", Broken)
+    monkeypatch.setattr(watch, "Observer", Broken)
     watcher = LogWatcher(tmp_path, polling_interval=0.1)
     watcher.start()
     try:

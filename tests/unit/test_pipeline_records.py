@@ -14,7 +14,7 @@ from lrwatch.analysis.monitor import Outcome, Record, RunMonitor
 from lrwatch.config import Config, RunSettings
 from lrwatch.offline.replay import discover, read_records, read_run, replay, replay_runs
 from lrwatch.protocol.types import Sample
-from lrwatch.sources.discovery import build_formats
+from lrwatch.sources.formats import build_formats
 from tests.unit import curves
 
 

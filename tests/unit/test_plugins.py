@@ -410,8 +410,9 @@ class ClaimsFails:
 
 
 def test_a_source_that_cannot_open_or_claim_costs_its_files_only(tmp_path: Path) -> None:
-    from lrwatch.sources import discovery
     from lrwatch.sources.follow import Follower
+    from lrwatch.sources.formats import build_formats
+    from lrwatch.sources.layout import log_format, scan
 
     site = tmp_path / "site"
     fake_dist.install(
@@ -426,17 +427,17 @@ def test_a_source_that_cannot_open_or_claim_costs_its_files_only(tmp_path: Path)
     (root / "job" / "x.boom").write_text("?")
     (root / "job" / "y.bang").write_text("?")
     with fake_dist.on_path(site):
-        formats, problems = discovery.build_formats({})
+        formats, problems = build_formats({})
         assert problems == []
         follower = Follower(root, formats)
-        paths = set(discovery.scan(root, formats))
+        paths = set(scan(root, formats))
         read = list(follower.turn(paths, float("inf"), lambda: False))
         assert [r.source for r in read] == ["job/m.jsonl"]  # the others are skipped, not fatal
         (problem,) = formats.take_problems()
         assert (problem.name, problem.stage) == ("bang", "run")
         assert "KeyError" in problem.message
         jsonl = root / "job" / "m.jsonl"
-        assert discovery.log_format(jsonl, formats=formats) == "jsonl"  # the rest still read
+        assert log_format(jsonl, formats=formats) == "jsonl"  # the rest still read
 
 
 def test_a_state_saved_by_lrwatch_0_1_0_still_loads() -> None:

@@ -21,7 +21,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from torch.utils.tensorboard import SummaryWriter
 
 from lrwatch.sources.base import LogReader
-from lrwatch.sources.tensorboard import TensorBoardReader, masked_crc32c
+from lrwatch.sources.records import masked_crc32c
+from lrwatch.sources.tensorboard import TensorBoardReader
 
 Point = tuple[str, int, float]
 

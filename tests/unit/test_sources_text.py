@@ -225,7 +225,8 @@ def test_transformers_5_quotes_its_numbers(path: Path) -> None:
 
 
 def test_the_sources_text_section_configures_the_source(tmp_path: Path) -> None:
-    from lrwatch.sources.discovery import build_formats, log_format, open_reader
+    from lrwatch.sources.formats import build_formats
+    from lrwatch.sources.layout import log_format, open_reader
 
     formats, problems = build_formats(
         {"text": {"globs": ["*.out"], "pattern": r"it (?P<step>\d+) obj (?P<obj>\S+)"}}

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from lrwatch.sources import discovery
-from lrwatch.sources.discovery import LogWatcher
+from lrwatch.sources import watch
+from lrwatch.sources.watch import LogWatcher
 
 
 def test_many_events_switch_to_sweeps_and_few_changes_switch_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(discovery, "ADAPT_WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(watch, "ADAPT_WINDOW_SECONDS", 0.5)
     log = tmp_path / "run" / "metrics.jsonl"
     log.parent.mkdir()
     log.touch()

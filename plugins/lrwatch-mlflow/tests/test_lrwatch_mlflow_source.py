@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 
 from lrwatch import plugins
 from lrwatch.cli import app
-from lrwatch.sources import discovery
+from lrwatch.sources import layout
 from lrwatch.sources.base import Batch, LogReader, Source
+from lrwatch.sources.formats import build_formats
 
 RUN_ID = "3f2a9c7e5b1d4e8f9a0b1c2d3e4f5a6b"
 EXP_ID = "0"
@@ -48,8 +49,8 @@ def read_all(reader: LogReader) -> list[tuple[int, float | None, dict[str, float
 
 @pytest.fixture
 def sources() -> Any:
-    """lrwatch's discovery with the installed sources (this plugin among them)."""
-    return discovery
+    """lrwatch.sources.layout (scan, run_name, ...), the installed sources this one among them."""
+    return layout
 
 
 # --- claims and run_dir ----------------------------------------------------------------------
@@ -146,7 +147,7 @@ def test_lrwatch_discovery_finds_the_runs_and_names_them_experiment_slash_run(
 def test_a_disabled_source_claims_nothing(tmp_path: Path, sources: Any) -> None:
     root = tmp_path / "mlruns"
     metric_file(root, "loss", "1700000000000 2.5 0\n")
-    formats, problems = sources.build_formats({"mlflow": {"enabled": False}})
+    formats, problems = build_formats({"mlflow": {"enabled": False}})
     assert problems == []
     assert sources.scan(root, formats) == []
     assert sources.scan(root) == [root / "0" / RUN_ID / "metrics" / "loss"]  # others unaffected

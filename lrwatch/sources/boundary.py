@@ -1,25 +1,13 @@
-"""Where what comes from outside the daemon is made safe for what is inside: one place.
+"""Where what logs and directory names hold is made safe for the daemon: one place.
 
-Logs, directory names, config files and HTTP requests are written by other programs (or other
-people); the daemon watches every run of a node, so nothing one of them holds may take it down.
-Readers parse (sources/), and this module admits what they parsed into the daemon:
-
-- **names** (runs, metrics, file paths) become printable and encodable: a directory name that is
-  not UTF-8 (legal on Linux) arrives from ``os.fsdecode`` with lone surrogates, which SQLite,
-  Prometheus' exposition and every ``.encode()`` refuse. ``escape_name`` turns each such byte,
-  and each control character, into ``\\xNN`` and a backslash into ``\\\\``: lossless
-  (``unescape_name`` gives the path back) and the same string in SQLite, on /metrics, in
-  ``lrwatch status`` and as ``set-lr RUN``;
-- **steps** must fit SQLite's INTEGER (int64), and every number that reaches Prometheus must
-  convert to a float: a record whose step does not is refused and counted
-  (``lrwatch_source_errors_total{error="step_out_of_range"}``);
-- **metric names** are capped per run and in total: each distinct name costs a series and its
-  detectors, so a log with a million distinct keys would otherwise take memory and the loop's
-  time without bound. Values of names past the cap are dropped and counted
-  (``error="metric_names_capped"``), and logged once per run.
-
-NaN and infinite *values* pass: a non-finite loss is the very signal lrwatch exists for, and
-Prometheus carries them.
+Readers parse (sources/); this module admits what they parsed. Names (runs, metrics, paths)
+become printable and encodable, losslessly (``escape_name``/``unescape_name``: a non-UTF-8
+directory name arrives with lone surrogates that SQLite and Prometheus refuse); steps must fit
+SQLite's int64; metric names are capped per run and in total, so a log with a million distinct
+keys cannot take memory without bound. What is refused is counted
+(``lrwatch_source_errors_total``) and logged once. NaN and infinite *values* pass: a non-finite
+loss is the very signal lrwatch exists for. Why: docs/architecture.md (one boundary per
+direction).
 """
 
 from __future__ import annotations

@@ -1,27 +1,13 @@
-"""CSV logs: a header row naming a ``step`` column; every other numeric column is a metric.
+"""CSV logs: a header row; a ``step`` column (or a step-like one: Stable-Baselines3's
+``time/total_timesteps``, Keras' and YOLO's ``epoch``, CatBoost's ``iter``; else the row number),
+every other numeric column a metric. Lightning's ``CSVLogger`` (``metrics.csv``) in mind; ``*.tsv``
+is tab-separated (CatBoost).
 
-Written with Lightning's ``CSVLogger`` (``metrics.csv``) in mind. Cells are skipped when empty (a
-row holds only the metrics logged at that step) or not numbers; ``nan``/``inf`` are kept. A
-``step`` cell must be an integer (``"12.0"`` is accepted: CSV has no types, and pandas writes
-integers that way next to NaNs); a row without one is corrupt and counted. A ``time`` column, if
-any, is the wall time (as in JSONL).
-
-Native CSVs without a ``step`` column are read too (README.md, Formats): the first column named in
-``STEP_COLUMNS`` is the step (Stable-Baselines3's ``time/total_timesteps``, Keras' CSVLogger and
-YOLO's ``epoch``, CatBoost's ``iter``, a W&B export's ``Step``), else the row number (from 0; it
-persists with the offset). Header names are stripped (YOLO pads them with spaces); ``*.tsv`` files
-(CatBoost's ``learn_error.tsv``) are tab-separated, and CatBoost's ``<split>_error.tsv`` metrics
-are named ``<split>/<metric>`` (``learn/RMSE``, ``test/RMSE``): both files log the same names.
-
-Damage is counted, never fatal: a row the ``csv`` module rejects (a bare ``\r`` inside a line)
-and a line with an unbalanced quote are corrupt records, and the next line is read as usual.
-Each line is one row: quoted fields spanning lines are not supported (no metrics logger writes
-them), which is what keeps one stray quote from swallowing the rest of the file.
-
-Lightning **rewrites the whole file** with a wider header when a new metric key first appears.
-The header is pinned as the file's expected head (``FileTail.head``), so a changed header is seen
-on the next read, counted in ``stats["rewrites"]``, and the file is read again from the start.
-Rows already yielded are then yielded again: the consumer drops steps it has already seen.
+Damage is counted, never fatal: a rejected row or an unbalanced quote is a corrupt record and the
+next line is read as usual (each line is one row, so one stray quote cannot swallow the file).
+Lightning rewrites the whole file with a wider header when a new metric first appears: the header
+is pinned (``FileTail.head``), a changed one is counted in ``stats["rewrites"]`` and the file read
+again from the start. The rules in full: docs/formats.md.
 """
 
 from __future__ import annotations

@@ -1,36 +1,12 @@
 """Plain-text training logs (``*.log``, ``*.txt``): what training scripts print, read line by line.
 
-A line gives a record in one of these shapes (tried in this order):
-
-- **a user regex** (``sources: {text: {pattern: ...}}``), as Kubeflow Katib's stdout collector
-  takes one: named groups, ``step`` and one per metric (``(?P<step>\\d+) .* loss=(?P<loss>\\S+)``).
-  When a pattern is given, only it is used. Without a ``step`` group the step is the number of
-  matching lines so far.
-- **a dict line**, ``{'loss': 2.31, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.1}`` as
-  the Hugging Face Trainer prints (transformers 5 quotes the numbers, ``{'loss': '2.31'}``: read
-  the same), or a JSON object per line (DeiT's ``log.txt``). The step is the dict's ``step`` (or
-  ``global_step``, ``iteration``, ``iter``, ``epoch``) when written as a bare integer, else **the
-  number of dict lines so far** (1, 2, ...): the Trainer prints no step, and its fractional
-  ``epoch`` is none. The end-of-training summary (``train_runtime``) is skipped.
-- **build-nanogpt**'s ``<step> <split> <value>`` (``0 train 10.96``): ``train`` and ``val`` are
-  losses there, named ``train_loss`` and ``val_loss``; other splits (``hella``) keep their name.
-- **a step marker** followed by pairs: ``step 100``, ``step=1/2500``, ``iter 100:``,
-  ``step 1/19560 |``, llm.c's ``s:100``, ``Epoch 3/100``, ``[100]``; then ``key=value``,
-  ``key: value`` or ``key value`` pairs separated by ``|``, ``,`` or ``;``. Units after a number are
-  ignored (``31.02ms``, ``12.34%``), thousands separators dropped (``83,461``), ``nan``/``inf``
-  kept (a NaN loss is the signal). Text before the marker (timestamps, log levels) is ignored.
-  The pairs of indented lines that follow a marker line belong to its step (OLMo prints one
-  metric per indented line under ``[step=1/2500,epoch=0]``).
-
-**Metric names**: a single-word key is kept as written (``trl``, ``train/CrossEntropyLoss``); a
-multi-word key is lower-cased and joined with ``_`` (``train loss`` and ``Train Loss`` are both
-``train_loss``), so the usual roles recognise it.
-
-Lines that match nothing are skipped and counted (``stats["skipped_lines"]``). A file none of
-whose first ``probe_lines`` non-blank lines gives a record is not a training log (a README, a
-``requirements.txt``, a table printed by a logger we do not know): it is reported once in
-``stats["unrecognised_files"]`` and not parsed further. As for JSONL, a line counts only once its
-newline is written.
+A line gives a record in one of these shapes, tried in this order: a user regex with named groups
+(as Katib's stdout collector takes one; when given, only it is used), a dict line (the Hugging
+Face Trainer's ``{'loss': 2.31, ...}``, or JSON), build-nanogpt's ``<step> <split> <value>``, or a
+step marker (``step 100``, ``iter 100:``, ``step 1/19560 |``, ``[100]``, ...) followed by
+``key=value``, ``key: value`` or ``key value`` pairs. Lines that match nothing are skipped and
+counted; a file none of whose first lines gives a record is reported once as not a training log.
+Each shape's details and the naming of metrics: docs/formats.md.
 """
 
 from __future__ import annotations

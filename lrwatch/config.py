@@ -25,7 +25,7 @@ from lrwatch.analysis.policy import PolicyConfig
 from lrwatch.detectors import DetectorsConfig
 from lrwatch.plugins import PluginProblem
 from lrwatch.protocol.types import Role
-from lrwatch.sinks.notify import NotifierSettings
+from lrwatch.sinks.notify import NOTIFIERS, NotifierSettings
 
 DEFAULT_METRICS_PORT = 9708
 """lrwatch's default /metrics port. Unassigned in the Prometheus default-port plugins."""
@@ -244,7 +244,7 @@ def plugin_problems(config: Config) -> list[PluginProblem]:
         # Built as the daemon builds it (a constructor may refuse what the model let through),
         # then closed: nothing is sent.
         try:
-            notifier = plugins.build("notifiers", settings.plugin or instance, settings.options())
+            notifier = plugins.build(NOTIFIERS, settings.plugin or instance, settings.options())
         except plugins.PluginError as exc:
             if exc.problem not in problems:
                 problems.append(exc.problem)

@@ -16,15 +16,28 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 from pydantic import BaseModel, ValidationError
 
 GROUPS = ("detectors", "policies", "sources", "notifiers")
+
+P = TypeVar("P")  # what an entry point names: usually a class
+B = TypeVar("B")  # what it builds, ``P(config)``
+
+
+@dataclass(frozen=True, slots=True)
+class Group(Generic[P, B]):
+    """One extension point, typed: its entry points name a ``P`` that builds a ``B``. Each is
+    declared beside its protocols (``detectors.base.DETECTORS``, ``analysis.policy.POLICIES``,
+    ``sources.base.SOURCES``, ``sinks.notify.NOTIFIERS``), so this module imports none of them."""
+
+    name: str
+
 
 # The built-ins' running order (a series' detectors are built in this order; formats are tried in
 # it). Where each lives is said once, by the lrwatch distribution's entry points (pyproject.toml).
@@ -134,11 +147,24 @@ def info(group: str, name: str) -> PluginInfo:
 _failed: dict[tuple[str, str], PluginProblem] = {}
 
 
-@cache
-def load(group: str, name: str) -> Any:
+@overload
+def load(group: Group[P, B], name: str) -> P: ...
+
+
+@overload
+def load(group: str, name: str) -> object: ...
+
+
+def load(group: Group[P, B] | str, name: str) -> P | object:
     """The object an entry point names, imported once. PluginError says why it can't be; a
     failure is remembered too (see ``forget``), so that a broken module is not executed again
-    for every new series."""
+    for every new series. Typed by the group's protocol: the entry point is trusted to follow
+    it (a plugin that does not is found out when it runs, and isolated then)."""
+    return _load(group if isinstance(group, str) else group.name, name)
+
+
+@cache
+def _load(group: str, name: str) -> object:
     failed = _failed.get((group, name))
     if failed is not None:
         raise PluginError(failed)
@@ -158,12 +184,12 @@ def load(group: str, name: str) -> Any:
 def forget() -> None:
     """Read the entry points and import the plugins afresh (after installing one in-process)."""
     available.cache_clear()
-    load.cache_clear()
+    _load.cache_clear()
     _validate.cache_clear()
     _failed.clear()
 
 
-def config_model(plugin: Any) -> type[BaseModel] | None:
+def config_model(plugin: object) -> type[BaseModel] | None:
     model = getattr(plugin, "config_model", None)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
@@ -178,7 +204,7 @@ def validate_config(group: str, name: str, raw: Mapping[str, Any] | None) -> Bas
 @cache
 def _validate(group: str, name: str, key: str) -> BaseModel | None:
     raw = json.loads(key)
-    model = config_model(load(group, name))
+    model = config_model(_load(group, name))
     if model is None:
         if raw:
             message = f"takes no options, got {', '.join(sorted(raw))}"
@@ -194,18 +220,18 @@ def _validate(group: str, name: str, key: str) -> BaseModel | None:
         raise PluginError(PluginProblem(group, name, "config", fields)) from None
 
 
-def build(group: str, name: str, raw: Mapping[str, Any] | None) -> Any:
+def build(group: Group[P, B], name: str, raw: Mapping[str, Any] | None) -> B:
     """Plugin ``name`` built as lrwatch builds every plugin, ``plugin(config)`` with ``raw``
     validated by its config model (None for one without). PluginError says why it cannot be:
     not installed or not importable (stage load), options rejected (config), or its
     constructor raised (load)."""
-    plugin = load(group, name)
-    config = validate_config(group, name, raw)
+    plugin = cast(Callable[[BaseModel | None], B], load(group, name))
+    config = validate_config(group.name, name, raw)
     try:
         return plugin(config)
     except Exception as exc:  # the plugin's own bug, or a value its model let through
         message = f"cannot be built: {type(exc).__name__}: {exc}"
-        raise PluginError(PluginProblem(group, name, "load", message)) from exc
+        raise PluginError(PluginProblem(group.name, name, "load", message)) from exc
 
 
 def check(group: str, name: str, raw: Mapping[str, Any] | None) -> PluginProblem | None:

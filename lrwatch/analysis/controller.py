@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lrwatch import plugins
-from lrwatch.analysis.policy import ControlState, Policy, PolicyConfig, Proposal
+from lrwatch.analysis.policy import POLICIES, ControlState, Policy, PolicyConfig, Proposal
 from lrwatch.plugins import PluginProblem
 from lrwatch.protocol.types import Action, ActionType, Decision, Finding, Severity
 
@@ -52,10 +52,10 @@ class Controller:
         self.policies: dict[str, Policy] = {}
         for name, raw in policy.plugins.items():
             try:
-                self.policies[name] = plugins.build("policies", name, raw)
+                self.policies[name] = plugins.build(POLICIES, name, raw)
             except plugins.PluginError as exc:
                 self.problems.append(exc.problem)
-        self.policies["factors"] = plugins.load("policies", "factors")(policy)
+        self.policies["factors"] = plugins.load(POLICIES, "factors")(policy)
 
     def decide(self, finding: Finding, state: ControlState, *, can_act: str | None) -> Decision:
         """``can_act`` is None when the daemon may write to this run, else why it may not

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lrwatch.plugins import Group
 from lrwatch.protocol.types import ActionType, Finding, Severity
 
 __all__ = ["ControlState", "Policy", "PolicyConfig", "PolicyPlugin", "Proposal"]
@@ -138,3 +139,6 @@ class PolicyPlugin(Protocol):
     config_model: ClassVar[type[BaseModel]]
 
     def __call__(self, config: Any) -> Policy: ...
+
+
+POLICIES: Group[PolicyPlugin, Policy] = Group("policies")

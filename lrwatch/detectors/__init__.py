@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lrwatch import plugins
-from lrwatch.detectors.base import Detector, DetectorPlugin
+from lrwatch.detectors.base import DETECTORS, Detector, DetectorPlugin
 from lrwatch.detectors.divergence import DivergenceConfig, DivergenceDetector
 from lrwatch.detectors.drift import DriftConfig, DriftDetector
 from lrwatch.detectors.grad_norm import GradNormConfig, GradNormDetector
@@ -105,13 +105,13 @@ def build_detectors(
         return detectors
     for name in BUILTIN:
         section = getattr(cfg, name)
-        plugin = plugins.load("detectors", name)
+        plugin = plugins.load(DETECTORS, name)
         if section.enabled and role in plugin.roles:
             detectors[name] = plugin(section)
     for name, raw in cfg.plugins.items():
         try:
-            if role in plugins.load("detectors", name).roles:
-                detectors[name] = plugins.build("detectors", name, raw)
+            if role in plugins.load(DETECTORS, name).roles:
+                detectors[name] = plugins.build(DETECTORS, name, raw)
         except plugins.PluginError as exc:
             if problems is not None:
                 problems.append(exc.problem)

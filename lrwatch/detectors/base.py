@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from lrwatch.plugins import Group
 from lrwatch.protocol.types import Finding, Role
 
 # The plugin API (docs/plugins.md): what a detector plugin may import from here.
@@ -51,3 +52,6 @@ class DetectorPlugin(Protocol):
     config_model: ClassVar[type[BaseModel]]
 
     def __call__(self, config: Any) -> Detector: ...
+
+
+DETECTORS: Group[DetectorPlugin, Detector] = Group("detectors")

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from lrwatch import plugins
-from lrwatch.plugins import PluginProblem
+from lrwatch.plugins import Group, PluginProblem
 from lrwatch.protocol.types import Severity
 
 __all__ = ["Notice", "Notifier", "NotifierPlugin"]  # the plugin API (docs/plugins.md)
@@ -93,6 +93,9 @@ class NotifierPlugin(Protocol):
     config_model: ClassVar[type[BaseModel]]
 
     def __call__(self, config: Any) -> Notifier: ...
+
+
+NOTIFIERS: Group[NotifierPlugin, Notifier] = Group("notifiers")
 
 
 class NotifierSettings(BaseModel):
@@ -203,7 +206,7 @@ def build_outlets(
     for name, settings in configs.items():
         plugin_name = settings.plugin or name
         try:
-            notifier = plugins.build("notifiers", plugin_name, settings.options())
+            notifier = plugins.build(NOTIFIERS, plugin_name, settings.options())
         except plugins.PluginError as exc:
             problems.append(exc.problem)
             continue

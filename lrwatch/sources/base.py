@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any, Protocol, runtime_checkable
 
+from lrwatch.plugins import Group
 from lrwatch.protocol.types import Sample
 
 # The plugin API (docs/plugins.md): what a source plugin may import from here.
@@ -122,6 +123,9 @@ class SourcePlugin(Protocol):
     false; the built-in formats are asked last, so a plugin may claim a file they would."""
 
     def __call__(self, config: Any) -> Source: ...
+
+
+SOURCES: Group[SourcePlugin, Source] = Group("sources")
 
 
 class FileSource:

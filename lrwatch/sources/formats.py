@@ -15,7 +15,7 @@ from typing import Any
 
 from lrwatch import plugins
 from lrwatch.plugins import PluginProblem
-from lrwatch.sources.base import Source
+from lrwatch.sources.base import SOURCES, Source
 
 
 class Formats:
@@ -62,7 +62,7 @@ def build_formats(
         if not section.pop("enabled", True):
             continue
         try:
-            source = plugins.build("sources", info.name, section)
+            source = plugins.build(SOURCES, info.name, section)
         except plugins.PluginError as exc:
             problems.append(exc.problem)
             continue

@@ -82,7 +82,7 @@ class CsvReader(TailedReader):
 
     def __init__(self, path: Path, run: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         super().__init__(path, run, chunk_bytes=chunk_bytes)
-        self._columns: _Columns | None = None  # parsed from self._tail.head, which persists
+        self._columns: _Columns | None = None  # parsed from self.tail.head, which persists
         name = self.path.name
         self._delimiter = "\t" if name.endswith(".tsv") else ","
         self._prefix = name[: -len("_error.tsv")] + "/" if name.endswith("_error.tsv") else ""
@@ -91,34 +91,34 @@ class CsvReader(TailedReader):
     @property
     def header(self) -> str:
         """The header line in force ("" before it has been read)."""
-        return self._tail.head.decode("utf-8", "replace").rstrip("\r\n")
+        return self.tail.head.decode("utf-8", "replace").rstrip("\r\n")
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self._tail.state_dict(), "header": self.header, "rows": self._rows_read}
+        return {**self.tail.state_dict(), "header": self.header, "rows": self._rows_read}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         rows = state.get("rows", 0)
         if type(rows) is not int or rows < 0:
             raise ValueError(f"csv state: rows must be a non-negative int, got {rows!r}")
-        self._tail.load_state_dict(state)
+        self.tail.load_state_dict(state)
         self._rows_read = rows
         self._columns = None
-        if self._tail.offset and not self._tail.head:  # no header to parse rows by: start over
-            self._tail.restart()
+        if self.tail.offset and not self.tail.head:  # no header to parse rows by: start over
+            self.tail.restart()
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
         end = data.rfind(b"\n") + 1
         if not end:
             return self._no_newline(data, MAX_LINE_BYTES)
         start = 0
-        if self._tail.offset == 0:  # at the start of the file: the first line is the header
+        if self.tail.offset == 0:  # at the start of the file: the first line is the header
             start = data.index(b"\n") + 1
-            self._tail.head = data[:start]
+            self.tail.head = data[:start]
             self._columns = None
             self._rows_read = 0
         columns = self._columns
         if columns is None:
-            columns = self._columns = _Columns(self._tail.head, self._delimiter, self._prefix)
+            columns = self._columns = _Columns(self.tail.head, self._delimiter, self._prefix)
         if start == end:
             return end, 0
         text = data[start:end].decode("utf-8", "replace")
@@ -141,13 +141,13 @@ class CsvReader(TailedReader):
             if line.endswith("\r"):
                 line = line[:-1]  # CRLF line endings
             if line.count('"') % 2 or "\r" in line:
-                self._corrupt += 1
+                self.corrupt += 1
                 yield _CORRUPT
                 continue
             try:
                 yield next(csv.reader([line], delimiter=delimiter), [])
             except csv.Error:
-                self._corrupt += 1
+                self.corrupt += 1
                 yield _CORRUPT
 
     def _rows(self, rows: Iterable[list[str]], columns: _Columns, out: Batch) -> None:
@@ -164,7 +164,7 @@ class CsvReader(TailedReader):
             else:
                 step = _step(row[step_at]) if step_at < len(row) else None
             if step is None:
-                self._corrupt += 1
+                self.corrupt += 1
                 continue
             wall_time = None
             if 0 <= time_at < len(row):

@@ -90,13 +90,13 @@ class JsonlReader(TailedReader):
                     continue
                 record = _slow_loads(line)
             if type(record) is not dict:
-                self._corrupt += 1
+                self.corrupt += 1
                 continue
             step = record.pop("step", None)
             if type(step) is not int:
                 step = step_of(record) if step is None else None
                 if step is None:
-                    self._corrupt += 1
+                    self.corrupt += 1
                     continue
             wall_time = record.pop("time", None)
             if wall_time is not None and type(wall_time) is not float:

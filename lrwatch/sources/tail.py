@@ -200,7 +200,8 @@ class TailedReader:
     batches, its churn counters and offsets. A subclass names its ``format`` and parses
     (``_parse``: the records in ``data`` into ``out``; returns the bytes consumed, and how many
     it needs before it can go on, 0 if none), and adds its own state to ``state_dict``.
-    Plugins' sources subclass it too (plugins/lrwatch-mlflow)."""
+    Plugins' sources subclass it too (plugins/lrwatch-mlflow): ``tail``, ``corrupt`` and
+    ``_parse`` are the subclass's side of the contract."""
 
     format: str  # the label of lrwatch_ingested_samples_total: the source's name
 
@@ -208,29 +209,29 @@ class TailedReader:
         self.path = Path(path)
         self.run = run
         self.has_more = False  # the last read() stopped at its byte budget: call again
-        self._tail = FileTail(self.path, chunk_bytes=chunk_bytes)
-        self._corrupt = 0  # records skipped as unreadable
+        self.tail = FileTail(self.path, chunk_bytes=chunk_bytes)  # a subclass reads through it
+        self.corrupt = 0  # records skipped as unreadable: a subclass counts them here
 
     def read(self) -> Batch:
-        batch, self.has_more = read_batch(self._tail, self._parse, self.run)
+        batch, self.has_more = read_batch(self.tail, self._parse, self.run)
         return batch
 
     @property
     def rereading(self) -> bool:
-        return self._tail.rereading
+        return self.tail.rereading
 
     def changed(self, st: os.stat_result) -> bool:
-        return self._tail.changed(st)
+        return self.tail.changed(st)
 
     @property
     def stats(self) -> Mapping[str, int]:
-        return {"corrupt_records": self._corrupt, **self._tail.counters}
+        return {"corrupt_records": self.corrupt, **self.tail.counters}
 
     def state_dict(self) -> dict[str, Any]:
-        return self._tail.state_dict()
+        return self.tail.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._tail.load_state_dict(state)
+        self.tail.load_state_dict(state)
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
         raise NotImplementedError
@@ -240,6 +241,6 @@ class TailedReader:
         ``max_line`` long or more is garbage, not a line being written (skipped and counted);
         a shorter one is a line still growing, or longer than the chunk (read more of it)."""
         if len(data) >= max_line:
-            self._corrupt += 1
+            self.corrupt += 1
             return len(data), 0
         return 0, 2 * len(data)

@@ -161,8 +161,8 @@ class TensorBoardReader(TailedReader):
                 st = None
             if (
                 st is not None
-                and st.st_ino == self._tail.inode
-                and self._tail.offset <= st.st_size < self._awaiting
+                and st.st_ino == self.tail.inode
+                and self.tail.offset <= st.st_size < self._awaiting
             ):
                 return Batch(self.run)  # the record being written is not complete yet
             self._awaiting = 0
@@ -170,7 +170,7 @@ class TensorBoardReader(TailedReader):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            **self._tail.state_dict(),
+            **self.tail.state_dict(),
             "resyncing": self._resyncing,
             "other_tags": sorted(self._other_tags),
         }
@@ -181,7 +181,7 @@ class TensorBoardReader(TailedReader):
             raise ValueError(
                 f"tensorboard state: other_tags must be a list of str, got {other_tags!r}"
             )
-        self._tail.load_state_dict(state)
+        self.tail.load_state_dict(state)
         self._resyncing = bool(state.get("resyncing", False))
         self._other_tags = set(other_tags)
 
@@ -192,7 +192,7 @@ class TensorBoardReader(TailedReader):
         # masking is inlined (a function call per CRC costs as much as the CRC itself), and a
         # plain scalar event is decoded as _SIMPLE_LAYOUT says, without building a protobuf message.
         pos, end = 0, len(data)
-        if self._tail.offset == 0:
+        if self.tail.offset == 0:
             self._resyncing = False  # a fresh start (new file, truncation): nothing to resume
         unpack_header, unpack_crc, checksum = HEADER.unpack_from, CRC.unpack_from, crc32c
         unpack_double, unpack_float = _DOUBLE.unpack_from, _FLOAT.unpack_from
@@ -204,7 +204,7 @@ class TensorBoardReader(TailedReader):
                 length > MAX_RECORD_BYTES
             ):
                 if not self._resyncing:
-                    self._corrupt += 1
+                    self.corrupt += 1
                     self._resyncing = True
                 found = self._resync(data, pos + 1)
                 if found < 0:
@@ -217,13 +217,13 @@ class TensorBoardReader(TailedReader):
             stop = body + length
             if stop + FOOTER_BYTES > end:
                 # the record is still being written: wait until the file can hold it
-                self._awaiting = self._tail.offset + stop + FOOTER_BYTES
+                self._awaiting = self.tail.offset + stop + FOOTER_BYTES
                 return pos, stop + FOOTER_BYTES - pos
             payload = data[body:stop]
             pos = stop + FOOTER_BYTES
             crc = checksum(payload)
             if (((crc >> 15) | (crc << 17)) + MASK_DELTA) & 0xFFFFFFFF != unpack_crc(data, stop)[0]:
-                self._corrupt += 1
+                self.corrupt += 1
                 continue
             # The fast path: see _SIMPLE_LAYOUT. Steps up to 2**21 (three varint bytes);
             # anything else about the layout that does not fit sends the record to protobuf.
@@ -296,7 +296,7 @@ class TensorBoardReader(TailedReader):
         try:
             event = _parse_event(payload)
         except DecodeError:  # the CRC held, so the writer itself wrote garbage
-            self._corrupt += 1
+            self.corrupt += 1
             return
         found: dict[str, float] = {}
         for value in event.summary.value:  # empty when the event holds no summary

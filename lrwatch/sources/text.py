@@ -144,7 +144,7 @@ class TextReader(TailedReader):
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            **self._tail.state_dict(),
+            **self.tail.state_dict(),
             "lines": self._lines,
             "records": self._records,
             "counted": self._counted,
@@ -160,7 +160,7 @@ class TextReader(TailedReader):
         step = state.get("step")
         if step is not None and type(step) is not int:
             raise ValueError(f"text state: step must be an int or None, got {step!r}")
-        self._tail.load_state_dict(state)
+        self.tail.load_state_dict(state)
         self._lines, self._records = state.get("lines", 0), state.get("records", 0)
         self._counted, self._step = state.get("counted", 0), step
         self._unrecognised = bool(state.get("unrecognised", False))
@@ -169,7 +169,7 @@ class TextReader(TailedReader):
         end = data.rfind(b"\n") + 1
         if not end:
             return self._no_newline(data, MAX_LINE_BYTES)
-        if self._tail.offset == 0:  # a fresh start (new file, truncation)
+        if self.tail.offset == 0:  # a fresh start (new file, truncation)
             self._lines = self._records = self._counted = 0
             self._step, self._unrecognised = None, False
         if self._unrecognised:

@@ -32,7 +32,7 @@ def test_a_run_with_a_backlog_keeps_its_later_files_waiting(tmp_path: Path) -> N
     follower = Follower(tmp_path)
     for reader_path in (old, new):
         follower._reader(reader_path)
-        follower.readers[reader_path]._tail.chunk_bytes = 4096  # type: ignore[attr-defined]
+        follower.readers[reader_path].tail.chunk_bytes = 4096  # type: ignore[attr-defined]
     got: list[tuple[str, int]] = []
     deadline = time.monotonic() - 1  # already passed: one batch a file, then the backlog
     got += steps(list(follower.turn({old, new}, deadline, lambda: False)))

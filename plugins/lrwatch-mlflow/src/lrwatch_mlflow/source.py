@@ -172,7 +172,7 @@ class MlflowMetricReader(TailedReader):
         self._lines = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tail": self._tail.state_dict(), "lines": self._lines}
+        return {"tail": self.tail.state_dict(), "lines": self._lines}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore ``state_dict()``; ValueError naming the field if it is malformed."""
@@ -183,11 +183,11 @@ class MlflowMetricReader(TailedReader):
             raise ValueError(
                 f"mlflow reader state: lines must be a non-negative int, got {lines!r}"
             )
-        self._tail.load_state_dict(tail)
+        self.tail.load_state_dict(tail)
         self._lines = lines
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
-        if self._tail.offset == 0:
+        if self.tail.offset == 0:
             self._lines = 0  # the first read, or the file churned and is read from its start
         end = data.rfind(b"\n") + 1
         if not end:
@@ -200,14 +200,14 @@ class MlflowMetricReader(TailedReader):
             index, self._lines = self._lines, self._lines + 1
             # MLflow's own reader (FileStore._get_metric_from_line) takes 2, 3 or 5 fields.
             if len(fields) not in (2, 3, 5):
-                self._corrupt += 1
+                self.corrupt += 1
                 continue
             try:
                 timestamp_ms = int(fields[0])
                 value = float(fields[1])
                 step = index if by_line else int(fields[2]) if len(fields) > 2 else 0
             except ValueError:
-                self._corrupt += 1
+                self.corrupt += 1
                 continue
             out.add(step, timestamp_ms / 1000.0, {metric: value})
         return end, 0

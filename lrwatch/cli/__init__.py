@@ -141,8 +141,9 @@ def run(
         cfg = load()
     except ConfigError as exc:
         raise fail(str(exc)) from None
+    daemon = Daemon(cfg, reload=load)
     try:
-        daemon = Daemon(cfg, reload=load)
+        daemon.run()
     except OSError as exc:  # the port is taken, or another daemon holds the root or the state
         if exc.errno == errno.EADDRINUSE:
             raise fail(
@@ -153,8 +154,6 @@ def run(
         raise fail(f"cannot start: {exc}") from None
     except (ConfigError, ValueError) as exc:  # a secret or token file that cannot be read
         raise fail(f"cannot start: {exc}") from None  # (or is not UTF-8)
-    try:
-        daemon.run()
     except Exception:  # logged as the daemon logs (JSON with --log-format json), then exit 1
         startup_log.critical("the daemon failed", exc_info=True)
         raise typer.Exit(1) from None

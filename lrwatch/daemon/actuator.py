@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +39,10 @@ from lrwatch.protocol import channel
 from lrwatch.protocol.channel_input import ChannelError
 from lrwatch.protocol.types import Ack, AckStatus, Action, Command, Heartbeat
 
-log = logging.getLogger("lrwatch.daemon.actuator")
+log = logging.getLogger(__name__)
 
 CHANNEL_RECHECK_SECONDS = 10.0
 MAX_SKIPPED_SLOTS = 1000  # taken slots passed over per write, at most (a directory of junk)
-MAX_FILED = 1024  # commands whose slot answer() remembers
 
 Report = Callable[[str, str], None]
 
@@ -73,8 +71,6 @@ class Actuator:
         self._next_id = 1
         self._last_slot = 0
         self._bad_acks: set[tuple[int, str]] = set()
-        # id -> (slot, digest) of the latest commands written, for answer(); bounded.
-        self._filed: OrderedDict[int, tuple[int, str]] = OrderedDict()
         # The channel this numbering is for (persisted with the run, see runs.py).
         self.channel: str | None = channel.channel_id(run_dir)
         self._next_channel_check = 0.0
@@ -115,7 +111,6 @@ class Actuator:
             out.slot, out.digest = found.get(out.command.seq, (None, ""))
             if out.slot is not None:
                 self._last_slot = max(self._last_slot, out.slot)
-                self._file(out)
             self._out[out.command.seq] = out
         self._flush()
         return superseded
@@ -212,7 +207,6 @@ class Actuator:
                 data = channel.encode_command(as_filed, channel_id, self.key, ident=out.command.seq)
                 if channel.create_command(self.run_dir, slot, data):
                     out.slot, out.digest, self._last_slot = slot, channel.digest(data), slot
-                    self._file(out)
                     return True
             except (OSError, ValueError) as exc:  # ENOSPC, EACCES, a NaN that slipped through
                 self._trouble("write_failed", f"command {out.command.seq} not written: {exc}")
@@ -221,27 +215,6 @@ class Actuator:
             slot += 1
         self._trouble("write_failed", f"{MAX_SKIPPED_SLOTS} command slots taken by other files")
         return False
-
-    def _file(self, out: Outstanding) -> None:
-        assert out.slot is not None
-        self._filed[out.command.seq] = (out.slot, out.digest)
-        while len(self._filed) > MAX_FILED:
-            self._filed.popitem(last=False)
-
-    def answer(self, ident: int) -> Ack | None:
-        """The hook's ack of command ``ident``, read at the command's slot and matched by
-        digest, or None (for TensorBoard's annotations, which must not show a stale ack)."""
-        filed = self._filed.get(ident)
-        if filed is None:
-            return None
-        try:
-            ack = channel.load_ack(self.run_dir, filed[0])
-        except (ChannelError, OSError):
-            return None
-        legacy_hook = self.heartbeat is not None and not self.heartbeat.channel
-        if ack is None or not _answers(ack, filed[1], legacy_hook):
-            return None
-        return dataclasses.replace(ack, seq=ident)
 
     # --- what the hook says -----------------------------------------------------------------------
 

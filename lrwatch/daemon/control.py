@@ -1,25 +1,60 @@
-"""Manual overrides through the daemon: ``set-lr``, ``pause`` and ``resume``.
+"""The control API handler: ``lrwatch status``, ``set-lr``, ``pause`` and ``resume``.
 
-They come in on the HTTP threads and are answered here, on the daemon's main thread (the only one
-that touches runs and the store), so a manual command is numbered, committed and written exactly
-like the controller's: in one transaction with its audit record, the file after the commit.
+The requests come in on the HTTP server's threads (http.py) and are answered here, on the
+daemon's main thread (the only one that touches runs and the store), so a manual command is
+numbered, committed and written exactly like the controller's: in one transaction with its audit
+record, the file after the commit. README.md, "Command line" and "How it works" (modes), says
+what a user may ask and when lrwatch refuses.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from lrwatch.config import Config, Mode
 from lrwatch.daemon.http import ControlRequest
-from lrwatch.daemon.runs import Run, RunBook
+from lrwatch.daemon.lifecycle import Run
+from lrwatch.daemon.runs import RunBook
 from lrwatch.protocol.types import Action, ActionType
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    requests: queue.Queue[ControlRequest],
+    book: RunBook,
+    config: Config,
+    clock: Callable[[], float],
+) -> None:
+    """Answer every request waiting, on the main loop's turn."""
+    while True:
+        try:
+            request = requests.get_nowait()
+        except queue.Empty:
+            return
+        if not request.reply.set_running_or_notify_cancel():
+            continue  # withdrawn by the HTTP thread after its timeout (see http._withdraw)
+        answer: tuple[int, dict[str, Any]]
+        try:
+            if request.verb == "status":
+                answer = (HTTPStatus.OK, book.status(clock()))
+            else:
+                answer = handle(request, book, config, clock())
+        except Exception as exc:  # a bad request must not take the daemon down
+            log.exception("control request failed")
+            answer = (HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
+        request.reply.set_result(answer)
 
 
 def handle(
     req: ControlRequest, book: RunBook, config: Config, now: float
 ) -> tuple[int, dict[str, Any]]:
-    """The HTTP answer to one request; the command is sent when there is one."""
+    """The HTTP answer to one ``set-lr``, ``pause`` or ``resume``; the command is sent when
+    there is one."""
     run, store = book.runs.get(req.run), book.store
     if run is None:
         return HTTPStatus.NOT_FOUND, {"error": f"no run named {req.run!r}"}
@@ -31,7 +66,7 @@ def handle(
             store.audit(run.name, req.verb, req.who, dict(req.body))
         return HTTPStatus.OK, {"run": run.name, "paused": control.paused}
     if config.mode is Mode.OBSERVE:
-        # Observe mode never writes a command, whoever asks (DESIGN.md, "Modes and safety").
+        # Observe mode never writes a command, whoever asks (README.md, "How it works": Modes).
         # Pause does not stop a human: it holds back lrwatch's own adjustments only.
         return HTTPStatus.CONFLICT, {"error": "observe mode: lrwatch writes no commands"}
     factor, error = manual_factor(run, req.body)

@@ -2,8 +2,8 @@
 a small JSON API on which ``lrwatch status``, ``set-lr``, ``pause`` and ``resume`` are built.
 
 It binds 127.0.0.1 unless configured otherwise. The HTTP threads never touch daemon state:
-reads go through a snapshot function, and control requests are handed to the main loop through
-a bounded queue and answered when the loop has handled them (watchdog's producer/consumer split).
+status and control requests are handed to the main loop through a bounded queue and answered
+when the loop has handled them (watchdog's producer/consumer split; control.py answers them).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from urllib.parse import unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-log = logging.getLogger("lrwatch.daemon.http")
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4096
 CONTROL_TIMEOUT_SECONDS = 10.0
+STATUS_TIMEOUT_SECONDS = 5.0
 IDLE_TIMEOUT_SECONDS = 5.0
 """A connection that sends nothing (or too slowly) for this long is closed: else each idle
 client would hold a thread for ever."""
@@ -71,7 +72,8 @@ class _Server(ThreadingHTTPServer):
 
 @dataclass(slots=True)
 class ControlRequest:
-    """``set-lr``, ``pause`` or ``resume`` for one run, waiting for the main loop's answer."""
+    """``status``, or ``set-lr``, ``pause`` or ``resume`` for one run, waiting for the main
+    loop's answer."""
 
     verb: str
     run: str
@@ -81,17 +83,19 @@ class ControlRequest:
 
 
 class DaemonServer:
+    """The HTTP server: binds ``host:port`` when built (port 0 picks a free one, see ``url``),
+    serves on its own thread between ``start`` and ``stop``."""
+
     def __init__(
         self,
         host: str,
         port: int,
         registry: CollectorRegistry,
-        status: Callable[[], dict[str, Any]],
         ready: Callable[[], bool],
         control: queue.Queue[ControlRequest],
         token: str | None,
     ) -> None:
-        handler = _make_handler(registry, status, ready, control, token)
+        handler = _make_handler(registry, ready, control, token)
         self._httpd = _Server((host, port), handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="lrwatch-http", daemon=True
@@ -112,6 +116,21 @@ class DaemonServer:
             self._httpd.shutdown()
             self._thread.join(timeout=5)
         self._httpd.server_close()
+
+
+def status(control: queue.Queue[ControlRequest]) -> dict[str, Any]:
+    """``lrwatch status``'s answer: the main loop builds it (only it touches the runs) and
+    answers within a turn; a loop too busy for that says so instead."""
+    request = ControlRequest("status", "", {}, "")
+    try:
+        control.put_nowait(request)
+        _, answer = request.reply.result(timeout=STATUS_TIMEOUT_SECONDS)
+    except queue.Full:
+        return {"error": "the daemon is busy", "runs": []}
+    except TimeoutError:
+        request.reply.cancel()
+        return {"error": "the daemon is busy", "runs": []}
+    return answer
 
 
 def _withdraw(request: ControlRequest) -> tuple[int, dict[str, Any]]:
@@ -137,7 +156,6 @@ def _withdraw(request: ControlRequest) -> tuple[int, dict[str, Any]]:
 
 def _make_handler(
     registry: CollectorRegistry,
-    status: Callable[[], dict[str, Any]],
     ready: Callable[[], bool],
     control: queue.Queue[ControlRequest],
     token: str | None,
@@ -157,7 +175,7 @@ def _make_handler(
                 code = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
                 self._send(code, b"ready\n" if ok else b"starting\n", "text/plain")
             elif path == "/api/status":
-                self._json(HTTPStatus.OK, status())
+                self._json(HTTPStatus.OK, status(control))
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint {path}"})
 

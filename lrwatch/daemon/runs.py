@@ -1,16 +1,6 @@
-"""The runs a daemon knows, and their lifecycle: active, stale, finished, then forgotten.
-
-Split from daemon.py so that the daemon reads as wiring. What a run's lifecycle is:
-
-- **active**: a sample arrived within ``stale_after_seconds``;
-- **stale**: no sample for that long while the hook heartbeats (the job steps but does not log:
-  a ``stall`` finding, see detectors/stall.py);
-- **finished**: no sample for that long and no live hook (the job ended, or never had a hook:
-  from the logs alone lrwatch cannot tell a hung job from a finished one, so it does not guess);
-- **forgotten**: no sample and no heartbeat for ``run_ttl_seconds``: the run leaves /metrics and
-  the state file, so label cardinality and the database stay bounded however many runs come and
-  go. Its findings, commands and audit stay in the database. If its logs grow again, it comes
-  back as a new run whose files are read on from where they were.
+"""Every run the daemon knows (RunBook), and what touches all of them at once: creation and
+restoration, the channel polls (acks, heartbeats), the once-a-second lifecycle tick (lifecycle.py
+says what a run's states are), checkpoints and the status snapshot.
 """
 
 from __future__ import annotations
@@ -21,8 +11,7 @@ import logging
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,101 +20,17 @@ from lrwatch.analysis import coverage
 from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
 from lrwatch.daemon.actuator import Actuator
+from lrwatch.daemon.lifecycle import Run, RunState
 from lrwatch.daemon.store import Store, StoredCommand
 from lrwatch.detectors.stall import StallDetector
 from lrwatch.logs import first_time
+from lrwatch.protocol.channel import ack_to_json
 from lrwatch.protocol.types import Ack, AckStatus, Finding, Role
-from lrwatch.sinks.prometheus import RUN_STATES, Metrics
-from lrwatch.sources.boundary import unescape_name
+from lrwatch.sinks.prometheus import Metrics
+from lrwatch.sources.boundary import escape_name, unescape_name
 from lrwatch.sources.follow import Follower
 
-log = logging.getLogger("lrwatch.daemon.service")
-
-MAX_STATUS_METRICS = 50  # metric names a status row lists (to say what a run without a loss has)
-
-
-@dataclass(slots=True)
-class Run:
-    """A run the daemon knows: its analysis, its channel, and its place in the lifecycle."""
-
-    name: str
-    monitor: RunMonitor
-    actuator: Actuator
-    stall: StallDetector
-    last_sample_at: float = 0.0  # the daemon's clock when data last came; persisted
-    kinds_active: set[str] = field(default_factory=set)
-    labels: dict[int, str] = field(default_factory=dict)  # seq -> reason label, for metrics
-    role_metrics: frozenset[str] = frozenset()  # names that are role metrics, for /metrics
-    dirty_since: float | None = None  # monotonic time of the first analysis not checkpointed
-    hooked: bool = False  # a heartbeat was seen: the ack counters exist (at 0) from then on
-    has_loss: bool | None = None  # what lrwatch_run_loss_role says, once set
-    quarantined: str | None = None  # why the run is no longer handled (RunBook.quarantine)
-
-    def alive(self, now: float, config: Config) -> bool:
-        return self.actuator.alive(now, config.heartbeat_timeout_seconds)
-
-    def state(self, now: float, config: Config) -> str:
-        if self.quarantined is not None:
-            return "quarantined"
-        if now - self.last_sample_at <= config.stale_after_seconds:
-            return "active"
-        return "stale" if self.alive(now, config) else "finished"
-
-    def expired(self, now: float, config: Config) -> bool:
-        beat = self.actuator.heartbeat
-        last_sign = max(self.last_sample_at, beat.written_at if beat else 0.0)
-        return not self.alive(now, config) and now - last_sign > config.run_ttl_seconds
-
-    def check_stall(self, now: float, config: Config) -> Finding | None:
-        found = self.stall.check(now, self.last_sample_at, self.alive(now, config))
-        if found is None:
-            return None
-        return replace(found, run=self.name, step=self.monitor.last_step())
-
-    def active_kinds(self) -> set[str]:
-        kinds = self.monitor.active_kinds()
-        if self.stall.active:
-            kinds.add(self.stall.active)
-        return kinds
-
-    def lifecycle_dict(self) -> dict[str, Any]:
-        return {
-            "last_sample_at": self.last_sample_at,
-            "stall": self.stall.state_dict(),
-            "channel": self.actuator.channel,  # whose commands the stored ones are (restore)
-        }
-
-    def load_lifecycle(self, state: Mapping[str, Any]) -> None:
-        self.last_sample_at = float(state.get("last_sample_at", 0.0))
-        if isinstance(state.get("channel"), str):
-            self.actuator.channel = state["channel"]
-        if "stall" in state:
-            self.stall.load_state_dict(state["stall"])
-
-    def row(self, now: float, config: Config) -> dict[str, Any]:
-        """This run's line in ``lrwatch status``."""
-        monitor = self.monitor
-        loss_metric, inferred = coverage.loss_of(monitor)
-        beat = self.actuator.heartbeat
-        return {
-            "run": self.name,
-            "loss_metric": loss_metric,  # None: no loss recognised, the run is not judged
-            "loss_inferred": inferred,
-            "metrics": sorted(monitor.series)[:MAX_STATUS_METRICS],
-            "state": "paused"
-            if monitor.control.paused and not self.quarantined
-            else self.state(now, config),
-            "last_step": monitor.last_step(),
-            "loss": monitor.series[loss_metric].last_value if loss_metric else None,
-            "lr_scale": monitor.control.lr_scale,
-            "lrs": list(beat.lrs) if beat else [],
-            "hook_alive": self.alive(now, config),
-            "active_findings": sorted(self.kinds_active),
-            "unacked_commands": sorted(self.actuator.unacked),
-            **({"error": self.quarantined} if self.quarantined else {}),
-            # Non-empty: the run is unhealthy (a refused heartbeat, a command not written...).
-            "channel_trouble": sorted(self.actuator.trouble.values()),
-        }
+log = logging.getLogger(__name__)
 
 
 def role_metrics(monitor: RunMonitor) -> frozenset[str]:
@@ -172,7 +77,10 @@ class RunBook:
         self.store, self.metrics, self.follower = store, metrics, follower
         self.runs: dict[str, Run] = {}
         self.on_forget: Callable[[Run], None] | None = None  # what else holds a run: let go
+        self.on_acks: Callable[[Run, list[Ack]], None] | None = None  # who else shows acks
         self._reported: set[tuple[str, str]] = set()  # (run, channel error) already logged
+        for state in RunState:  # every state's gauge from 0, before the first tick counts them
+            metrics.runs.labels(state.value).set(0)
 
     def get(self, name: str) -> Run:
         """The run called ``name``, created on first sight."""
@@ -192,6 +100,22 @@ class RunBook:
         return run
 
     def restore(self) -> None:
+        """The saved state; rows that do not parse are left out, counted and logged (their
+        runs start afresh, their files are read again), the others restored."""
+        self.follower.restore(self.store.reader_states())
+        self._restore_runs()
+        for table, key, why in self.store.problems:
+            self.metrics.state_errors_total.labels("restore", "unparseable_row").inc()
+            log.error(
+                "state file %s: %s row %s unparseable (%s): left out, starts afresh",
+                self.store.path,
+                table,
+                escape_name(key),
+                why,
+            )
+        self.store.problems.clear()
+
+    def _restore_runs(self) -> None:
         lifecycles = self.store.lifecycles()
         for name, state in self.store.run_states().items():
             run = self.get(name)
@@ -354,6 +278,8 @@ class RunBook:
                 for ack in acks:
                     self._record_ack(run, ack)
                 self.checkpoint(run)  # with the channel the numbering is now for
+            if self.on_acks is not None:  # committed: shown where else acks are drawn
+                self.on_acks(run, acks)
         beat = run.actuator.heartbeat
         if beat is None:
             return
@@ -378,19 +304,7 @@ class RunBook:
     def _record_ack(self, run: Run, ack: Ack) -> None:
         self.store.record_ack(run.name, ack)
         self.metrics.command_acks_total.labels(run.name, ack.status.value).inc()
-        self.store.audit(
-            run.name,
-            "ack",
-            "hook",
-            {
-                "seq": ack.seq,
-                "status": ack.status.value,
-                "step": ack.step,
-                "lr_scale": ack.lr_scale,
-                "lrs": list(ack.lrs),
-                "reason": ack.reason,
-            },
-        )
+        self.store.audit(run.name, "ack", "hook", ack_to_json(ack))
         if ack.status is not AckStatus.APPLIED:
             log.warning(
                 "run %s: command %d %s: %s", run.name, ack.seq, ack.status.value, ack.reason
@@ -413,7 +327,7 @@ class RunBook:
     def tick(self, now: float) -> None:
         """Once a second: stalls, expiry, overdue checkpoints and the runs gauge."""
         config = self.config
-        counts = dict.fromkeys(RUN_STATES, 0)
+        counts = dict.fromkeys(RunState, 0)
         stalls, expired, overdue = [], [], []
         due = time.monotonic() - config.checkpoint_interval_seconds
         for run in list(self.runs.values()):
@@ -430,11 +344,11 @@ class RunBook:
                 counts[run.state(now, config)] += 1
             except Exception as exc:
                 self.quarantine(run, "tick", exc)
-                counts["quarantined"] += 1
+                counts[RunState.QUARANTINED] += 1
         if stalls or expired or overdue:
             self._settle(stalls, expired, overdue)
         for state, count in counts.items():
-            self.metrics.runs.labels(state).set(count)
+            self.metrics.runs.labels(state.value).set(count)
 
     def status(self, now: float) -> dict[str, Any]:
         """What ``lrwatch status`` shows. Built on demand: rows for a thousand runs every

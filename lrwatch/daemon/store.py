@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrwatch.protocol.channel import ack_to_json
 from lrwatch.protocol.types import Ack, AckStatus, Action, ActionType, Command, Finding
 from lrwatch.sources.boundary import escape_name, unescape_name
 
-log = logging.getLogger("lrwatch.daemon.store")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readers (
@@ -74,6 +75,19 @@ def exclusive_lock(path: Path, what: str, *, directory: bool = False) -> int:
         os.close(fd)
         raise StateInUse(f"{what} is in use by another lrwatch daemon (lock {path})") from None
     return fd
+
+
+def lock_root(root: Path) -> int | None:
+    """One daemon per log root: two would both write commands into the same channels. The lock
+    is on the root directory itself: no lock file that could be deleted. None (logged) for a
+    root that cannot be locked, say a read-only one (observe mode over a mounted share)."""
+    try:
+        return exclusive_lock(root, f"log root {root}", directory=True)
+    except StateInUse:
+        raise
+    except OSError as exc:
+        log.info("cannot lock %s (%s); make sure no other daemon watches it", root, exc)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,16 +279,9 @@ class Store:
         )
 
     def record_ack(self, run: str, ack: Ack) -> None:
-        payload = {
-            "status": ack.status.value,
-            "step": ack.step,
-            "lr_scale": ack.lr_scale,
-            "lrs": list(ack.lrs),
-            "reason": ack.reason,
-        }
         self._db.execute(
             "UPDATE commands SET ack = ?, acked_at = ? WHERE run = ? AND seq = ?",
-            (json.dumps(payload), ack.acked_at, run, ack.seq),
+            (json.dumps(ack_to_json(ack)), ack.acked_at, run, ack.seq),
         )
 
     def commands(self, run: str | None = None, *, unacked: bool = False) -> list[StoredCommand]:

@@ -349,19 +349,22 @@ def highest_command_seq(run_dir: str | os.PathLike[str]) -> int:
 # --- acks ---------------------------------------------------------------------------------------
 
 
+def ack_to_json(ack: Ack) -> dict[str, Any]:
+    """An ack as the JSON object of its file (also what the daemon audits and stores)."""
+    return {
+        "seq": ack.seq,
+        "status": ack.status.value,
+        "step": ack.step,
+        "lr_scale": ack.lr_scale,
+        "lrs": list(ack.lrs),
+        "reason": ack.reason,
+        "acked_at": ack.acked_at,
+        "digest": ack.digest,
+    }
+
+
 def encode_ack(ack: Ack) -> bytes:
-    return json.dumps(
-        {
-            "seq": ack.seq,
-            "status": ack.status.value,
-            "step": ack.step,
-            "lr_scale": ack.lr_scale,
-            "lrs": list(ack.lrs),
-            "reason": ack.reason,
-            "acked_at": ack.acked_at,
-            "digest": ack.digest,
-        }
-    ).encode()
+    return json.dumps(ack_to_json(ack)).encode()
 
 
 def write_ack(run_dir: str | os.PathLike[str], ack: Ack) -> None:

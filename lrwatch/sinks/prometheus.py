@@ -17,8 +17,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from lrwatch import __version__
 from lrwatch.sources.base import Batch
 
-RUN_STATES = ("active", "stale", "finished", "quarantined")
-
 
 @dataclass(slots=True)
 class _RunChildren:
@@ -168,8 +166,6 @@ class Metrics:
         self.build_info.labels(__version__, platform.python_version()).set(1)
         self._children: dict[str, _RunChildren] = {}
         self._ingested: dict[str, Counter] = {}
-        for state in RUN_STATES:
-            self.runs.labels(state).set(0)
 
     def export_batch(
         self, run: str, batch: Batch, roles: Set[str], last_step: int, now: float

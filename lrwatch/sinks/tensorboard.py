@@ -23,10 +23,10 @@ as whole records in one ``write()`` to a file opened with ``O_APPEND`` and close
 see complete records or a short tail that TensorBoard treats as "not yet", and there is nothing
 to flush or stop. The record framing is the one lrwatch's reader reads (sources/records.py).
 
-Acks are read from the run's channel here (read-only, only while a command this writer saw is
-unacknowledged) so that the daemon hands this module everything at one call site, ``record``;
-the factor drawn is the one the hook acknowledged. Manual ``lrwatch set-lr`` commands do not pass
-through that call site and are not drawn here (``lrwatch report`` shows them).
+Acks are not read here: the daemon's actuator reads them (and matches each to the bytes it
+wrote) and hands them over (``acked``); they are drawn at the run's next ``record``, and the
+factor drawn is the one the hook acknowledged. Manual ``lrwatch set-lr`` commands do not pass
+through ``record`` and are not drawn here (``lrwatch report`` shows them).
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ FINDING_TAG_PREFIX = "lrwatch/finding/"
 # The factor is re-written this many steps after its last point even when unchanged, so its line
 # in TensorBoard runs on beside the job's curves instead of stopping at the last change.
 LR_SCALE_EVERY_STEPS = 100
+# Whether a run has a hook attached (``.lrwatch/``: consent to writing there) is looked at again
+# after this long, not on every batch: a stat per batch per run adds up over a fleet.
+ATTACH_RECHECK_SECONDS = 10.0
 
 
 def events_path(run_dir: Path, clock: Callable[[], float] = time.time) -> Path:
@@ -102,6 +105,7 @@ class _RunState:
     lr_scale_step: int = -1
     open_kinds: set[str] = field(default_factory=set)
     pending: dict[int, Command] = field(default_factory=dict)  # sent, ack not yet seen
+    acks: list[Ack] = field(default_factory=list)  # of pending commands, drawn at next record
     failed: bool = False
 
 
@@ -114,6 +118,7 @@ class DecisionWriter:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._runs: dict[Path, _RunState] = {}
+        self._attached: dict[Path, tuple[bool, float]] = {}  # run dir -> (attached, next look)
 
     def record(
         self,
@@ -121,7 +126,6 @@ class DecisionWriter:
         monitor: RunMonitor,
         outcome: Outcome,
         commands: Sequence[Command] = (),
-        answer: Callable[[int], Ack | None] | None = None,
     ) -> None:
         """Called once per analysed batch of a run's samples, with the findings, decisions and
         commands it led to: writes what changed since the last call, if anything.
@@ -129,14 +133,14 @@ class DecisionWriter:
         The daemon calls this inside the transaction that commits them; should the daemon die
         before the commit, it analyses the batch again and TensorBoard shows the finding twice,
         which is harmless (nothing here is read back)."""
-        if not channel.channel_dir(run_dir).is_dir():
+        if not self._is_attached(run_dir):
             return  # no hook attached: observed only, and its directory is not ours to write
         state = self._runs.get(run_dir)
         if state is None:
             state = self._runs[run_dir] = _RunState(events_path(run_dir, self._clock))
         if state.failed:
             return
-        events = self._events(run_dir, state, monitor, outcome, commands, answer)
+        events = self._events(state, monitor, outcome, commands)
         if not events:
             return
         try:
@@ -145,14 +149,27 @@ class DecisionWriter:
             state.failed = True
             log.warning("cannot write lrwatch's TensorBoard events into %s: %s", run_dir, exc)
 
+    def acked(self, run_dir: Path, acks: Sequence[Ack]) -> None:
+        """Acks the daemon has read from the run's channel: those of commands this writer
+        showed are drawn at the run's next ``record``."""
+        state = self._runs.get(run_dir)
+        if state is not None and not state.failed:
+            state.acks += [ack for ack in acks if ack.seq in state.pending]
+
+    def _is_attached(self, run_dir: Path) -> bool:
+        attached, next_look = self._attached.get(run_dir, (False, 0.0))
+        now = time.monotonic()
+        if now >= next_look:
+            attached = channel.channel_dir(run_dir).is_dir()
+            self._attached[run_dir] = (attached, now + ATTACH_RECHECK_SECONDS)
+        return attached
+
     def _events(
         self,
-        run_dir: Path,
         state: _RunState,
         monitor: RunMonitor,
         outcome: Outcome,
         commands: Sequence[Command],
-        answer: Callable[[int], Ack | None] | None,
     ) -> list[event_pb2.Event]:
         now = self._clock()
         step = monitor.last_step()
@@ -186,7 +203,8 @@ class DecisionWriter:
                 scalar_event(FINDING_TAG_PREFIX + kind, step + 1, 0.0, now),
             ]
             state.open_kinds.discard(kind)
-        acks = self._new_acks(run_dir, state, answer)
+        acks = sorted(state.acks, key=lambda ack: ack.seq)
+        state.acks.clear()
         for ack in acks:
             events += self._ack_events(state, ack, now)
             lines.append(_ack_line(ack, state.pending.pop(ack.seq, None)))
@@ -205,27 +223,6 @@ class DecisionWriter:
         if lines:
             events.append(text_event(TAG_DECISIONS, max(step, 0), "\n\n".join(lines), now))
         return events
-
-    def _new_acks(
-        self, run_dir: Path, state: _RunState, answer: Callable[[int], Ack | None] | None
-    ) -> list[Ack]:
-        """The acks of pending commands. ``answer`` (the daemon's actuator) finds each where
-        it was written and matches it to the command's bytes; without it, the file at the
-        command's number (a channel without foreign files numbers them alike)."""
-        acks = []
-        for seq in sorted(state.pending):
-            if answer is not None:
-                ack = answer(seq)
-                if ack is not None:
-                    acks.append(ack)
-                continue
-            try:
-                ack = channel.read_ack(run_dir, seq)
-            except channel.ChannelError:
-                continue  # the daemon's actuator reports a garbled ack; nothing to show
-            if ack is not None:
-                acks.append(ack)
-        return acks
 
     @staticmethod
     def _ack_events(state: _RunState, ack: Ack, now: float) -> list[event_pb2.Event]:
@@ -246,6 +243,7 @@ class DecisionWriter:
     def forget(self, run_dir: Path) -> None:
         """The run expired: what this writer kept of it goes too."""
         self._runs.pop(run_dir, None)
+        self._attached.pop(run_dir, None)
 
     def _append(self, state: _RunState, events: list[event_pb2.Event]) -> None:
         """Append to the events file. Neither ``lrwatch/`` nor the file may be a symlink: a job

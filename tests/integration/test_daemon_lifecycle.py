@@ -182,11 +182,11 @@ def test_one_daemon_per_log_root_and_per_state_file(tmp_path: Path) -> None:
     cfg = inproc.config(tmp_path)
     with inproc.running(cfg):
         with pytest.raises(StateInUse, match=r"log root .* in use by another lrwatch daemon"):
-            Daemon(cfg.model_copy(update={"state": tmp_path / "other.sqlite"}))
+            Daemon(cfg.model_copy(update={"state": tmp_path / "other.sqlite"})).acquire()
         other_root = tmp_path / "elsewhere"
         other_root.mkdir()
         with pytest.raises(StateInUse, match=r"state file .* in use by another lrwatch daemon"):
-            Daemon(cfg.model_copy(update={"logdir": other_root}))
+            Daemon(cfg.model_copy(update={"logdir": other_root})).acquire()
     with inproc.running(cfg):  # and the locks went with the daemon
         pass
 
@@ -220,6 +220,7 @@ def test_health_readiness_and_ingest_metrics_over_http(tmp_path: Path) -> None:
     (root / "a").mkdir()
     (root / "a" / "metrics.jsonl").write_text(lines(range(50), t0=time.time() - 100))
     daemon = Daemon(cfg, registry=CollectorRegistry())
+    daemon.acquire()
     daemon.server.start()
     try:
         url = daemon.server.url

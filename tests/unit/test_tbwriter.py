@@ -78,10 +78,11 @@ def test_findings_commands_and_acks_read_back_by_tensorboard(tmp_path: Path) -> 
     command = Command("r", 1, decision.action, decision.reason, time.time())
     writer.record(run_dir, monitor, outcome, [command])
 
-    # The hook applies the cut a few steps later and acknowledges it.
+    # The hook applies the cut a few steps later and acknowledges it; the daemon's actuator
+    # reads the ack and hands it over.
     ack_step = found[0].step + 3
     ack = Ack(1, AckStatus.APPLIED, ack_step, 0.1, (0.03,), "scaled x0.1", time.time())
-    channel.write_ack(run_dir, ack)
+    writer.acked(run_dir, [ack])
     outcome = monitor.observe(samples(68, healthy(40, level=0.5)), can_act=None)
     writer.record(run_dir, monitor, outcome)
     # The daemon's own view may fall back to a stale heartbeat's factor for a moment after an
@@ -150,3 +151,17 @@ def test_the_daemon_side_imports_neither_torch_nor_tensorflow() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_acks_of_commands_it_showed_are_drawn(tmp_path: Path) -> None:
+    """A manual set-lr's ack (its command never passed through ``record``) is not drawn."""
+    run_dir = attached(tmp_path)
+    monitor = RunMonitor("r", Config().for_run("r"))
+    writer = DecisionWriter()
+    writer.record(run_dir, monitor, monitor.observe(samples(0, healthy(30)), can_act=None))
+    manual = Ack(7, AckStatus.APPLIED, 20, 0.5, (0.05,), "scaled x0.5", time.time())
+    writer.acked(run_dir, [manual])
+    writer.record(run_dir, monitor, monitor.observe(samples(30, healthy(30)), can_act=None))
+    acc = load(run_dir)
+    assert TAG_ACTION not in acc.Tags()["scalars"]
+    assert "ack #7" not in texts(acc)

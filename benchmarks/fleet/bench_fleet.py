@@ -33,7 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from lrwatch.demo.showcase import daemon_argv
+from lrwatch.testing import daemon_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -179,7 +179,7 @@ class _daemon:
 
     def __init__(self, root: Path, work: Path, config: Path, src: Path | None) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        from lrwatch.demo.showcase import free_port
+        from lrwatch.testing import free_port
 
         self.port = free_port()
         self.cmd = [sys.executable, "-m", "lrwatch", "run", "--logdir", str(root)]

@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lrwatch import cli, testing
-from lrwatch.demo.showcase import free_port
 from lrwatch.sources.boundary import escape_name
+from lrwatch.testing import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """What the training-side hook costs a training loop, and how soon a command takes effect.
 
-Run: ``.venv/bin/python benchmarks/hook_overhead.py`` (about a minute on 2 CPU cores).
+Run: ``python -m benchmarks.hook_overhead`` (about a minute on 2 CPU cores).
 Writes ``benchmarks/results/hook_overhead.md`` (a table) and ``hook_overhead.png`` (two plots).
 
 Everything is measured in one run, side by side, so the ratios compare like with like:
@@ -18,12 +18,12 @@ Everything is measured in one run, side by side, so the ratios compare like with
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,13 +34,11 @@ from pathlib import Path
 
 import torch
 
+import lrwatch
+from lrwatch.protocol import channel
+from lrwatch.protocol.types import Action, ActionType, Command
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-
-import lrwatch  # noqa: E402
-from lrwatch.protocol import channel  # noqa: E402
-from lrwatch.protocol.types import Action, ActionType, Command  # noqa: E402
-
 RESULTS = ROOT / "benchmarks" / "results"
 BATCH, STEP_PERIOD, LATENCY_SECONDS = 64, 1e-3, 20.0
 MLP = (64, 128, 128, 10)  # small enough that a step fits well inside the 1 ms of the latency loop
@@ -384,6 +382,7 @@ def plot(costs: Samples, factor: Samples, latency: Latency) -> None:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     began = time.perf_counter()
     # One intra-op thread: a small MLP gains little from two, and on a shared machine OpenMP
     # threads waiting for a busy core turn a sub-millisecond step into tens of milliseconds.
@@ -399,8 +398,8 @@ def main() -> None:
     text = (
         "# Hook overhead\n\n"
         f"Machine: {machine()}.\n\n"
-        "Produced by `.venv/bin/python benchmarks/hook_overhead.py`; per-call times are single "
-        f"calls timed with `perf_counter_ns`, less the timer's own median ({overhead:.0f} ns). "
+        "Produced by `python -m benchmarks.hook_overhead`; per-call times are single calls "
+        f"timed with `perf_counter_ns`, less the timer's own median ({overhead:.0f} ns). "
         "Channel files live on the local disk (a temporary directory).\n\n"
         f"{table}\n"
     )

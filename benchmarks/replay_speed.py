@@ -1,7 +1,7 @@
 """How fast ``lrwatch replay`` goes over a 200k-scalar TensorBoard file, detectors included,
 against tensorboard's ``EventAccumulator`` merely loading it: side by side in one process.
 
-Run: ``.venv/bin/python benchmarks/replay_speed.py`` (a few minutes on 2 CPU cores the first
+Run: ``python -m benchmarks.replay_speed`` (a few minutes on 2 CPU cores the first
 time, most of it writing the TensorBoard files with torch's SummaryWriter; they are kept in
 ``--data`` for the next runs). Writes ``benchmarks/results/replay_speed.md`` and
 ``replay_speed.png``.
@@ -31,13 +31,11 @@ Contenders, each timed in CPU seconds (``time.process_time``), interleaved, best
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -45,12 +43,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.tfevents import event_files
+from lrwatch.config import load_config
+from lrwatch.offline.replay import discover_runs, read_records, replay
 
-from lrwatch.config import load_config  # noqa: E402
-from lrwatch.offline.replay import discover_runs, read_records, replay  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 STEPS = 20_000
 TARGET = 3.0
@@ -105,18 +103,7 @@ writer.close()
 
 
 def make_data(data: Path) -> dict[str, Path]:
-    files = {}
-    for kind in ("noise", "curve"):
-        folder = data / kind
-        found = glob.glob(str(folder / "*tfevents*"))
-        if not found:
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"writing the {kind} TensorBoard file ...", flush=True)
-            subprocess.run(
-                [sys.executable, "-c", WRITE_TB, str(folder), str(STEPS), kind], check=True
-            )
-            found = glob.glob(str(folder / "*tfevents*"))
-        files[kind] = Path(found[0])
+    files = event_files(data, WRITE_TB, STEPS, ("noise", "curve"))
     (data / "lrwatch.yaml").write_text(CONFIG)
     return files
 
@@ -236,7 +223,7 @@ def write_results(rows: list[Row], repeats: int) -> None:
         "",
         f"Machine: {os.cpu_count()} logical CPUs shared with other work (1-minute load average "
         f"{load:.1f} at the end), Python {platform.python_version()}, {platform.system()} "
-        f"{platform.release()}. Produced by `.venv/bin/python benchmarks/replay_speed.py`: CPU "
+        f"{platform.release()}. Produced by `python -m benchmarks.replay_speed`: CPU "
         f"seconds (`time.process_time`), the contenders interleaved in one process, best of "
         f"{repeats}. Each file: 20,000 steps x 10 tags + `eval/loss` every 500 steps "
         "(200,040 scalars), written by torch's SummaryWriter; the role metrics (`train/loss`, "

@@ -1,10 +1,9 @@
 """Test helpers: a real ``lrwatch run`` daemon process, read from outside (HTTP) the way a
 supervisor or Prometheus would. lrwatch's own integration tests use them, and so can a plugin's:
 
-    from lrwatch.demo.showcase import free_port
     from lrwatch import testing
 
-    port = free_port()
+    port = testing.free_port()
     proc = testing.spawn(root, tmp / "state.sqlite", port, tmp / "daemon.log", "--config", cfg)
     testing.wait_ready(proc, port, tmp / "daemon.log")
     testing.wait_for(lambda: testing.scrape(port).get(name, 0) >= 1, 20, "the finding")
@@ -13,13 +12,26 @@ supervisor or Prometheus would. lrwatch's own integration tests use them, and so
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lrwatch.demo.showcase import daemon_argv
+
+def daemon_argv(root: Path, port: int, state: Path, *extra: str) -> list[str]:
+    """The command line of a real ``lrwatch run`` daemon process over ``root``."""
+    return [sys.executable, "-m", "lrwatch", "run", "--logdir", str(root),
+            "--metrics-port", str(port), "--state", str(state), *extra]  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def spawn(root: Path, state: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -13,6 +13,7 @@ any divergence finding.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import sys
@@ -46,6 +47,7 @@ def paged(values: np.ndarray) -> bool:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     rng = np.random.default_rng(0)
     header = "| log-noise SD | " + " | ".join(
         f"AR {phi:g}, {'t3' if heavy else 'normal'}"

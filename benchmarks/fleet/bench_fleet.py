@@ -1,6 +1,6 @@
 """One daemon, a fleet of live runs: does it keep up, and what does it cost?
 
-Run: ``.venv/bin/python benchmarks/fleet/bench_fleet.py`` (about 4 minutes on 2 CPU cores).
+Run: ``python -m benchmarks.fleet.bench_fleet`` (about 4 minutes on 2 CPU cores).
 Writes ``benchmarks/results/fleet.md`` (a table) and ``fleet.png``.
 
 For each fleet size (10, 100, 1,000 runs) a writer process keeps every run logging 10 scalars a
@@ -33,7 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from lrwatch.demo.showcase import daemon_argv
+from lrwatch.testing import daemon_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -212,7 +212,7 @@ def write_results(rows: list[dict[str, float]], args: argparse.Namespace) -> Non
         f"Machine: {os.cpu_count()} logical CPUs shared with other work (1-minute load average "
         f"{load:.1f} at the end), Python {platform.python_version()}, Linux "
         f"{platform.release()}, inotify (watchdog). Produced by "
-        "`.venv/bin/python benchmarks/fleet/bench_fleet.py`; every run logs 10 scalars/s, as "
+        "`python -m benchmarks.fleet.bench_fleet`; every run logs 10 scalars/s, as "
         "10 JSONL lines/s of the loss alone (every scalar goes through the detectors) or as "
         "1 line/s of the loss and 9 other metrics; warm-up "
         f"{args.warmup:g} s, window {args.window:g} s, one /metrics scrape every 15 s. Default "

@@ -1,7 +1,7 @@
 """How fast lrwatch reads logs, against what one would use otherwise, side by side in one process.
 
-Run: ``.venv/bin/python benchmarks/ingest/bench_ingest.py`` (about 5 minutes on 2 CPU cores the
-first time, most of it writing the TensorBoard files with torch's SummaryWriter; they are kept in
+Run: ``python -m benchmarks.ingest.bench_ingest`` (about 5 minutes on 2 CPU cores the first
+time, most of it writing the TensorBoard files with torch's SummaryWriter; they are kept in
 ``--data`` for the next runs). Writes ``benchmarks/results/ingest.md`` and ``ingest.png``.
 
 Three workloads, each read to the end, CPU time (``time.process_time``), the two contenders
@@ -26,26 +26,22 @@ scalars each reads (EventAccumulator stops at the damage; lrwatch skips the reco
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
 import platform
 import random
-import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.tfevents import event_files
+from lrwatch.sources.jsonl import JsonlReader
+from lrwatch.sources.tensorboard import TensorBoardReader
 
-from lrwatch.sources.jsonl import JsonlReader  # noqa: E402
-from lrwatch.sources.tensorboard import TensorBoardReader  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
 
 EVENTS = 200_000
 WRITE_TB = r"""
@@ -70,18 +66,7 @@ writer.close()
 
 
 def make_data(data: Path) -> dict[str, Path]:
-    files = {}
-    for kind in ("scalar", "mixed"):
-        folder = data / kind
-        found = glob.glob(str(folder / "*tfevents*"))
-        if not found:
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"writing the {kind} TensorBoard file ...", flush=True)
-            subprocess.run(
-                [sys.executable, "-c", WRITE_TB, str(folder), str(EVENTS), kind], check=True
-            )
-            found = glob.glob(str(folder / "*tfevents*"))
-        files[kind] = Path(found[0])
+    files = event_files(data, WRITE_TB, EVENTS, ("scalar", "mixed"))
     jsonl = data / "metrics.jsonl"
     if not jsonl.exists():
         rng = random.Random(0)
@@ -238,7 +223,7 @@ def write_results(
         "",
         f"Machine: {os.cpu_count()} logical CPUs shared with other work (1-minute load average "
         f"{os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, Linux "
-        f"{platform.release()}. Produced by `.venv/bin/python benchmarks/ingest/bench_ingest.py`:"
+        f"{platform.release()}. Produced by `python -m benchmarks.ingest.bench_ingest`:"
         " CPU seconds (`time.process_time`), the two contenders alternating in one process, "
         "medians (EventAccumulator on the mixed file: one run, it takes a minute). CRCs are "
         "checked by both (tensorboard without TensorFlow verifies every record's length and "

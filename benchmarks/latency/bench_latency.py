@@ -1,6 +1,6 @@
 """From a line appended to a log to the finding on /metrics: how long?
 
-Run: ``.venv/bin/python benchmarks/latency/bench_latency.py`` (about 2 minutes).
+Run: ``python -m benchmarks.latency.bench_latency`` (about 2 minutes).
 Writes ``benchmarks/results/latency.md`` and ``latency.png``.
 
 A ``lrwatch run`` daemon watches 100 runs, each with a healthy JSONL history the daemon has
@@ -31,7 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from lrwatch.demo.showcase import daemon_argv
+from lrwatch.testing import daemon_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -136,7 +136,7 @@ def main() -> None:
         "",
         f"Machine: {os.cpu_count()} logical CPUs shared with other work (1-minute load average "
         f"{os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}, Linux "
-        f"{platform.release()}. Produced by `.venv/bin/python benchmarks/latency/bench_latency.py`"
+        f"{platform.release()}. Produced by `python -m benchmarks.latency.bench_latency`"
         f"; {RUNS} watched runs, one NaN line appended per trial, /metrics polled until the "
         "finding shows (each latency includes that one scrape).",
         "",

@@ -1,6 +1,6 @@
 """One training job of the rescue benchmark, and the worker process that runs many of them.
 
-    python benchmarks/rescue/job.py SPECS.json [--parallel N]
+    python -m benchmarks.rescue.job SPECS.json [--parallel N]
 
 runs every job of SPECS.json (a list of ``JobSpec`` objects), N at a time, as threads of this one
 process: the benchmark is allowed two busy processes (this worker and the daemon), and torch
@@ -39,9 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scenarios import DRIFT_STEP, SCENARIOS
-from tasks import task
+from benchmarks.rescue.scenarios import DRIFT_STEP, SCENARIOS
+from benchmarks.rescue.tasks import task
 
 EVAL_EVERY = 20
 # A stream's recovery after a drift takes tens of steps: its validation loss is measured every 5,

@@ -10,7 +10,6 @@ seed; the well-tuned run is the dashed black reference where a scenario is held 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,10 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from benchmarks.rescue.scenarios import DRIFT_KEYS, DRIFT_STEP, REFERENCE, SCENARIOS
+from benchmarks.rescue.summary import RECOVERY_TOLERANCE, Cell, load_log, val_curve
 from lrwatch.config import Config
 from lrwatch.offline.report import KIND_COLOURS, OTHER_KIND_COLOUR, collect
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scenarios import DRIFT_KEYS, DRIFT_STEP, REFERENCE, SCENARIOS
-from summary import RECOVERY_TOLERANCE, Cell, load_log, val_curve
 
 COLOURS = {"fixed": "tab:gray", "plateau": "tab:blue", "lrwatch": "tab:green"}
 ZORDER = {"fixed": 1, "plateau": 2, "lrwatch": 3}

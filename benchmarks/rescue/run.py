@@ -1,6 +1,6 @@
 """The rescue benchmark: does acting on lrwatch's findings make real training end better?
 
-    python benchmarks/rescue/run.py --seeds 3
+    python -m benchmarks.rescue.run --seeds 3
 
 Six scenarios (scenarios.py), each trained for real on CPU three ways — a fixed LR, torch's
 ReduceLROnPlateau in the loop, and the lrwatch daemon plus the hook — over several seeds, then
@@ -39,11 +39,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from job import METHODS, JobSpec
-from plots import plot_scenario
-from scenarios import REFERENCE, SCENARIOS, SWEEP_LRS
-from summary import Stat, markdown, summarise, targets
+from benchmarks.rescue.job import METHODS, JobSpec
+from benchmarks.rescue.plots import plot_scenario
+from benchmarks.rescue.scenarios import REFERENCE, SCENARIOS, SWEEP_LRS
+from benchmarks.rescue.summary import Stat, markdown, summarise, targets
+from lrwatch.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -161,7 +161,7 @@ def _work(path: Path, specs: list[JobSpec], *, parallel: int) -> None:
         return
     path.write_text(json.dumps([asdict(s) for s in specs]))
     subprocess.run(
-        [sys.executable, str(HERE / "job.py"), str(path), "--parallel", str(parallel)],
+        [sys.executable, "-m", "benchmarks.rescue.job", str(path), "--parallel", str(parallel)],
         check=True,
     )
 
@@ -179,8 +179,6 @@ class _daemon:
 
     def __init__(self, root: Path, work: Path, config: Path, src: Path | None) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        from lrwatch.demo.showcase import free_port
-
         self.port = free_port()
         self.cmd = [sys.executable, "-m", "lrwatch", "run", "--logdir", str(root)]
         self.cmd += ["--metrics-port", str(self.port), "--state", str(work / "lrwatch.sqlite")]
@@ -226,7 +224,7 @@ def _command() -> str:
             argv = argv[1:]
         elif not arg.startswith("--workdir="):
             kept.append(arg)
-    return " ".join(["python benchmarks/rescue/run.py", *kept])
+    return " ".join(["python -m benchmarks.rescue.run", *kept])
 
 
 def _notes(args: argparse.Namespace, paced: list[float], jobs: int) -> list[str]:

@@ -12,14 +12,12 @@ import json
 import math
 import re
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from job import METHODS
-from scenarios import DRIFT_KEYS, DRIFT_STEP, REFERENCE, SCENARIOS
+from benchmarks.rescue.job import METHODS
+from benchmarks.rescue.scenarios import DRIFT_KEYS, DRIFT_STEP, REFERENCE, SCENARIOS
 
 RECOVERY_TOLERANCE = 1.10  # "recovered" = validation loss back within 10 % of its pre-drift value
 SCORE_AFTER = 100  # the AUC this many steps after the drift: how well it catches the new fraud

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,19 +27,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from lrwatch.testing import daemon_argv, free_port
+
 RESCUED, UNAIDED = "with-lrwatch", "without-lrwatch"
-
-
-def daemon_argv(root: Path, port: int, state: Path, *extra: str) -> list[str]:
-    """The command line of a real ``lrwatch run`` daemon process over ``root``."""
-    return [sys.executable, "-m", "lrwatch", "run", "--logdir", str(root),
-            "--metrics-port", str(port), "--state", str(state), *extra]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -29,16 +29,9 @@ def _data() -> Any:
 def hugging_face(out: Path) -> None:
     """transformers' Trainer: checkpoint-*/trainer_state.json, TensorBoard under runs/, and the
     dicts it prints on stdout (the caller sends stdout to a file)."""
-    import torch
     import transformers
 
-    class Tiny(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Linear(4, 1)
-
-        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"loss": torch.nn.functional.mse_loss(self.net(x), labels)}
+    from tests.integration.trainer_model import Tiny
 
     x, y = _data()
     rows = [{"x": x[i], "labels": y[i]} for i in range(len(x))]

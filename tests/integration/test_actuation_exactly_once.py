@@ -28,9 +28,9 @@ import torch
 
 import lrwatch
 from lrwatch import testing
-from lrwatch.demo.showcase import free_port
 from lrwatch.protocol import channel
 from lrwatch.protocol.types import Action, ActionType, Command
+from lrwatch.testing import free_port
 from tests.integration import actuation_job as job
 
 CHECK_INTERVAL = "4"  # seconds between the job's channel checks: the window for the SIGKILL

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from lrwatch import testing
-from lrwatch.demo.showcase import free_port
 from lrwatch.protocol import channel
+from lrwatch.testing import free_port
 from tests.integration import actuation_job as job
 
 pytestmark = pytest.mark.slow

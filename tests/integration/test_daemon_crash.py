@@ -24,9 +24,9 @@ import pytest
 
 from lrwatch import testing
 from lrwatch.config import Config
-from lrwatch.demo.showcase import free_port
 from lrwatch.offline.replay import replay
 from lrwatch.protocol import channel
+from lrwatch.testing import free_port
 
 pytestmark = pytest.mark.slow
 

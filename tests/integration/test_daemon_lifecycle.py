@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry
 from lrwatch import testing
 from lrwatch.daemon.service import Daemon
 from lrwatch.daemon.store import StateInUse
-from lrwatch.demo.showcase import free_port
 from lrwatch.protocol import channel
 from lrwatch.protocol.types import Heartbeat
+from lrwatch.testing import free_port
 from tests.integration import inproc
 
 pytestmark = pytest.mark.slow

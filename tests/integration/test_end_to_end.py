@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from lrwatch import testing
-from lrwatch.demo.showcase import free_port
 from lrwatch.protocol import channel
+from lrwatch.testing import free_port
 
 pytestmark = pytest.mark.slow
 

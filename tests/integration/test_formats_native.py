@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lrwatch import testing
-from lrwatch.demo.showcase import free_port
+from lrwatch.testing import free_port
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from lrwatch import testing
-from lrwatch.demo.showcase import free_port
 from lrwatch.protocol import channel
 from lrwatch.protocol.types import Ack, AckStatus
+from lrwatch.testing import free_port
 from tests.integration import actuation_job as job
 
 # Divergence cuts only (the job sits on a plateau, which the default policy would cut too), and

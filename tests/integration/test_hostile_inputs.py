@@ -28,7 +28,7 @@ import pytest
 
 from lrwatch import testing
 from lrwatch.daemon.http import IDLE_TIMEOUT_SECONDS, MAX_CONNECTIONS
-from lrwatch.demo.showcase import free_port
+from lrwatch.testing import free_port
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from lrwatch import testing
-from lrwatch.demo.showcase import free_port
+from lrwatch.testing import free_port
 from tests import fake_dist
 from tests.unit.test_plugins import RAISER
 

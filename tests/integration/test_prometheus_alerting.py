@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lrwatch.demo.showcase import daemon_argv, free_port
+from lrwatch.testing import daemon_argv, free_port
 
 pytestmark = pytest.mark.slow
 

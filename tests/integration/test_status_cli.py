@@ -25,8 +25,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from typer.testing import CliRunner
 
 from lrwatch import cli
-from lrwatch.demo.showcase import free_port
 from lrwatch.sinks.tensorboard import TAG_DECISIONS, TAG_LR_SCALE
+from lrwatch.testing import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lrwatch import cli, testing
-from lrwatch.demo.showcase import free_port
 from lrwatch.sources.boundary import escape_name
+from lrwatch.testing import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_metrics_show_which_runs_have_no_loss(daemon: int) -> None:
 
 
 def test_a_drift_never_raised_is_not_shown_active(daemon: int) -> None:
-    # The schedule's warm restart explains the rise (see test_detector_drift): no finding, and
+    # The schedule's warm restart explains the rise (see detectors/test_drift.py): no finding, and
     # so no active drift in status or on /metrics, though the detector itself still holds one.
     (sgdr,) = [r for r in strict_status(daemon)["runs"] if r["run"] == "sgdr"]
     assert sgdr["last_step"] == 400

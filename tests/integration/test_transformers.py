@@ -23,6 +23,7 @@ pytest.importorskip("accelerate")  # the Trainer needs it
 from lrwatch.integrations.transformers import STATE_FILENAME, LRWatchCallback, _unwrap  # noqa: E402
 from lrwatch.protocol import channel  # noqa: E402
 from lrwatch.protocol.types import Action, ActionType, Command  # noqa: E402
+from tests.integration.trainer_model import Tiny  # noqa: E402
 
 BASE_LR, WARMUP, K, F = 0.05, 5, 12, 0.25
 
@@ -32,15 +33,6 @@ def schedule(step: int, total: int) -> float:
     if step < WARMUP:
         return BASE_LR * step / WARMUP
     return BASE_LR * max(0.0, (total - step) / (total - WARMUP))
-
-
-class Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss": torch.nn.functional.mse_loss(self.net(x), labels)}
 
 
 class Data(torch.utils.data.Dataset[dict[str, torch.Tensor]]):

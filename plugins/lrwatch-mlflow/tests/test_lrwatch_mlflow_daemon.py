@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from lrwatch.demo.showcase import free_port
-from lrwatch.testing import get, scrape, spawn, stop, wait_for, wait_ready
+from lrwatch.testing import free_port, get, scrape, spawn, stop, wait_for, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from webhook_receiver import receiver
 
-from lrwatch.demo.showcase import free_port
-from lrwatch.testing import scrape, spawn, stop, wait_for, wait_ready
+from lrwatch.testing import free_port, scrape, spawn, stop, wait_for, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -87,7 +87,7 @@ def test_a_sharp_rise_is_held_back_for_the_divergence_detector() -> None:
 
 # -- what the pipeline knows besides the loss: the LR, and the other detectors -----------------
 
-CORPUS = Path(__file__).resolve().parents[2] / "benchmarks" / "detection" / "corpus"
+CORPUS = Path(__file__).resolve().parents[3] / "benchmarks" / "detection" / "corpus"
 
 
 def _replay(

@@ -233,7 +233,7 @@ def test_a_jump_that_decays_after_a_huge_bad_batch_is_not_climbing() -> None:
 
 # The five non-diverging runs of the scoring corpus (benchmarks/detection) that paged before the
 # excursion had to clear what the loss recently came back from: (run, metric, its config).
-_CORPUS = Path(__file__).resolve().parents[2] / "benchmarks" / "detection" / "corpus"
+_CORPUS = Path(__file__).resolve().parents[3] / "benchmarks" / "detection" / "corpus"
 _SWINGS = [
     ("drift/fraud_stream_logreg_sgd_s2", "loss"),  # a concept shift: bimodal after it
     ("drift/fraud_stream_mlp_momentum_s4", "loss"),

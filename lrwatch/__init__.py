@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Hook", "__version__", "attach"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only

@@ -188,7 +188,7 @@ def test_close_removes_the_optimizer_hooks_and_says_goodbye(tmp_path: Path) -> N
 def test_import_lrwatch_imports_neither_torch_nor_daemon_deps() -> None:
     code = (
         "import sys, lrwatch\n"
-        "assert lrwatch.__version__ == '0.1.0'\n"
+        "assert lrwatch.__version__ == '0.2.0'\n"
         "assert 'torch' not in sys.modules, 'torch'\n"
         "import lrwatch.hook\n"
         "banned = ('pydantic', 'typer', 'prometheus_client', 'watchdog', 'rich', 'yaml')\n"

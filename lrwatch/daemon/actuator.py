@@ -4,23 +4,11 @@ It numbers commands, writes them (after the store has committed them, see store.
 acks and heartbeats, and says whether a live hook is there to act on. It never decides anything:
 the controller decides, the actuator delivers.
 
-Two numbers per command, because the two ends must agree on different things:
-
-- the command's **id** (``Command.seq`` in the daemon, the database key) only ever grows;
-- its **slot**, the file number, is where the hook will look next: one past the later of the
-  last slot written to this channel and the hook's ``last_seq`` (its heartbeat), skipping a
-  number that already holds a file (the hook reads that file first, refuses it if foreign and
-  moves on). Never "the highest file + 1": one planted far-ahead file would then put every
-  command where the hook never looks. A re-created run directory (a relaunched job: a new
-  channel id) starts over at the new hook's ``last_seq + 1``; the commands still owed to the
-  old job are closed as superseded, never sent to a job they were not decided for.
-
-An ack counts only if it names the digest of the bytes written to its slot, so a stale ack (of
-a junk file once at that number, or a planted one) is never mistaken for the answer.
-
-Everything read passes the boundary (channel_input.py); whatever is wrong is reported through
-``report(kind, message)`` (counted and logged once by the RunBook) and never raised: one
-run's hostile or full directory leaves every other run watched.
+A command has an **id** that only ever grows (``Command.seq``, the database key) and a **slot**,
+the file number, where the hook will look next; an ack counts only if it names the digest of the
+bytes written to its slot. Why two numbers: docs/architecture.md (the channel). Everything read
+passes the boundary (channel_input.py); whatever is wrong is reported through ``report(kind,
+message)`` and never raised: one run's hostile or full directory leaves every other run watched.
 """
 
 from __future__ import annotations

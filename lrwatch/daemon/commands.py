@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lrwatch.analysis.monitor import Outcome
-from lrwatch.daemon.lifecycle import Run
 from lrwatch.daemon.problems import Problems
+from lrwatch.daemon.run import Run
 from lrwatch.daemon.runs import RunBook
 from lrwatch.protocol.types import ActionType, Command, Decision
 from lrwatch.sinks.notify import Notice, Outlet

@@ -17,7 +17,7 @@ from typing import Any
 
 from lrwatch.config import Config, Mode
 from lrwatch.daemon.http import ControlRequest
-from lrwatch.daemon.lifecycle import Run
+from lrwatch.daemon.run import Run
 from lrwatch.daemon.runs import RunBook
 from lrwatch.protocol.types import Action, ActionType
 

@@ -20,7 +20,7 @@ from lrwatch.analysis import coverage
 from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config
 from lrwatch.daemon.actuator import Actuator
-from lrwatch.daemon.lifecycle import Run, RunState
+from lrwatch.daemon.run import Run, RunState
 from lrwatch.daemon.store import Store, StoredCommand
 from lrwatch.detectors.stall import StallDetector
 from lrwatch.logs import first_time

@@ -37,8 +37,8 @@ from lrwatch.config import Config, ConfigError, plugin_problems, read_secret_fil
 from lrwatch.daemon import commands, control, http
 from lrwatch.daemon.commands import News
 from lrwatch.daemon.http import ControlRequest, DaemonServer
-from lrwatch.daemon.lifecycle import Run
 from lrwatch.daemon.problems import Problems
+from lrwatch.daemon.run import Run
 from lrwatch.daemon.runs import RunBook
 from lrwatch.daemon.store import Store, lock_root
 from lrwatch.protocol import channel

@@ -1,32 +1,15 @@
 """lrwatch's own decisions as TensorBoard scalars and text, beside the job's own curves.
 
 For every run whose hook is attached, the daemon appends to one events file in ``RUN/lrwatch/``
-(``OUTPUT_DIRNAME``, which the source layout skips, so the daemon never reads its own output back):
+(``OUTPUT_DIRNAME``, skipped by the source layout, so the daemon never reads its output back):
+``lrwatch/lr_scale``, ``lrwatch/finding/<kind>``, ``lrwatch/action`` and the text
+``lrwatch/decisions``, on the job's own step axis. Only runs with an attached hook are written
+to: attaching is consent; an observed run may live on a read-only mount.
 
-=============================  ===============================================================
-``lrwatch/lr_scale``           the LR factor lrwatch has applied on top of the job's schedule
-``lrwatch/finding/<kind>``     1 from a finding's onset while it lasts, 0 before and after
-``lrwatch/action``             the factor of each command, at the step the hook applied it
-``lrwatch/decisions`` (text)   findings, decisions (also the ones *not* acted on) and acks,
-                               each with its reason
-=============================  ===============================================================
-
-All on the job's own step axis, so ``tensorboard --logdir RUN`` lines a factor change up with the
-loss curve that caused it. Only runs with an attached hook (a ``.lrwatch/`` channel) are written
-to: attaching is the user's consent to lrwatch writing into that directory; a run that is only
-observed may live on a read-only mount and is left untouched.
-
-Why not tensorboard's ``EventFileWriter``: it starts a writer thread per file and flushes on a
-timer, so the daemon would need a shutdown step per run, and importing ``tensorboard.summary``
-costs half a second. Decisions are rare (a few per run), so each batch of them is appended here
-as whole records in one ``write()`` to a file opened with ``O_APPEND`` and closed again: readers
-see complete records or a short tail that TensorBoard treats as "not yet", and there is nothing
-to flush or stop. The record framing is the one lrwatch's reader reads (sources/records.py).
-
-Acks are not read here: the daemon's actuator reads them (and matches each to the bytes it
-wrote) and hands them over (``acked``); they are drawn at the run's next ``record``, and the
-factor drawn is the one the hook acknowledged. Manual ``lrwatch set-lr`` commands do not pass
-through ``record`` and are not drawn here (``lrwatch report`` shows them).
+Each batch of decisions is appended as whole records in one ``write()`` (``O_APPEND``), so
+readers see complete records or a tail TensorBoard treats as "not yet", and nothing needs
+flushing or stopping. Acks are not read here: the actuator reads and matches them and hands
+them over (``acked``). Why not tensorboard's writer, and the tags: docs/architecture.md (sinks).
 """
 
 from __future__ import annotations

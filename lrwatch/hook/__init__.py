@@ -4,6 +4,6 @@ Imports only the standard library, torch, and lrwatch's stdlib-only ``types`` an
 so a training job needs none of the daemon's dependencies.
 """
 
-from lrwatch.hook.hook import Hook, attach
+from lrwatch.hook.endpoint import Hook, attach
 
 __all__ = ["Hook", "attach"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-log = logging.getLogger("lrwatch.hook")
+log = logging.getLogger(__name__)
 
 
 class WarnOnce:

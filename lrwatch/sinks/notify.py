@@ -34,7 +34,7 @@ from lrwatch.protocol.types import Severity
 
 __all__ = ["Notice", "Notifier", "NotifierPlugin"]  # the plugin API (docs/plugins.md)
 
-log = logging.getLogger("lrwatch.sinks.notify")
+log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 1000
 CLOSE_TIMEOUT_SECONDS = 5.0

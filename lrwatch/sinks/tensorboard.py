@@ -37,7 +37,7 @@ from lrwatch.protocol.types import Ack, AckStatus, Command
 from lrwatch.sources.layout import OUTPUT_DIRNAME
 from lrwatch.sources.records import frame
 
-log = logging.getLogger("lrwatch.sinks.tensorboard")
+log = logging.getLogger(__name__)
 
 TAG_LR_SCALE = "lrwatch/lr_scale"
 TAG_ACTION = "lrwatch/action"

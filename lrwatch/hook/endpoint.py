@@ -1,4 +1,4 @@
-"""The training side of lrwatch: ``attach(optimizer, run_dir)`` returns a ``Hook``.
+"""The training job's end of the channel: ``attach(optimizer, run_dir)`` returns a ``Hook``.
 
 The training loop calls ``hook.step(step)`` once per optimizer step. Almost always that is a
 counter bump; every few calls (see cadence.py) it checks the run's channel for the next command,
@@ -35,7 +35,7 @@ from lrwatch.protocol import channel
 from lrwatch.protocol.channel import ChannelError
 from lrwatch.protocol.types import Ack, AckStatus, ActionType, Command, Heartbeat
 
-log = logging.getLogger("lrwatch.hook")
+log = logging.getLogger(__name__)
 
 Handler = Callable[[int, Command], object]
 # Commands handled per check at most, so that a flood cannot stall one training step for long.

@@ -54,6 +54,10 @@ class RolesConfig(_Strict):
     ``infer``: when a run logs none of the ``loss`` (or ``val_loss``) names, the first metric
     whose name contains "loss" takes the role (see ``infer_role`` and
     ``RunMonitor.inferred_roles``).
+
+    ``rl_markers``: a run that logs a metric with one of these words in its name (an episode
+    reward or return) is a reinforcement-learning run, whose losses are reported but not acted
+    on (see ``marks_rl``); ``[]`` lets lrwatch act on them.
     """
 
     loss: tuple[str, ...] = (
@@ -114,6 +118,7 @@ class RolesConfig(_Strict):
         "x/lr0",
     )
     infer: bool = True
+    rl_markers: tuple[str, ...] = ("reward", "rew", "return")
 
     def role_of(self, metric: str) -> Role | None:
         for role in Role:
@@ -134,6 +139,15 @@ class RolesConfig(_Strict):
             return None
         words = set(_WORDS.split(lower))
         return Role.VAL_LOSS if words & _HELD_OUT else Role.LOSS
+
+    def marks_rl(self, metric: str) -> bool:
+        """Whether ``metric`` is an episode reward or return (SB3's ``rollout/ep_rew_mean``,
+        CleanRL's ``charts/episodic_return``, ``episode_reward``): the mark of an RL run. There a
+        loss is no objective to minimise: a value loss grows as the returns do, a policy loss
+        has no floor, and a cut LR would not help."""
+        return bool(self.rl_markers) and not set(_WORDS.split(metric.lower())).isdisjoint(
+            self.rl_markers
+        )
 
 
 _WORDS = re.compile(r"[^a-z]+")

@@ -45,11 +45,15 @@ class Run:
     def loss_of(self, run: str) -> Series:
         return self.parts.get(run, self.loss())
 
-    def lrwatch_steps(self, kind: str, metric: str | None = None) -> list[int]:
+    def lrwatch_steps(
+        self, kind: str, metric: str | None = None, severity: str | None = None
+    ) -> list[int]:
         return sorted(
             f["step"]
             for f in self.findings
-            if f["kind"] == kind and (metric is None or f["metric"] == metric)
+            if f["kind"] == kind
+            and (metric is None or f["metric"] == metric)
+            and (severity is None or f.get("severity") == severity)
         )
 
     def cuts(self) -> list[dict[str, Any]]:

@@ -289,8 +289,12 @@ def verdict(folder: Folder) -> str:
         found = f"paged {hit - at} after the onset {at}" if hit is not None else "missed"
         return found + early
     if label == "healthy":
-        pages = run.lrwatch_steps("divergence")
-        problems = [f"false page at {pages[0]}"] if pages else []
+        alarms = run.lrwatch_steps("divergence")
+        pages = run.lrwatch_steps("divergence", severity="critical")
+        if pages:
+            problems = [f"false page at {pages[0]}"]
+        else:
+            problems = [f"false alarm (a warning, no page) at {alarms[0]}"] if alarms else []
         bad = cuts_cell(run)[1]
         problems += [f"{bad} LR cuts while improving"] if bad else []
         return "; ".join(problems) or "ok"

@@ -33,9 +33,11 @@ Definitions (every delay is in the steps of the log's own x-axis: steps, epochs,
   values after the onset (a run non-finite from its first values cannot be warned about), the
   share with an alarm at or after the onset and strictly before that first non-finite value.
 - *False divergence alarms*: non-diverging runs (healthy, oscillation, plateau, drift, overfit)
-  with any divergence alarm, any metric. *Oscillation*: recall over oscillating runs; false
-  alarms over healthy runs. *Plateau*: first ``plateau`` flag on the loss at or after the onset
-  (and before the plateau's end, where labelled). *Overfit*: first ``overfit`` flag on the
+  with any divergence alarm, any metric, warnings included. *Paged*: of those, the runs with a
+  critical one (lrwatch reports a divergence on a guessed loss or an RL run's loss as a
+  warning that neither pages nor cuts; every baseline alarm counts as a page). *Oscillation*:
+  recall over oscillating runs; false alarms over healthy runs. *Plateau*: first ``plateau``
+  flag on the loss at or after the onset (and before the plateau's end, where labelled). *Overfit*: first ``overfit`` flag on the
   validation loss at or after the validation minimum; false when flagged on a non-diverging,
   non-overfit run whose validation loss ends < 5 % above its minimum.
 - *LR cuts*: a replayed finding whose ``action`` is ``scale_lr`` with a factor < 1, under the
@@ -189,6 +191,11 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
                 warnable += 1
                 early += hit is not None and hit < nonfinite
         false = sum(bool(alarms(r)) for r in quiet)
+        # Pages: a baseline's every alarm is one; lrwatch's divergence on a loss it only
+        # guessed, or on an RL run's loss, is a warning that neither pages nor cuts.
+        paged = [r for r in quiet if alarms(r)]
+        if method == "lrwatch":
+            paged = [r for r in paged if r.lrwatch_steps("divergence", severity="critical")]
         delays_by_method[method] = delays
         c = cols[method]
         c["recall"] = frac(len(delays), len(diverging))
@@ -196,6 +203,7 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
         c["p90"] = fmt(pct(delays, 0.9))
         c["early"] = frac(early, warnable)
         c["false"] = frac(false, len(quiet))
+        c["paged"] = frac(len(paged), len(quiet))
         c["pre"] = count(before_onset, len(diverging))
         for label in NON_DIVERGING:
             group = [r for r in quiet if r.label == label]
@@ -208,6 +216,7 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
         "early": "early warning: alarm before the first non-finite value (runs going "
         "non-finite ≥ 2 logged values after the onset)",
         "false": "false divergence alarms (non-diverging runs)",
+        "paged": "… of which paged (critical: not a warning on a guessed or an RL run's loss)",
         "pre": "diverging runs with an alarm before the onset",
     }
     for key, title in names.items():

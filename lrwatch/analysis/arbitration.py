@@ -50,12 +50,12 @@ def explained_away(
     return findings
 
 
-def reported_only(found: Finding, guessed: str | None, held: bool) -> str | None:
-    """Why ``found`` is reported but not acted on (None: the policy answers it). ``guessed``:
-    why its metric's role is only a guess; ``held``: the run's own schedule is still moving its
-    LR (warm-up, cosine), already doing a plateau cut's job."""
-    if guessed is not None:
-        return f"{found.kind}: reported only: {guessed}"
+def reported_only(found: Finding, doubt: str | None, held: bool) -> str | None:
+    """Why ``found`` is reported but not acted on (None: the policy answers it). ``doubt``: why
+    its metric is not one to act on (a guessed role, an RL run's loss); ``held``: the run's own
+    schedule is still moving its LR (warm-up, cosine), already doing a plateau cut's job."""
+    if doubt is not None:
+        return f"{found.kind}: reported only: {doubt}"
     if held and found.kind == "plateau":
         return "plateau: reported only while the LR schedule is still moving the LR"
     return None

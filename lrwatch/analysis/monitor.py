@@ -174,13 +174,13 @@ class RunMonitor:
         if self.hook_schedule is not None:  # exact, unlike a logged LR
             schedule = self.hook_schedule
         held = schedule is not None and schedule.moving
-        guessed = self._guessed(metric)
         for found in kept:
             found = replace(found, run=self.run, metric=metric)
-            if guessed is not None and found.severity is Severity.CRITICAL:
-                found = replace(found, severity=Severity.WARNING)  # a guess does not page
+            doubt = self._doubt(series, metric, found)
+            if doubt is not None and found.severity is Severity.CRITICAL:
+                found = replace(found, severity=Severity.WARNING)  # a doubt does not page
             outcome.findings.append(found)
-            why_not = reported_only(found, guessed, held)
+            why_not = reported_only(found, doubt, held)
             if why_not is not None:
                 decision = Decision(self.run, found.step, None, why_not, found, label=found.kind)
             elif found.kind == "plateau":
@@ -258,17 +258,27 @@ class RunMonitor:
         if step > self.hook_schedule.last_step:
             self.hook_schedule.update(step, lr)
 
-    def _guessed(self, metric: str) -> str | None:
-        """Why findings on ``metric`` are not acted on, if its role was only guessed from its
-        name (an RL policy loss or a GAN's discriminator loss is no loss to minimise): lrwatch
-        reports them, as warnings, but pages on none and touches no LR on a guess."""
+    def _doubt(self, series: Series, metric: str, found: Finding) -> str | None:
+        """Why ``found`` on ``metric`` is reported (as a warning) but not acted on: its role was
+        only guessed from its name (a GAN's discriminator loss is no loss to minimise), or it
+        is the loss of an RL run (``RolesConfig.marks_rl``). A non-finite RL loss is no doubt:
+        NaN weights are broken whatever the objective."""
         for role, name in self.inferred_roles.items():
             if name == metric:
                 return (
                     f"its {role.value} role was inferred from the name {metric!r}; name it "
                     f"under roles.{role.value} in the config to let lrwatch act on it"
                 )
-        return None
+        if series.role not in (Role.LOSS, Role.VAL_LOSS) or found.detail.get("nonfinite"):
+            return None
+        roles = self.settings.roles
+        marker = next((name for name in self.series if roles.marks_rl(name)), None)
+        if marker is None:
+            return None
+        return (
+            f"an RL run (it logs {marker!r}): its losses are no objective to minimise; set "
+            "roles.rl_markers to [] in the config to let lrwatch act on them"
+        )
 
     def _rewind(self, old: Series, sample: Sample, outcome: Outcome) -> Series:
         """Start ``sample.metric`` over at ``sample.step`` (see ``observe``)."""

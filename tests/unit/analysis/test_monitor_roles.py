@@ -9,7 +9,7 @@ import pytest
 
 from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.config import Config, RolesConfig
-from lrwatch.protocol.types import Role, Sample
+from lrwatch.protocol.types import Role, Sample, Severity
 
 
 @pytest.mark.parametrize(
@@ -104,3 +104,64 @@ def test_state_round_trip_infers_the_same() -> None:
     again = RunMonitor("r", Config().for_run("r"), assume_landed=True)
     again.load_state_dict(monitor.state_dict())
     assert again.inferred_roles == monitor.inferred_roles
+
+
+def _rl_rows(losses: list[float]) -> list[tuple[int, dict[str, float]]]:
+    """Stable-Baselines3's progress.csv columns: the episode reward climbs, and so does the PPO
+    loss (its value part grows with the returns) — a healthy RL run."""
+    return [
+        (2048 * (i + 1), {"rollout/ep_rew_mean": -100.0 + 10 * i, "train/loss": loss})
+        for i, loss in enumerate(losses)
+    ]
+
+
+def _decisions(monitor: RunMonitor, rows: list[tuple[int, dict[str, float]]]) -> list[tuple]:
+    samples = [Sample("r", m, step, v) for step, values in rows for m, v in values.items()]
+    outcome = monitor.observe(samples, can_act=None)
+    return [
+        (d.finding.kind, d.finding.severity, d.action, d.reason)
+        for d in outcome.decisions
+        if d.finding is not None
+    ]
+
+
+def test_an_rl_runs_rising_loss_is_reported_but_never_paged_nor_cut() -> None:
+    losses = [1.0 + 0.01 * (i % 3) for i in range(40)] + [1.0 * 1.15**k for k in range(1, 40)]
+    monitor = RunMonitor("r", Config().for_run("r"), assume_landed=True)
+    found = _decisions(monitor, _rl_rows(losses))
+    assert any(kind == "divergence" for kind, *_ in found)
+    for kind, severity, action, reason in found:
+        assert action is None and severity is not Severity.CRITICAL, (kind, reason)
+        assert "RL run" in reason and "rollout/ep_rew_mean" in reason
+
+
+def test_rl_markers_empty_lets_lrwatch_act_on_an_rl_loss() -> None:
+    losses = [1.0 + 0.01 * (i % 3) for i in range(40)] + [1.0 * 1.15**k for k in range(1, 40)]
+    settings = Config.model_validate({"roles": {"rl_markers": []}}).for_run("r")
+    found = _decisions(RunMonitor("r", settings, assume_landed=True), _rl_rows(losses))
+    assert any(kind == "divergence" and action is not None for kind, _, action, _ in found)
+
+
+def test_a_non_finite_rl_loss_still_pages() -> None:
+    losses = [1.0 + 0.01 * (i % 3) for i in range(40)] + [math.nan]
+    monitor = RunMonitor("r", Config().for_run("r"), assume_landed=True)
+    paged = [f for f in _decisions(monitor, _rl_rows(losses)) if f[0] == "divergence"]
+    assert [(kind, severity) for kind, severity, *_ in paged] == [
+        ("divergence", Severity.CRITICAL)
+    ]
+    assert paged[0][2] is not None  # the cut
+
+
+@pytest.mark.parametrize(
+    ("name", "marks"),
+    [
+        ("rollout/ep_rew_mean", True),  # Stable-Baselines3
+        ("charts/episodic_return", True),  # CleanRL
+        ("episode_reward", True),
+        ("mean 100 episode reward", True),  # baselines' GAIL
+        ("train/loss", False),
+        ("returned_tokens", False),  # a word, not a part of one
+    ],
+)
+def test_what_marks_an_rl_run(name: str, marks: bool) -> None:
+    assert RolesConfig().marks_rl(name) is marks

@@ -165,3 +165,17 @@ def _cuts(folder: str) -> list[int]:
 )
 def test_long_healthy_real_runs_get_no_lr_cut(folder: str) -> None:
     assert _cuts(folder) == []
+
+
+@pytest.mark.skipif(_REALLOGS is None, reason="shared/reallogs is not beside the repository")
+def test_an_rl_runs_value_loss_is_reported_but_never_paged_nor_cut() -> None:
+    """A2C on Flappy Bird (Stable-Baselines3's progress.csv): its value loss jumps as the agent
+    starts scoring. Named as the loss, it would be paged and cut five times; it is an RL run
+    (it logs ``rollout/ep_rew_mean``), so lrwatch says what it saw and leaves the LR alone."""
+    assert _REALLOGS is not None
+    config = Config.model_validate({"roles": {"loss": ["train/value_loss"]}})
+    found = replay([_REALLOGS / "rl_a2c_flappybird_oscillating"], config)
+    divergences = [r for r in found if r.finding.kind == "divergence"]
+    assert divergences  # reported ...
+    assert all(r.finding.severity.value != "critical" for r in divergences)  # ... not paged
+    assert [r.finding.step for r in found if r.decision and r.decision.action] == []

@@ -34,12 +34,13 @@ Definitions (every delay is in the steps of the log's own x-axis: steps, epochs,
   share with an alarm at or after the onset and strictly before that first non-finite value.
 - *False divergence alarms*: non-diverging runs (healthy, oscillation, plateau, drift, overfit)
   with any divergence alarm, any metric, warnings included. *Paged*: of those, the runs with a
-  critical one (lrwatch reports a divergence on a guessed loss or an RL run's loss as a
-  warning that neither pages nor cuts; every baseline alarm counts as a page). *Oscillation*:
-  recall over oscillating runs; false alarms over healthy runs. *Plateau*: first ``plateau``
-  flag on the loss at or after the onset (and before the plateau's end, where labelled). *Overfit*: first ``overfit`` flag on the
-  validation loss at or after the validation minimum; false when flagged on a non-diverging,
-  non-overfit run whose validation loss ends < 5 % above its minimum.
+  critical one (lrwatch reports a divergence on a guessed loss or an RL run's loss as a warning
+  that neither pages nor cuts; every baseline alarm counts as a page). *Oscillation*: recall
+  over oscillating runs; false alarms over healthy runs. *Plateau*: first ``plateau`` flag on
+  the loss at or after the onset (and before the plateau's end, where labelled). *Overfit*:
+  first ``overfit`` flag on the validation loss at or after the validation minimum; false when
+  flagged on a non-diverging, non-overfit run whose validation loss ends < 5 % above its
+  minimum.
 - *LR cuts*: a replayed finding whose ``action`` is ``scale_lr`` with a factor < 1, under the
   config scored (the default config unless ``--config``); ReduceLROnPlateau's flags on the same
   runs for comparison. Counted on healthy runs (a hand label ``spike_recovers`` is healthy).

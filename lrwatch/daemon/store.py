@@ -107,6 +107,7 @@ class Store:
         self._lock = exclusive_lock(path, f"state file {path}")
         self.problems: list[tuple[str, str, str]] = []  # (table, key, why): rows left out
         self._undo: list[Callable[[], None]] = []
+        self._closed = False
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -124,7 +125,11 @@ class Store:
     def close(self) -> None:
         """Fold the WAL into the database file, so that the state is one self-contained file
         after a clean shutdown (a crash leaves the WAL beside it, which is just as safe).
-        A checkpoint that fails (a full disk) leaves the WAL, which is as good: not fatal."""
+        A checkpoint that fails (a full disk) leaves the WAL, which is as good: not fatal.
+        Once only: a second close must not close a file descriptor the process has reused."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:

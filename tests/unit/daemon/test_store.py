@@ -147,3 +147,15 @@ def test_the_lock_is_the_state_file_itself(tmp_path: Path) -> None:
     with pytest.raises(StateInUse):
         Store(path)
     store.close()
+
+
+def test_closing_twice_leaves_other_files_alone(tmp_path: Path) -> None:
+    """A second close must not close a descriptor number the process has since reused."""
+    store = Store(tmp_path / "state.sqlite")
+    store.close()
+    other = os.open(tmp_path / "other", os.O_CREAT | os.O_WRONLY)
+    try:
+        store.close()
+        os.fstat(other)  # still open
+    finally:
+        os.close(other)

@@ -98,6 +98,47 @@ def test_the_cycle_check_sees_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+# What each stage may import (docs/architecture.md, "may import"): the flow goes one way.
+# "lrwatch" is the package itself (its __version__); config and plugins are read by every stage.
+LAYERS = {
+    "protocol": set(),
+    "sources": {"protocol", "plugins"},
+    "detectors": {"protocol", "plugins"},
+    "analysis": {"protocol", "detectors", "plugins", "config"},
+    "sinks": {"protocol", "analysis", "sources", "plugins", "lrwatch"},
+    "offline": {"protocol", "sources", "detectors", "analysis", "plugins", "config"},
+    "daemon": {
+        "protocol",
+        "sources",
+        "detectors",
+        "analysis",
+        "sinks",
+        "plugins",
+        "config",
+        "logs",
+    },
+    "hook": {"protocol"},
+    "integrations": {"protocol", "hook", "lrwatch"},
+}
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "lrwatch"
+
+
+def test_each_stage_imports_only_what_comes_before_it() -> None:
+    crossings = {
+        (name, target)
+        for name, targets in _graph().items()
+        for target in targets
+        if _package(name) in LAYERS
+        and _package(target) != _package(name)
+        and _package(target) not in LAYERS[_package(name)]
+    }
+    assert crossings == set()
+
+
 def test_the_hook_side_needs_nothing_of_the_daemon() -> None:
     """The training job imports hook/, integrations/ and protocol/: standard library and torch,
     none of the daemon's dependencies (pydantic, prometheus, watchdog)."""

@@ -7,4 +7,4 @@ for the layout it reads and README.md for the configuration.
 from lrwatch_mlflow.source import MlflowConfig, MlflowMetricReader, MlflowSource
 
 __all__ = ["MlflowConfig", "MlflowMetricReader", "MlflowSource"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,4 +13,4 @@ from lrwatch_webhook.notifier import (
 )
 
 __all__ = ["WebhookConfig", "WebhookError", "WebhookNotifier", "slack_message", "summary"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

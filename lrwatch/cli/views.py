@@ -1,8 +1,8 @@
 """What the command line shows: the replay and status tables, help without Python types, and
 names from other people's files made safe to print.
 
-Kept apart from cli.py, which only parses arguments and hands them on: everything here turns
-data into text or rich renderables and prints nothing itself.
+Kept apart from the commands (cli/__init__.py), which only parse arguments and hand them on:
+everything here turns data into text or rich renderables and prints nothing itself.
 """
 
 from __future__ import annotations

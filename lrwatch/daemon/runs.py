@@ -1,5 +1,5 @@
 """Every run the daemon knows (RunBook), and what touches all of them at once: creation and
-restoration, the channel polls (acks, heartbeats), the once-a-second lifecycle tick (lifecycle.py
+restoration, the channel polls (acks, heartbeats), the once-a-second lifecycle tick (run.py
 says what a run's states are), checkpoints and the status snapshot.
 """
 

@@ -191,7 +191,7 @@ class CsvReader(TailedReader):
 
 
 class CsvSource(FileSource):
-    """The built-in ``csv`` format (registry.py)."""
+    """The built-in ``csv`` format (plugins.py)."""
 
     reader = CsvReader
 

@@ -165,7 +165,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, float]:
 
 
 class JsonlSource(FileSource):
-    """The built-in ``jsonl`` format (registry.py)."""
+    """The built-in ``jsonl`` format (plugins.py)."""
 
     reader = JsonlReader
 

@@ -339,7 +339,7 @@ class TensorBoardReader(TailedReader):
 
 
 class TensorBoardSource(FileSource):
-    """The built-in ``tensorboard`` format (registry.py)."""
+    """The built-in ``tensorboard`` format (plugins.py)."""
 
     reader = TensorBoardReader
 

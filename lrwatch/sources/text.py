@@ -265,7 +265,7 @@ class TextReader(TailedReader):
 
 
 class TextSource:
-    """The built-in ``text`` format (registry.py), configured by ``sources.text``."""
+    """The built-in ``text`` format (plugins.py), configured by ``sources.text``."""
 
     config_model = TextConfig
 

@@ -132,7 +132,7 @@ def _step_of(entry: Any) -> int | None:
 
 
 class TrainerStateSource(FileSource):
-    """The built-in ``trainer_state`` format (registry.py): the run of a checkpoint's copy is
+    """The built-in ``trainer_state`` format (plugins.py): the run of a checkpoint's copy is
     the output directory above ``checkpoint-N/``."""
 
     reader = TrainerStateReader

@@ -244,7 +244,7 @@ def measure_latency(tmp: Path) -> tuple[list[float], list[int], float]:  # see L
     hook.close()
     ms, steps = [], []
     for seq, (t_written, step_written) in written.items():
-        ack = channel.read_ack(run_dir, seq)
+        ack = channel.load_ack(run_dir, seq)
         if ack is None:
             raise SystemExit(f"command {seq} was never acknowledged")
         ms.append((ack.acked_at - t_written) * 1e3)

@@ -139,7 +139,7 @@ def adjustments_of(run_dir: Path) -> list[Adjustment]:
         action = raw.get("action") if isinstance(raw.get("action"), dict) else {}
         factor = action.get("factor") if isinstance(action, dict) else None
         try:
-            ack = channel.read_ack(run_dir, seq)
+            ack = channel.load_ack(run_dir, seq)
         except channel.ChannelError:
             ack = None
         out.append(

@@ -384,11 +384,6 @@ def load_ack(run_dir: str | os.PathLike[str], seq: int) -> Ack | None:
     return ack
 
 
-def read_ack(run_dir: str | os.PathLike[str], seq: int) -> Ack | None:
-    """The ack for ``seq`` if the hook wrote one. Raises ChannelError if garbled."""
-    return load_ack(run_dir, seq)
-
-
 def ack_answers(run_dir: str | os.PathLike[str], seq: int, command_digest: str) -> bool:
     """Hook side: whether an ack of *this* command file exists (it was handled before).
 

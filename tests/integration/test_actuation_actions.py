@@ -25,8 +25,8 @@ def send(run: Path, seq: int, kind: ActionType) -> Ack:
     assert channel_id is not None
     command = Command(run.name, seq, Action(kind), "test", time.time(), "controller")
     channel.write_command(run, command, channel=channel_id, key=None)
-    testing.wait_for(lambda: channel.read_ack(run, seq) is not None, 10, f"ack {seq}")
-    ack = channel.read_ack(run, seq)
+    testing.wait_for(lambda: channel.load_ack(run, seq) is not None, 10, f"ack {seq}")
+    ack = channel.load_ack(run, seq)
     assert ack is not None
     return ack
 
@@ -79,8 +79,8 @@ def test_the_policy_asks_for_a_rollback_with_the_cut(
     run = root / "wild"
     # Full-batch least squares at LR 0.9, past 2/lambda_max (~0.75): the loss grows ~1.4x a step.
     procs.append(job.start(run, "--step-time", "0.02", "--lr", "0.9", "--on", "rollback"))
-    testing.wait_for(lambda: channel.read_ack(run, 2) is not None, 60, "acks 1 and 2")
-    cut, rollback = channel.read_ack(run, 1), channel.read_ack(run, 2)
+    testing.wait_for(lambda: channel.load_ack(run, 2) is not None, 60, "acks 1 and 2")
+    cut, rollback = channel.load_ack(run, 1), channel.load_ack(run, 2)
     assert cut is not None and rollback is not None
     assert cut.status.value == "applied" and cut.lr_scale == 0.1
     assert rollback.status.value == "applied" and rollback.lr_scale == 0.1

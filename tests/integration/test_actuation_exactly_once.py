@@ -102,7 +102,7 @@ def test_manual_command_survives_a_daemon_sigkill_exactly_once(
     )
     row = daemon.row("exp")
     assert row is not None and row["lr_scale"] == pytest.approx(0.5)
-    ack = channel.read_ack(run, 1)
+    ack = channel.load_ack(run, 1)
     assert ack is not None and ack.status.value == "applied" and ack.lr_scale == 0.5
     beat = channel.read_heartbeat(run)
     assert beat is not None and beat.lr_scale == 0.5 and beat.last_seq == 1
@@ -154,7 +154,7 @@ def test_divergence_cut_survives_a_daemon_sigkill_exactly_once(
         "a second command for the same finding"
     )
     assert job.channel_files(run, "acks") == ["000000000001.json"]
-    ack = channel.read_ack(run, 1)
+    ack = channel.load_ack(run, 1)
     assert ack is not None and ack.status.value == "applied"
     assert ack.lr_scale == pytest.approx(0.1) and ack.step >= killed_at_step
     row = daemon.row("wild")
@@ -227,7 +227,7 @@ def test_job_killed_between_apply_and_ack(tmp_path: Path, monkeypatch: pytest.Mo
     assert hook.lr_scale == 1.0
     lrs = [train_step(hook, opt, s) for s in range(1, 6)]
     assert lrs == [pytest.approx(0.05)] * 5 and hook.lr_scale == 0.5
-    ack = channel.read_ack(run, 1)
+    ack = channel.load_ack(run, 1)
     assert ack is not None and ack.status.value == "applied" and ack.lr_scale == 0.5
     assert ack.step == 1
     hook.close()
@@ -266,6 +266,6 @@ def test_an_ack_that_could_not_be_written_is_written_later(
     assert hook.lr_scale == 0.5
     for step in range(2, 10):  # the disk has room again
         train_step(hook, opt, step)
-    ack = channel.read_ack(run, 1)
+    ack = channel.load_ack(run, 1)
     hook.close()
     assert ack is not None and ack.status.value == "applied" and ack.lr_scale == 0.5

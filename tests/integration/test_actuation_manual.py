@@ -75,8 +75,8 @@ def test_set_lr_pause_resume_through_the_cli(
     out = job.cli("set-lr", "healthy", "--scale", "0.5", "--port", str(port))
     assert out.returncode == 0, out.stderr
     assert "command 1 sent to healthy" in out.stdout
-    testing.wait_for(lambda: channel.read_ack(healthy, 1) is not None, 10, "ack 1")
-    ack = channel.read_ack(healthy, 1)
+    testing.wait_for(lambda: channel.load_ack(healthy, 1) is not None, 10, "ack 1")
+    ack = channel.load_ack(healthy, 1)
     assert ack is not None and ack.status.value == "applied", ack
     assert ack.lr_scale == pytest.approx(0.5)
     assert ack.lrs[0] == pytest.approx(0.5 * BASE_LR)
@@ -100,8 +100,8 @@ def test_set_lr_pause_resume_through_the_cli(
     # --value: the LR of group 0 becomes that value.
     out = job.cli("set-lr", "healthy", "--value", "0.02", "--port", str(port))
     assert out.returncode == 0, out.stderr
-    testing.wait_for(lambda: channel.read_ack(healthy, 2) is not None, 10, "ack 2")
-    ack = channel.read_ack(healthy, 2)
+    testing.wait_for(lambda: channel.load_ack(healthy, 2) is not None, 10, "ack 2")
+    ack = channel.load_ack(healthy, 2)
     assert ack is not None and ack.status.value == "applied", ack
     assert ack.lrs[0] == pytest.approx(0.02)
     assert ack.lr_scale == pytest.approx(0.2)
@@ -218,13 +218,13 @@ def test_set_lr_value_right_after_an_ack(
         if row["lrs"][0] == pytest.approx(BASE_LR):  # ... but not yet the heartbeat after it
             break
         back = int(post(port, "healthy", "set-lr", {"scale": 2.0})["seq"])  # to 1, again
-        testing.wait_for(lambda s=back: channel.read_ack(run, s) is not None, 10, "the ack")
+        testing.wait_for(lambda s=back: channel.load_ack(run, s) is not None, 10, "the ack")
         time.sleep(1.5)
     else:
         pytest.skip("never caught the daemon between an ack and the next heartbeat")
     seq = int(post(port, "healthy", "set-lr", {"value": 0.02})["seq"])
-    testing.wait_for(lambda: channel.read_ack(run, seq) is not None, 10, "the ack")
-    ack = channel.read_ack(run, seq)
+    testing.wait_for(lambda: channel.load_ack(run, seq) is not None, 10, "the ack")
+    ack = channel.load_ack(run, seq)
     assert ack is not None and ack.status.value == "applied"
     assert ack.lrs[0] == pytest.approx(0.02)
 
@@ -262,7 +262,7 @@ def test_a_hook_with_another_secret_rejects_the_commands_and_on_call_sees_it(
     out = job.cli("set-lr", "healthy", "--scale", "0.5", "--port", str(port))
     assert out.returncode == 0, out.stderr
     testing.wait_for(lambda: testing.scrape(port)[rejected] == 1, 10, "the rejection counted")
-    ack = channel.read_ack(run, 1)
+    ack = channel.load_ack(run, 1)
     assert ack is not None and ack.status.value == "rejected" and ack.lr_scale == 1.0
     assert "unsigned" in ack.reason
     metrics = testing.scrape(port)

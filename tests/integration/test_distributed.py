@@ -127,7 +127,7 @@ def test_every_rank_applies_the_command_at_the_same_step(tmp_path: Path) -> None
     assert max(rank0["cadence"]) > 1  # so the check after K is not simply the next call
     acks = sorted(os.listdir(channel.channel_dir(run_dir) / "acks"))
     assert acks == [channel.ack_path(run_dir, 1).name]  # one ack, from rank 0 alone
-    ack = channel.read_ack(run_dir, 1)
+    ack = channel.load_ack(run_dir, 1)
     assert ack is not None and ack.lr_scale == F
     assert ack.lrs == pytest.approx((F * schedule(ack.step + 1),), rel=1e-12)
     assert K <= ack.step < K + 20  # picked up within a few checks of being written
@@ -143,7 +143,7 @@ def test_every_rank_applies_the_command_at_the_same_step(tmp_path: Path) -> None
     for rank in (rank0, rank1):
         assert rank["scale_after"] == F
         assert len(rank["warnings"]) == 1 and "agreeing with the other ranks" in rank["warnings"][0]
-    assert channel.read_ack(run_dir, 2) is None
+    assert channel.load_ack(run_dir, 2) is None
 
 
 def test_ranks_that_cannot_be_coordinated_refuse_commands(
@@ -157,7 +157,7 @@ def test_ranks_that_cannot_be_coordinated_refuse_commands(
         hook = lrwatch.attach(opt, tmp_path)
     send(tmp_path, 1, F)
     hook.step(0)
-    ack = channel.read_ack(tmp_path, 1)
+    ack = channel.load_ack(tmp_path, 1)
     assert ack is not None and ack.status.value == "rejected" and "2 ranks" in ack.reason
     assert hook.lr_scale == 1.0
 

@@ -96,7 +96,7 @@ def test_divergence_is_detected_cut_acknowledged_and_exported(
 
     # The hook applied the daemon's cut and acknowledged it.
     rescued = root / "rescued"
-    ack = channel.read_ack(rescued, 1)
+    ack = channel.load_ack(rescued, 1)
     assert ack is not None, "no ack for command 1"
     assert ack.status.value == "applied"
     assert ack.lr_scale == pytest.approx(0.1)

@@ -78,7 +78,7 @@ def start_job(daemon: Daemon, name: str) -> tuple[Path, Path]:
 def acks(run: Path) -> list[Ack]:
     out = []
     for name in job.channel_files(run, "acks"):
-        ack = channel.read_ack(run, int(name.partition(".")[0]))
+        ack = channel.load_ack(run, int(name.partition(".")[0]))
         assert ack is not None
         out.append(ack)
     return out

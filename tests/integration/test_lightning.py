@@ -114,7 +114,7 @@ def test_command_mid_fit_scales_the_schedule_once(tmp_path: Path) -> None:
 
     assert scheduled == pytest.approx([schedule(s) for s in range(30)], rel=1e-12)
     assert acks(tmp_path) == [channel.ack_path(run_dir(tmp_path), 1).name]
-    ack = channel.read_ack(run_dir(tmp_path), 1)
+    ack = channel.load_ack(run_dir(tmp_path), 1)
     assert ack is not None and ack.step == K and ack.lr_scale == F
     assert used[: K + 1] == scheduled[: K + 1]
     assert used[K + 1 :] == [F * lr for lr in scheduled[K + 1 :]]

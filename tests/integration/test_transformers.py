@@ -121,7 +121,7 @@ def test_command_mid_training_scales_the_warmup_schedule_once(tmp_path: Path) ->
 
     assert scheduled == pytest.approx([schedule(s, 30) for s in range(30)], rel=1e-9)
     assert acks(tmp_path) == [channel.ack_path(tmp_path, 1).name]
-    ack = channel.read_ack(tmp_path, 1)
+    ack = channel.load_ack(tmp_path, 1)
     assert ack is not None and ack.step == K and ack.lr_scale == F
     # global_step K ends the K-th step (index K - 1): the factor holds from index K on.
     assert used[:K] == scheduled[:K]

@@ -57,7 +57,7 @@ def send(
 
 
 def ack(run_dir: Path, seq: int) -> Ack:
-    found = channel.read_ack(run_dir, seq)
+    found = channel.load_ack(run_dir, seq)
     assert found is not None, f"no ack for command {seq}"
     return found
 

@@ -177,7 +177,7 @@ def test_close_removes_the_optimizer_hooks_and_says_goodbye(tmp_path: Path) -> N
     send(tmp_path, 2, 0.5)
     hook.step(8)
     hook.close()
-    assert channel.read_ack(tmp_path, 2) is None
+    assert channel.load_ack(tmp_path, 2) is None
     beat = channel.read_heartbeat(tmp_path)
     assert beat is not None and beat.step == 7 and beat.last_seq == 1
 

@@ -163,12 +163,12 @@ def test_highest_command_seq(tmp_path: Path) -> None:
 
 def test_ack_round_trip(tmp_path: Path) -> None:
     sent = Ack(4, AckStatus.REJECTED, 120, 0.5, (0.05, 0.001), "bad signature", 99.0)
-    assert channel.read_ack(tmp_path, 4) is None and not channel.ack_exists(tmp_path, 4)
+    assert channel.load_ack(tmp_path, 4) is None and not channel.ack_exists(tmp_path, 4)
     channel.write_ack(tmp_path, sent)
-    assert channel.read_ack(tmp_path, 4) == sent and channel.ack_exists(tmp_path, 4)
+    assert channel.load_ack(tmp_path, 4) == sent and channel.ack_exists(tmp_path, 4)
     channel.ack_path(tmp_path, 5).write_text('{"seq": 5}')
     with pytest.raises(ChannelError, match="unknown ack status"):
-        channel.read_ack(tmp_path, 5)
+        channel.load_ack(tmp_path, 5)
 
 
 def test_heartbeat_round_trip(tmp_path: Path) -> None:

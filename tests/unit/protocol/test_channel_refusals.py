@@ -113,7 +113,7 @@ def test_junk_never_raises_escapes_bounds_or_wedges(junk: str | bytes) -> None:
         for step in range(3):
             hook.step(step)
             train_step(model, opt)
-        assert channel.read_ack(run_dir, 1) is not None
+        assert channel.load_ack(run_dir, 1) is not None
         assert all(0.05 <= lr <= 0.5 for row in used for lr in row)
         send(run_dir, 2, kind=ActionType.CHECKPOINT)
         hook.step(3)

@@ -27,8 +27,10 @@ Definitions (every delay is in the steps of the log's own x-axis: steps, epochs,
 
 - *Divergence recall*: diverging runs with an alarm at or after the onset (for an onset read off
   the curve in hindsight, up to 10 steps before it counts too, with delay 0), over all
-  diverging runs. *Delay*: first such alarm minus the onset. *Alarm before the onset*: any alarm
-  earlier than that.
+  diverging runs. *Delay*: first such alarm minus the onset; also counted in logged values
+  (a log written every 50 steps cannot be answered in fewer than 50 steps by anything that
+  reads it), and in steps over the runs logged at every step alone. *Alarm before the onset*:
+  any alarm earlier than that.
 - *Early warning*: of the diverging runs whose first non-finite loss comes at least 2 logged
   values after the onset (a run non-finite from its first values cannot be warned about), the
   share with an alarm at or after the onset and strictly before that first non-finite value.
@@ -62,6 +64,7 @@ Writes ``benchmarks/results/detection.md`` (the tables, and one row per real log
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import math
 import statistics
@@ -179,6 +182,8 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
     delays_by_method: dict[str, list[int]] = {}
     for method, alarms in methods.items():
         delays, early, warnable, before_onset = [], 0, 0, 0
+        in_values: list[int] = []  # the delays counted in logged values
+        every_step: list[int] = []  # the delays of the runs logged at every step
         for r in diverging:
             assert r.onset is not None
             steps = alarms(r)
@@ -187,6 +192,9 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
             before_onset += any(s < start for s in steps)
             if hit is not None:
                 delays.append(max(0, hit - r.onset))
+                in_values.append(_values_between(r, r.onset, hit))
+                if _log_every(r) == 1:
+                    every_step.append(delays[-1])
             nonfinite = r.labels["first_nonfinite_step"]
             if nonfinite is not None and _warnable(r, nonfinite):
                 warnable += 1
@@ -201,6 +209,9 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
         c = cols[method]
         c["recall"] = frac(len(delays), len(diverging))
         c["median"] = fmt(pct(delays, 0.5))
+        c["median_values"] = fmt(pct(in_values, 0.5))
+        every = sum(_log_every(r) == 1 for r in diverging)
+        c["median_every_step"] = f"{fmt(pct(every_step, 0.5))} ({len(every_step)} of {every} runs)"
         c["p90"] = fmt(pct(delays, 0.9))
         c["early"] = frac(early, warnable)
         c["false"] = frac(false, len(quiet))
@@ -213,6 +224,10 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
     names = {
         "recall": "divergence recall (diverging runs)",
         "median": "median delay after onset (steps)",
+        "median_values": "… in logged values (the alarm's value counted from the first value "
+        "at or after the onset: 0 is an alarm on that value)",
+        "median_every_step": "… in steps, on the runs logged at every step (runs caught of "
+        "those)",
         "p90": "p90 delay after onset (steps)",
         "early": "early warning: alarm before the first non-finite value (runs going "
         "non-finite ≥ 2 logged values after the onset)",
@@ -225,6 +240,12 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
     for label in NON_DIVERGING:
         scores.add(f"… of which {label}", **{m: cols[m][f"false_{label}"] for m in methods})
     scores.plot["divergence_delays"] = delays_by_method
+
+
+def _values_between(r: Run, onset: int, hit: int) -> int:
+    """Logged loss values from the first at or after ``onset`` to the one at ``hit``."""
+    steps = [s for s, _ in r.loss()]
+    return max(0, bisect.bisect_left(steps, hit) - bisect.bisect_left(steps, onset))
 
 
 def _warnable(r: Run, nonfinite: int) -> bool:

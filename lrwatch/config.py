@@ -128,16 +128,15 @@ class RolesConfig(_Strict):
 
     def infer_role(self, metric: str) -> Role | None:
         """The role a metric named nowhere above would take by its name alone: a name that
-        contains "loss" (any case) is a validation loss when it also names a held-out split
-        (``val``, ``valid``, ``validation``, ``eval``, ``test``), else the training loss. Only
-        the last ``/`` part counts for "loss": StyleGAN's ``Loss/G/loss`` is one,
-        its ``Loss/scores/fake`` (a logit) is not."""
-        if not self.infer:
+        says it is a loss (contains "loss", or is an error to minimise: ``rmse``, ``mse``,
+        ``mae``, ``nll``, ``logloss``, ``perplexity``, as CatBoost's ``learn/RMSE`` and
+        XGBoost's ``validation_0-logloss``) is a validation loss when it also names a held-out
+        split (``val``, ``valid``, ``validation``, ``eval``, ``test``), else the training loss.
+        Only the last ``/`` part counts: StyleGAN's ``Loss/G/loss`` is one, its
+        ``Loss/scores/fake`` (a logit) is not."""
+        if not self.infer or loss_word(metric) is None:
             return None
-        lower = metric.lower()
-        if "loss" not in lower.rpartition("/")[2]:
-            return None
-        words = set(_WORDS.split(lower))
+        words = set(_WORDS.split(metric.lower()))
         return Role.VAL_LOSS if words & _HELD_OUT else Role.LOSS
 
     def marks_rl(self, metric: str) -> bool:
@@ -152,6 +151,18 @@ class RolesConfig(_Strict):
 
 _WORDS = re.compile(r"[^a-z]+")
 _HELD_OUT = frozenset({"val", "valid", "validation", "eval", "test", "dev"})
+# Words that name an error to minimise, as gradient-boosting and regression logs write them.
+_ERRORS = ("rmse", "mse", "mae", "nll", "logloss", "mlogloss", "perplexity", "ppl")
+
+
+def loss_word(metric: str) -> str | None:
+    """What in the last ``/`` part of ``metric`` says it is a loss: "loss" anywhere in it, or
+    one of its words an error to minimise; None when nothing does."""
+    last = metric.lower().rpartition("/")[2]
+    if "loss" in last:
+        return "loss"
+    words = set(_WORDS.split(last))
+    return next((w for w in _ERRORS if w in words), None)
 
 
 class RunOverride(_Strict):

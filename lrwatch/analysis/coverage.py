@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lrwatch.analysis.monitor import RunMonitor
+from lrwatch.config import loss_word
 from lrwatch.protocol.types import Role
 
 MAX_NAMES = 8  # metric names listed in a message; the rest are counted
@@ -49,7 +50,7 @@ def no_loss(run: str, metrics: Iterable[str]) -> str:
 
 def inferred_loss(run: str, metric: str) -> str:
     return (
-        f"run {run}: using `{metric}` as the loss (its name contains 'loss'); "
+        f"run {run}: using `{metric}` as the loss (its name contains '{loss_word(metric)}'); "
         f"to say so: roles: {{loss: [{metric}]}} in a config file"
     )
 

@@ -51,7 +51,13 @@ def test_native_names(name: str, role: Role | None) -> None:
         ("val/rmse_loss", Role.VAL_LOSS),
         ("eval_g0_loss", Role.VAL_LOSS),
         ("test_loss", Role.VAL_LOSS),
+        ("learn/RMSE", Role.LOSS),  # CatBoost's learn_error.tsv
+        ("test/RMSE", Role.VAL_LOSS),
+        ("validation_0-logloss", Role.VAL_LOSS),  # XGBoost's evals_result
+        ("train_perplexity", Role.LOSS),
         ("accuracy", None),
+        ("mse_weight/scale", None),  # an error word only in a group name
+        ("msec_per_step", None),  # "mse" inside another word is not one
     ],
 )
 def test_inference_by_name(name: str, role: Role | None) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from lrwatch.detectors._robust import Q3_SIGMA, plain_median
+from lrwatch.detectors._robust import Q3_SIGMA, line_residuals, plain_median, run_together
 
 # A loss is up when it is RATIO times its best level, and more than SDS of its log noise
 # (PAST_START_SDS once it is past where the run started: a healthy loss does not go back there);
@@ -115,14 +115,20 @@ class Anchor:
         sds = PAST_START_SDS if value >= self._start else SDS
         return max(math.log(RATIO), sds * sigma)
 
-    def above(self, sigma: float | None) -> tuple[float, int] | None:
-        """If the loss is up (see ``_bar``; ``sigma`` is its log noise, None while unknown):
-        (ratio of its level to the best, the first step of the stretch of values up). The
-        stretch's start dates the divergence."""
+    def above(
+        self, sigma: float | None, widen: Callable[[], float] = lambda: 1.0
+    ) -> tuple[float, int] | None:
+        """If the loss is up (see ``_bar``; ``sigma`` is its log noise, None while unknown,
+        times ``widen()`` when its values run together: asked only of a value up by the
+        plain bar, as it costs a pass over the window): (ratio of its level to the best, the
+        first step of the stretch of values up). The stretch's start dates the divergence."""
         if self._disabled or len(self._recent) < _HIGH or self._best == math.inf:
             return None
         last = self._recent[-1]
-        if last - self._best < self._bar(last, sigma):
+        rise = last - self._best
+        if rise < self._bar(last, sigma) or (
+            sigma is not None and rise < self._bar(last, sigma * widen())
+        ):
             self._high_since = None
             self._stretch.clear()
             return None
@@ -204,15 +210,9 @@ class Anchor:
         m = [first, plain_median(v[n : 2 * n]), plain_median(v[2 * n : 3 * n]), last]
         if not m[0] < m[1] < m[2] < m[3]:
             return None
-        # The noise around a steady trend is the scatter of the steps between values (a climb
-        # moves every step by the same amount; the window's spread would count the climb
-        # itself as noise), and never less than the series' own when that is known to be
-        # smaller: a full-batch loss that multiplies by 1.25 a step has next to none.
-        steps = [b - a for a, b in itertools.pairwise(v)]
-        typical = plain_median(steps)
-        local = plain_median([abs(d - typical) for d in steps]) / (0.6745 * math.sqrt(2.0))
-        # The standard error of a difference of two medians; noise below 1 % is quantisation.
-        se = 1.2533 * max(min(sigma, local), 0.01) / math.sqrt(n) * math.sqrt(2.0)
+        # The standard error of a difference of two quarter medians; noise below 1 % is
+        # quantisation.
+        se = 1.2533 * max(_noise_around_trend(v, sigma), 0.01) / math.sqrt(n) * math.sqrt(2.0)
         if any(m[k + 1] - m[k] < z * se for k in range(3)):
             return None
         if m[3] - self._best < math.log(2.0):
@@ -247,6 +247,19 @@ class Anchor:
         start = state["start"]
         self._start = math.nan if start is None else float(start)
         self._disabled = bool(state["disabled"])
+
+
+def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
+    """The noise of ``v`` (log values) around a straight line through them, as the SD of
+    independent values worth as much: a climb moves every value by the same amount, so the
+    window's spread would count the climb itself as noise, while a line's residuals do not (a
+    full-batch loss that multiplies by 1.25 a step has next to none); never more than
+    ``sigma``, the series' own noise, unless the residuals run together (``run_together``:
+    a wandering loss is not climbing because it went up for a while; without it, AR(0.95)
+    noise of log-SD 0.3 read as a steady climb in most simulated series)."""
+    resid = line_residuals(v)
+    spread = plain_median([abs(r) for r in resid]) / 0.6745
+    return min(sigma, spread) * run_together(v)
 
 
 def log_spread(sorted_values: Sequence[float]) -> float | None:

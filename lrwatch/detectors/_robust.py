@@ -5,6 +5,7 @@ Kept apart so that ``divergence.py`` reads as the rules, not the bookkeeping.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -23,6 +24,38 @@ def plain_median(xs: list[float]) -> float:
     s = sorted(xs)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else s[mid - 1] / 2 + s[mid] / 2
+
+
+def line_residuals(values: Sequence[float]) -> list[float]:
+    """What a least-squares straight line through ``values`` (at 0, 1, 2, ...) leaves."""
+    n = len(values)
+    if n < 3:
+        return [0.0] * n
+    mean_x, mean_v = (n - 1) / 2.0, sum(values) / n
+    sxx = n * (n * n - 1) / 12.0
+    slope = sum((i - mean_x) * (v - mean_v) for i, v in enumerate(values)) / sxx
+    return [v - mean_v - slope * (i - mean_x) for i, v in enumerate(values)]
+
+
+def run_together(values: Sequence[float]) -> float:
+    """How much less n of ``values`` are worth than n independent ones, as a factor on a
+    standard error: sqrt((1 + phi) / (1 - phi)), phi their AR(1) coefficient, clipped to
+    [0, 0.95] (the effective sample size of an AR(1) series). phi is read off the steps
+    between values, whose lag-1 autocorrelation is -(1 - phi) / 2: a smooth trend under the
+    noise barely moves it, as it would the autocorrelation of the values themselves. 1 for
+    independent noise; about 6 for a loss that wanders with phi 0.95 (smoothed, or an RL
+    loss), whose every stretch up is the same swing, not new evidence."""
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    if len(steps) < 3:
+        return 1.0
+    mean = sum(steps) / len(steps)
+    d = [x - mean for x in steps]
+    power = sum(x * x for x in d)
+    if not power > 0:
+        return 1.0
+    phi = 1.0 + 2.0 * sum(a * b for a, b in itertools.pairwise(d)) / power
+    phi = min(max(phi, 0.0), 0.95)
+    return math.sqrt((1.0 + phi) / (1.0 - phi))
 
 
 class ReturnedPeaks:

@@ -28,7 +28,12 @@ from lrwatch.detectors import _divergence_findings as findings
 from lrwatch.detectors._anchor import Anchor, log_spread
 from lrwatch.detectors._excursion import Excursion
 from lrwatch.detectors._level import RunningLevel
-from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
+from lrwatch.detectors._robust import (
+    ReturnedPeaks,
+    json_float,
+    plain_median,
+    run_together,
+)
 from lrwatch.protocol.types import Finding, Role
 
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds
@@ -173,7 +178,7 @@ class DivergenceDetector:
         if sigma is not None and self._noise_at_best is not None:
             sigma = max(sigma, self._noise_at_best)
         hit: tuple[float, int] | tuple[float, int, int] | None
-        trigger, hit = "anchored", self._anchor.above(sigma)
+        trigger, hit = "anchored", self._anchor.above(sigma, self._run_together)
         if hit is None:
             trigger, hit = "rising", self._anchor.bursting(sigma)
         if hit is None and sigma is not None:
@@ -272,25 +277,35 @@ class DivergenceDetector:
             if exc.length < 3 * patience and exc.decaying(level, patience):
                 return None
             typical = plain_median(exc.values)
-            if math.log(typical / level) < cfg.confirm_z * self._level.log_spread():
+            # The window's spread, widened when its values run together: a loss that wanders
+            # (smoothed, or an RL loss) swings up for a while by itself.
+            spread = self._level.log_spread() * self._run_together()
+            if math.log(typical / level) < cfg.confirm_z * spread:
                 return None
             if typical <= self._came_back_from(level):
                 return None
             if typical < cfg.big_ratio * level and not (
-                exc.climbing(cfg.climb_ratio, cfg.confirm_z, self._level.log_spread())
-                or self._crept(level)
+                exc.climbing(cfg.climb_ratio, cfg.confirm_z, spread) or self._crept(level, spread)
             ):
                 return None
         return self._diverge(step, value, z, "patience")
 
-    def _crept(self, level: float) -> bool:
+    def _run_together(self) -> float:
+        """``run_together`` of the window's log values (1 when one is not positive: no log).
+        A pass over the window: asked only of a value already far up."""
+        order = self._level.order
+        if len(order) < _NOISE_MIN or not min(order) > 0:
+            return 1.0
+        return run_together([math.log(v) for v in order])
+
+    def _crept(self, level: float, spread: float) -> bool:
         """Had the loss been creeping up before the excursion? The median of the last
         ``_CREEP`` accepted values is ``creep_ratio`` above the level, and significantly so (a
-        median of k values has a standard error of about 1.25 spread / sqrt(k))."""
+        median of k values has a standard error of about 1.25 ``spread`` / sqrt(k))."""
         recent = plain_median(list(itertools.islice(reversed(self._level.order), _CREEP)))
         if not recent >= self.config.creep_ratio * level:
             return False
-        se = 1.25 * self._level.log_spread() / math.sqrt(_CREEP)
+        se = 1.25 * spread / math.sqrt(_CREEP)
         return math.log(recent / level) >= self.config.confirm_z * se
 
     def _came_back_from(self, level: float) -> float:

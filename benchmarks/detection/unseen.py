@@ -212,18 +212,18 @@ def healthy() -> Iterator[Spec]:
             dict(dataset=name, model=model, optimizer=opt, schedule=sched, batch=batch,
                  seed=seed, spikes_at=list(at)),
         )  # fmt: skip
-    for i, (name, frac, batch) in enumerate(
+    for i, (name, frac, size) in enumerate(
         [("diabetes", 0.5, None), ("wide_regression", 0.9, None), ("diabetes", 0.2, 16)]
     ):
         seed, edge = 340 + i, um.least_squares_edge(ds[name])
         yield Spec(
             "healthy",
-            f"{name}_least_squares_{frac:g}edge_b{batch or 'full'}_s{seed}",
+            f"{name}_least_squares_{frac:g}edge_b{size or 'full'}_s{seed}",
             f"{name} least squares, SGD at {frac:g}x the full-batch stability edge "
-            f"(lr {frac * edge:.3g}), batch {batch or 'full'}",
-            tabular(ds[name], "linear", batch=batch, seed=seed, opt="sgd", lr=frac * edge,
+            f"(lr {frac * edge:.3g}), batch {size or 'full'}",
+            tabular(ds[name], "linear", batch=size, seed=seed, opt="sgd", lr=frac * edge,
                     steps=500, val_every=10),
-            dict(dataset=name, model="linear", optimizer="sgd", batch=batch, seed=seed,
+            dict(dataset=name, model="linear", optimizer="sgd", batch=size, seed=seed,
                  edge_lr=edge, edge_fraction=frac),
         )  # fmt: skip
     split = OSCILLATING[0][1]()

@@ -1,4 +1,4 @@
-"""Score lrwatch's detectors on five labelled corpora, side by side with the usual baselines.
+"""Score lrwatch's detectors on seven labelled corpora, side by side with the usual baselines.
 
 Run from the repository root (a minute or two; nothing is trained):
 
@@ -6,8 +6,10 @@ Run from the repository root (a minute or two; nothing is trained):
 
 The corpora, one column each: the **synthetic** generator's tune and frozen test halves
 (synthetic.py, written to a temp dir each run), the **real published logs**' tune and frozen
-test halves (``shared/reallogs``, split by splits.py), and the **development corpus** (the 123
-committed small PyTorch runs, tuned on in the past). Before anything is scored,
+test halves (``shared/reallogs``, split by splits.py), the **development corpus** (the 123
+committed small PyTorch runs, tuned on in the past), and the **unseen real runs**' tune and
+frozen test halves (unseen.py: committed real PyTorch runs of model families the development
+corpus never had, split by splits.py). Before anything is scored,
 ``splits.py --check`` must pass: a frozen half that changed since it was committed is not
 reported. Tune on the tune columns; the test columns are the figures to quote.
 
@@ -94,6 +96,7 @@ from benchmarks.detection.labelled import (
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
+UNSEEN = HERE / "unseen"
 RESULTS = HERE.parent / "results"
 NON_DIVERGING = ("healthy", "oscillation", "plateau", "drift", "overfit")
 # An onset read off the curve in hindsight is where the loss had visibly left its level; an
@@ -739,7 +742,7 @@ def main(argv: list[str] | None = None) -> None:
         synth = {split: Path(tmp) / split for split in ("tune", "test")}
         for split, out in synth.items():
             synthetic.write(split, out)
-        paths = [synth["tune"], synth["test"], args.corpus]
+        paths = [synth["tune"], synth["test"], args.corpus, UNSEEN]
         pending = [pool.submit(replay, path, args.config) for path in paths]
         folders, replayed = reallogs.load(root, halves, args.config)
         replays = [p.result() for p in pending]
@@ -756,6 +759,13 @@ def main(argv: list[str] | None = None) -> None:
         Corpus("reallogs test (frozen)", real["test"], replayed),
         Corpus("development corpus", loaded[2], replays[2].seconds),
     ]
+    unseen = splits.unseen_split(UNSEEN)
+    for half in ("tune", "test"):
+        runs = [r for r in loaded[3] if r.name in unseen[half]]
+        title = "unseen real runs " + ("tune" if half == "tune" else "test (frozen)")
+        corpora.append(Corpus(title, runs, replays[3].seconds))
+        what = f"{UNSEEN.name}/ (unseen.py), real PyTorch runs of new families, {half} half"
+        corpora[-1].about = about(runs, what)
     corpora[0].about = about(loaded[0], "synthetic.py --split tune (seeds 0..)")
     corpora[1].about = about(loaded[1], "synthetic.py --split test (seeds 100000..)")
     corpora[2].about = about(real["tune"], f"{root.name}, tune half")

@@ -1,5 +1,6 @@
-"""The tuning and frozen test halves of the two held-apart corpora: real published logs
-(``../shared/reallogs``) and the synthetic generator (synthetic.py).
+"""The tuning and frozen test halves of the three held-apart corpora: real published logs
+(``../shared/reallogs``), the synthetic generator (synthetic.py), and the unseen corpus of real
+PyTorch runs of model families the development corpus never had (unseen.py, ``unseen/``).
 
 A detector is tuned on the ``tune`` half only; the ``test`` half is scored beside it and never
 looked at while tuning. The test half's run list and a hash of its content were committed in
@@ -9,9 +10,9 @@ reported on the test half is one the detectors could not have been fitted to.
     python -m benchmarks.detection.splits --check     # exit 1 if the frozen half moved
     python -m benchmarks.detection.splits --freeze    # once, before tuning: writes the file
 
-The real logs are split by hand label (the first, when a log has several), each label's logs
-ordered by the sha256 of their name and dealt alternately to tune and test, so both halves
-hold every label and no one chose which log went where.
+The real logs are split by hand label (the first, when a log has several), the unseen runs by
+their label; each label's runs are ordered by the sha256 of their name and dealt alternately to
+tune and test, so both halves hold every label and no one chose which run went where.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from benchmarks.detection import synthetic
 HERE = Path(__file__).resolve().parent
 FROZEN = HERE / "frozen_test.json"
 REALLOGS = HERE.parents[2] / "shared" / "reallogs"
+UNSEEN = HERE / "unseen"
 
 
 def primary_label(folder: Path) -> str:
@@ -41,6 +43,20 @@ def reallog_split(root: Path = REALLOGS) -> dict[str, list[str]]:
     by_label: dict[str, list[str]] = defaultdict(list)
     for folder in sorted(p for p in root.iterdir() if (p / "label.json").is_file()):
         by_label[primary_label(folder)].append(folder.name)
+    return _deal(by_label)
+
+
+def unseen_split(root: Path = UNSEEN) -> dict[str, list[str]]:
+    """``{"tune": [...], "test": [...]}``: the unseen runs as ``<label>/<name>`` (the names
+    ``lrwatch replay`` gives them)."""
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for folder in sorted(p.parent for p in root.glob("*/*/labels.json")):
+        by_label[folder.parent.name].append(f"{folder.parent.name}/{folder.name}")
+    return _deal(by_label)
+
+
+def _deal(by_label: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each label's names ordered by their sha256, dealt alternately to tune and test."""
     split: dict[str, list[str]] = {"tune": [], "test": []}
     for label in sorted(by_label):
         ordered = sorted(by_label[label], key=lambda n: hashlib.sha256(n.encode()).hexdigest())
@@ -57,7 +73,7 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def current(root: Path = REALLOGS) -> dict[str, object]:
+def current(root: Path = REALLOGS, unseen: Path = UNSEEN) -> dict[str, object]:
     """What ``frozen_test.json`` holds, computed afresh."""
     test = reallog_split(root)["test"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +81,13 @@ def current(root: Path = REALLOGS) -> dict[str, object]:
     return {
         "reallogs_test": {name: folder_digest(root / name) for name in test},
         "synthetic_test": {"runs": synthetic.names("test"), "sha256": synthetic_hash},
+        "unseen_test": unseen_digests(unseen),
     }
+
+
+def unseen_digests(unseen: Path = UNSEEN) -> dict[str, str]:
+    """The unseen corpus's test half: ``{<label>/<name>: folder_digest}``."""
+    return {name: folder_digest(unseen / name) for name in unseen_split(unseen)["test"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true")
     mode.add_argument("--freeze", action="store_true")
     parser.add_argument("--reallogs", type=Path, default=REALLOGS)
+    parser.add_argument("--unseen", type=Path, default=UNSEEN)
     args = parser.parse_args(argv)
-    now = current(args.reallogs)
+    now = current(args.reallogs, args.unseen)
     if args.freeze:
         if FROZEN.exists():
             print(f"{FROZEN} exists: the test half is frozen; delete it only to re-split")

@@ -4,11 +4,17 @@ never scored as a pass."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
+import pytest
+
+from benchmarks.detection import splits
 from benchmarks.detection.labelled import Replay, Run, is_cut, still_improving
 from benchmarks.detection.reallogs import Folder, onset, verdict
-from benchmarks.detection.score import Scores, _warnable, lr_action_scores
+from benchmarks.detection.score import Scores, _warnable, default_reallogs, lr_action_scores
 
 
 def falling(n: int, every: int = 1) -> list[tuple[int, float]]:
@@ -75,3 +81,18 @@ def test_cuts_on_a_flat_healthy_run_are_not_while_improving() -> None:
     assert (
         rows["LR cuts on healthy runs that were still improving (runs)"]["lrwatch"] == "1 (1 runs)"
     )
+
+
+def test_splits_check_covers_the_unseen_test_half(tmp_path: Path) -> None:
+    reallogs = default_reallogs()
+    if not reallogs.is_dir():
+        pytest.skip(f"no real logs at {reallogs}")
+    copy = tmp_path / "unseen"
+    shutil.copytree(splits.UNSEEN, copy)
+    frozen = json.loads(splits.FROZEN.read_text())["unseen_test"]
+    assert splits.unseen_digests(copy) == frozen, "the committed test half is the frozen one"
+    metrics = copy / sorted(frozen)[0] / "metrics.jsonl"
+    content = bytearray(metrics.read_bytes())
+    content[-3] = ord("7") if content[-3] != ord("7") else ord("8")  # one byte of one value
+    metrics.write_bytes(bytes(content))
+    assert splits.main(["--check", "--reallogs", str(reallogs), "--unseen", str(copy)]) == 1

@@ -181,6 +181,9 @@ class RunMonitor:
                 found = replace(found, severity=Severity.WARNING)  # a doubt does not page
             outcome.findings.append(found)
             why_not = reported_only(found, doubt, held)
+            if why_not is None and found.kind == "oscillation":
+                gaining = self.judge.improving(found.step, self.control)
+                why_not = None if gaining is None else f"oscillation: reported only: {gaining}"
             if why_not is not None:
                 decision = Decision(self.run, found.step, None, why_not, found, label=found.kind)
             elif found.kind == "plateau":

@@ -55,6 +55,15 @@ class PlateauJudge:
             _memory(control)["cut"] = [found.step, factor, verdict.horizon]
         return decision
 
+    def improving(self, step: int, control: ControlState) -> str | None:
+        """Why the loss still improves with confidence since the LR last changed (None: it is
+        not known to): an oscillation is not cut then either. A loss that repeats a cycle while
+        it keeps falling (the same batches in the same order every epoch) is learning, not
+        bouncing off the stability edge, which stops all progress."""
+        since = _memory(control)["since"]
+        first = since if since is not None else self.progress.first_step
+        return self.progress.improving(first if first is not None else step, step)
+
     def recheck(self, plateau: Detector | None, step: int, control: ControlState) -> list[Finding]:
         """While the ``plateau`` detector still calls the loss flat, ask again every quarter
         horizon: a plateau found too early to cut becomes a cut once the run has really stopped

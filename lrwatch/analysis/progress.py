@@ -121,6 +121,21 @@ class Progress:
         why = f"the loss still improves: {pct:+.2g} % over the last {horizon} steps ({of})"
         return Verdict(False, why, horizon)
 
+    def improving(self, since: int, now: int) -> str | None:
+        """Why the loss still improves with confidence: over the last half of [since, now], by
+        more than ``SHARE`` of its progress so far plus ``Z`` standard errors (the mirror of
+        the stall test). None when it does not, or when too little history says."""
+        found = self.improvement(since, now)
+        if found is None:
+            return None
+        gained, se, total = found
+        if gained - Z * se <= SHARE * max(total, 0.0):
+            return None
+        of = f" ({100 * gained / total:.0f} % of its progress so far)" if total > 0 else ""
+        horizon = max(1, (now - since) // 2)
+        pct = 100 * math.expm1(gained)
+        return f"the loss still improves: {pct:+.2g} % over the last {horizon} steps{of}"
+
     def helped(self, cut_at: int, now: int) -> tuple[bool, str]:
         """Did progress resume after a cut at ``cut_at``: is the loss over the second half of
         [cut_at, now] lower than before the cut? A cut after which the loss is no lower is

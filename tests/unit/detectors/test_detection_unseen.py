@@ -179,3 +179,31 @@ def test_an_rl_runs_value_loss_is_reported_but_never_paged_nor_cut() -> None:
     assert divergences  # reported ...
     assert all(r.finding.severity.value != "critical" for r in divergences)  # ... not paged
     assert [r.finding.step for r in found if r.decision and r.decision.action] == []
+
+
+_DETECTION = Path(__file__).resolve().parents[3] / "benchmarks" / "detection"
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        "corpus/healthy/digits_mlp_momentum_cosine_b16_s2",  # momentum SGD, batch 16, cosine
+        "unseen/healthy/breast_cancer_30_16_2_adamw_sgdr_b32_s332",  # AdamW under SGDR
+    ],
+)
+def test_a_loss_that_repeats_a_cycle_while_it_still_improves_is_reported_not_cut(run: str) -> None:
+    """Healthy minibatch runs whose loss the oscillation detector sees repeat a cycle while it
+    keeps falling: a cut there would slow a run that is learning (do no harm)."""
+    found = [r for r in replay([_DETECTION / run], Config()) if r.finding.kind == "oscillation"]
+    assert found  # what it saw is said ...
+    assert all(r.decision is not None and r.decision.action is None for r in found)  # ... not cut
+    assert found[0].decision is not None and "still improves" in found[0].decision.reason
+
+
+def test_a_loss_bouncing_off_the_stability_edge_is_still_cut() -> None:
+    """Full-batch gradient descent at 1.5x the stability edge: a period-2 cycle that stops all
+    progress gets its cut."""
+    run = _DETECTION / "corpus" / "oscillation" / "blobs_20f_softmax_gd_1.5edge"
+    first = next(r for r in replay([run], Config()) if r.finding.kind == "oscillation")
+    assert first.decision is not None and first.decision.action is not None
+    assert first.decision.action.factor == pytest.approx(0.5)

@@ -6,6 +6,7 @@ import random
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from lrwatch.detectors import (
     build_detectors,
 )
 from lrwatch.detectors._anchor import RATIO as ANCHOR_RATIO
+from lrwatch.detectors._robust import run_together
 from lrwatch.protocol.types import Role, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, first_nonfinite, resumed_trace, trace
@@ -255,6 +257,40 @@ def test_swings_the_loss_came_back_from_before_are_not_paged(run: str, metric: s
     cfg = GradNormConfig() if metric == "grad_norm" else DivergenceConfig()
     found = feed(DivergenceDetector(cfg), _corpus_series(run, metric))
     assert [f for f in found if f.kind == "divergence"] == []
+
+
+def _ar_noise(seed: int, phi: float, sd: float, n: int = 5000) -> list[float]:
+    """A constant loss times exp(AR(1) noise of log-SD ``sd``): a loss that wanders."""
+    rng = np.random.default_rng(seed)
+    shocks = rng.standard_normal(n) * sd * math.sqrt(1 - phi * phi)
+    out, acc = [], 0.0
+    for shock in shocks:
+        acc = phi * acc + shock
+        out.append(0.5 * math.exp(acc))
+    return out
+
+
+@pytest.mark.parametrize("phi", [0.8, 0.95])
+def test_a_loss_that_only_wanders_is_seldom_paged(phi: float) -> None:
+    """Autocorrelated noise goes up for a while by itself: its values are worth fewer
+    independent ones, and the tests count them so. Of 20 such series of 5000 values (log-SD
+    0.2), 7 (AR 0.8) and 17 (AR 0.95) were paged, most as steady climbs, before; 0 and 2 now."""
+    paged = sum(
+        any(f.kind == "divergence" for f in feed(DivergenceDetector(), _ar_noise(seed, phi, 0.2)))
+        for seed in range(20)
+    )
+    assert paged <= 2
+
+
+def test_run_together_counts_autocorrelated_values_for_less() -> None:
+    rng = np.random.default_rng(0)
+    white = list(rng.standard_normal(500))
+    assert run_together(white) == pytest.approx(1.0, abs=0.15)
+    wander = [math.log(v) for v in _ar_noise(0, 0.95, 0.3, 500)]
+    assert run_together(wander) > 4.0
+    # A smooth trend under independent noise is not a wander.
+    curve = [math.log(5 * math.exp(-i / 40) + 0.5) + 0.05 * x for i, x in enumerate(white)]
+    assert run_together(curve) < 1.3
 
 
 def test_a_divergence_soon_after_a_spike_is_still_paged_at_once() -> None:

@@ -118,17 +118,15 @@ class Anchor:
     def above(
         self, sigma: float | None, widen: Callable[[], float] = lambda: 1.0
     ) -> tuple[float, int] | None:
-        """If the loss is up (see ``_bar``; ``sigma`` is its log noise, None while unknown,
-        times ``widen()`` when its values run together: asked only of a value up by the
-        plain bar, as it costs a pass over the window): (ratio of its level to the best, the
-        first step of the stretch of values up). The stretch's start dates the divergence."""
+        """If the loss is up (see ``_bar``; ``sigma`` is its log noise, None while unknown):
+        (ratio of its level to the best, the first step of the stretch of values up). The
+        stretch's start dates the divergence. Its level must also clear the bar with the
+        noise times ``widen()``, the factor for values that run together (asked last: it
+        costs a pass over the window)."""
         if self._disabled or len(self._recent) < _HIGH or self._best == math.inf:
             return None
         last = self._recent[-1]
-        rise = last - self._best
-        if rise < self._bar(last, sigma) or (
-            sigma is not None and rise < self._bar(last, sigma * widen())
-        ):
+        if last - self._best < self._bar(last, sigma):
             self._high_since = None
             self._stretch.clear()
             return None
@@ -151,6 +149,8 @@ class Anchor:
             s = self._stretch
             if len(s) < _HOLD or plain_median(s[len(s) // 2 :]) < plain_median(s[: len(s) // 2]):
                 return None
+        if sigma is not None and level - self._best < self._bar(level, sigma * widen()):
+            return None
         return ratio, self._high_since
 
     def bursting(self, sigma: float | None) -> tuple[float, int] | None:

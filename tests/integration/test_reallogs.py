@@ -34,6 +34,7 @@ FOLDERS = sorted(p.name for p in REALLOGS.iterdir() if p.is_dir()) if REALLOGS.i
 INFERRED = "inferred"
 # Folder -> the training-loss metric of its run, and "inferred" when no configured name matched.
 LOSS: dict[str, tuple[str, str]] = {
+    "catboost_dsb2019": ("learn/RMSE", INFERRED),  # an error word names it a loss
     "lightning_gan_nan": ("train_disc_loss", INFERRED),
     "lightning_opal_csv": ("train/nll_loss", INFERRED),
     "rl_a2c_flappybird_oscillating": ("train/policy_loss", INFERRED),
@@ -79,7 +80,6 @@ LOSS: dict[str, tuple[str, str]] = {
 }
 # Folders read, whose metrics hold no training loss by any name: why.
 NO_LOSS: dict[str, str] = {
-    "catboost_dsb2019": "CatBoost logs its objective as RMSE (learn/RMSE, test/RMSE)",
     "cyclegan_loss_log_restarts": "the losses are named D_A, G_A, cycle_A, idt_A, ...",
     "rl_dqn_atari_assault": "a DQN progress.csv with rewards only (episode_reward, ...)",
     "wandb_export_astroclip": "a W&B export with one column per run (8-dim ... 512-dim)",

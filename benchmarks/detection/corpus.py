@@ -1157,16 +1157,24 @@ def write(spec: Spec, out: Path) -> tuple[str, dict[str, Any]]:
     return lbl, facts
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=CORPUS)
+def generate(
+    families: tuple[Callable[[], Iterator[Spec]], ...],
+    default_out: Path,
+    argv: list[str] | None = None,
+    description: str = "",
+) -> None:
+    """The command line of a corpus generator (this one, unseen.py): write every run of
+    ``families`` (``--only``: those whose name contains it) under ``--out``, printing each
+    run's label, onset and any relabel as it goes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--only", default="", help="generate only runs whose name contains this")
     args = parser.parse_args(argv)
     if not args.only and args.out.exists():
         shutil.rmtree(args.out)
     started = time.perf_counter()
     counts: dict[str, int] = {}
-    for family in FAMILIES:
+    for family in families:
         for spec in family():
             if args.only not in f"{spec.label}/{spec.name}":
                 continue
@@ -1185,6 +1193,10 @@ def main(argv: list[str] | None = None) -> None:
             )
     total = sum(counts.values())
     print(f"{total} runs in {time.perf_counter() - started:.0f}s: {counts}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    generate(FAMILIES, CORPUS, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -20,11 +20,7 @@ splits.py deals the runs into a tune and a frozen test half.
 
 from __future__ import annotations
 
-import argparse
 import random
-import shutil
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,9 +38,9 @@ from benchmarks.detection.corpus import (
     ce,
     columns,
     corrupt_inputs,
+    generate,
     mse,
     stability_edge,
-    write,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -422,30 +418,7 @@ FAMILIES = (healthy, divergence, oscillation, plateau)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=UNSEEN)
-    parser.add_argument("--only", default="", help="generate only runs whose name contains this")
-    args = parser.parse_args(argv)
-    if not args.only and args.out.exists():
-        shutil.rmtree(args.out)
-    started = time.perf_counter()
-    counts: dict[str, int] = {}
-    for family in FAMILIES:
-        for spec in family():
-            if args.only not in f"{spec.label}/{spec.name}":
-                continue
-            t0 = time.perf_counter()
-            lbl, fact = write(spec, args.out)
-            counts[lbl] = counts.get(lbl, 0) + 1
-            note = f"  RELABELLED {spec.label} -> {lbl}: {fact['relabelled']}" if (
-                "relabelled" in fact) else ""  # fmt: skip
-            print(
-                f"{time.perf_counter() - t0:5.1f}s {lbl:11s} {spec.name} onset="
-                f"{fact['onset_step']} nonfinite={fact['first_nonfinite_step']}{note}",
-                flush=True,
-            )
-    total = sum(counts.values())
-    print(f"{total} runs in {time.perf_counter() - started:.0f}s: {counts}", file=sys.stderr)
+    generate(FAMILIES, UNSEEN, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

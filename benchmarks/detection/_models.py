@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from benchmarks.detection import _data as data
 from benchmarks.detection._harness import Batch
 
 
@@ -98,3 +99,20 @@ def char_batches(text: torch.Tensor, ctx: int, batch: int, seed: int) -> Callabl
         return text[idx], text[start + ctx]
 
     return sample
+
+
+def garbage_tokens(steps: tuple[int, ...], seed: int) -> Callable[[int, Batch], Batch]:
+    """The batches of ``steps`` replaced by random characters (a shard of garbage)."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    vocab = len(data.ALPHABET)
+
+    def corrupt(step: int, b: Batch) -> Batch:
+        if step not in steps:
+            return b
+        x, y = b
+        return (
+            torch.randint(0, vocab, x.shape, generator=gen),
+            torch.randint(0, vocab, y.shape, generator=gen),
+        )
+
+    return corrupt

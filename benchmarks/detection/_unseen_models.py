@@ -108,22 +108,6 @@ def sequence_batches(text: torch.Tensor, ctx: int, batch: int, seed: int) -> Cal
     return sample
 
 
-def garbage_tokens(steps: tuple[int, ...], seed: int) -> Callable[[int, Batch], Batch]:
-    """The batches of ``steps`` replaced by random characters (a shard of garbage)."""
-    gen = torch.Generator().manual_seed(seed + 7)
-
-    def corrupt(step: int, b: Batch) -> Batch:
-        if step not in steps:
-            return b
-        x, y = b
-        return (
-            torch.randint(0, VOCAB, x.shape, generator=gen),
-            torch.randint(0, VOCAB, y.shape, generator=gen),
-        )
-
-    return corrupt
-
-
 def least_squares_edge(split: data.Split) -> float:
     """2 / lambda_max of the mean square loss of a linear model with a bias: its Hessian is
     ``2 X^T X / n`` (X with a column of ones), whatever the weights, so full-batch gradient

@@ -149,18 +149,6 @@ def char_lm(
         torch.manual_seed(seed)
         model = models.CharLM(len(data.ALPHABET))
         o = models.optimizer(opt, model.parameters(), lr)
-        gen = torch.Generator().manual_seed(seed + 7)
-        vocab = len(data.ALPHABET)
-
-        def corrupt(step: int, b: Batch) -> Batch:
-            if step not in corrupt_at:
-                return b
-            x, y = b
-            return (
-                torch.randint(0, vocab, x.shape, generator=gen),
-                torch.randint(0, vocab, y.shape, generator=gen),
-            )
-
         return Job(
             model,
             ce,
@@ -169,7 +157,7 @@ def char_lm(
             steps,
             models.scheduler(sched, o, steps),
             lr_factor=lr_factor or (lambda s: 1.0),
-            corrupt=corrupt,
+            corrupt=models.garbage_tokens(corrupt_at, seed),
             log_grad_norm=grad,
         )
 

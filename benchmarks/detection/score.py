@@ -229,8 +229,7 @@ def divergence_scores(runs: list[Run], scores: Scores) -> None:
         "median": "median delay after onset (steps)",
         "median_values": "… in logged values (the alarm's value counted from the first value "
         "at or after the onset: 0 is an alarm on that value)",
-        "median_every_step": "… in steps, on the runs logged at every step (runs caught of "
-        "those)",
+        "median_every_step": "… in steps, on the runs logged at every step (runs caught of those)",
         "p90": "p90 delay after onset (steps)",
         "early": "early warning: alarm before the first non-finite value (runs going "
         "non-finite ≥ 2 logged values after the onset)",

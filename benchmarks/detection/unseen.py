@@ -185,7 +185,7 @@ def healthy() -> Iterator[Spec]:
             f"{kind}_lm_{opt}_{sched}{'_garbage' if at else ''}_s{seed}",
             f"{kind} character LM, {opt} lr {lr:g}, {sched} schedule, batch {LM_BATCH}; {what}",
             lm(kind, seed=seed, steps=steps, opt=opt, lr=lr, sched=sched,
-               corrupt=um.garbage_tokens(at, seed), grad=i % 2 == 0),
+               corrupt=models.garbage_tokens(at, seed), grad=i % 2 == 0),
             dict(dataset="text", model=f"{kind}_lm", optimizer=opt, schedule=sched,
                  batch=LM_BATCH, seed=seed, spikes_at=list(at)),
         )  # fmt: skip

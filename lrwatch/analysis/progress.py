@@ -25,6 +25,10 @@ SHARE = 0.05  # the share of its progress so far a run must still make over the 
 Z = 2.0  # standard errors of confidence that it did not
 NOISE_SHARE = 1.0  # ... or less than this many times its sample-to-sample noise (see verdict)
 NOISE_PROGRESS = 0.2  # ... and less than this share of its progress so far
+# ... measured to within this share of that noise (Z standard errors): "half its life bought
+# less than one batch's scatter" says nothing before the gain is known better than the
+# scatter, as 60 steps into a run it is not (see verdict).
+NOISE_PRECISION = 0.5
 _MAX_BLOCKS = 256
 _RECENT = 256
 _MIN_BLOCKS = 4  # in each of the two windows compared
@@ -110,7 +114,11 @@ class Progress:
             why = f"the loss moved {pct:+.2g} % over the last {horizon} steps ({of})"
             return Verdict(True, why, horizon)
         noise = self._noise(list(self._recent))
-        if gained + Z * se < NOISE_SHARE * noise and gained < NOISE_PROGRESS * total:
+        if (
+            gained + Z * se < NOISE_SHARE * noise
+            and gained < NOISE_PROGRESS * total
+            and Z * se <= NOISE_PRECISION * noise
+        ):
             # Half its life bought less than one batch's scatter: the loss sits at the floor
             # its LR's noise sets (SGD's noise floor), which only a lower LR gets below.
             why = (

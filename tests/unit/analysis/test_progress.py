@@ -1,0 +1,59 @@
+"""The progress judge on a real noise floor: SGD at a constant LR on a noisy regression."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from benchmarks.rescue.tasks import regression
+from lrwatch.analysis.progress import Progress
+from tests.unit.curves import _one_thread
+
+
+@functools.cache
+def _sgd_at_a_constant_lr(steps: int, seed: int = 0) -> tuple[float, ...]:
+    """The rescue benchmark's plateau job as it trains unwatched: Friedman #1 with unit noise,
+    batches of 32, SGD with momentum at LR 0.1 after a 50-step warm-up. Its loss falls fast,
+    then hovers at the floor the LR's noise sets, creeping down."""
+    task = regression()
+    with _one_thread():
+        torch.manual_seed(seed)
+        model = task.model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        warm_up = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50))
+        gen = np.random.default_rng(1000 + seed)
+        losses = []
+        for step in range(steps):
+            x, y = task.batch(step, gen)
+            loss = task.loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            warm_up.step()
+            losses.append(loss.item())
+    return tuple(losses)
+
+
+def _verdict_at(step: int) -> tuple[bool, str]:
+    progress = Progress()
+    for i, value in enumerate(_sgd_at_a_constant_lr(1000)[: step + 1]):
+        progress.update(i, value)
+    assert progress.first_step is not None
+    verdict = progress.verdict(progress.first_step, step)
+    return verdict.stalled, verdict.why
+
+
+def test_a_young_noisy_run_is_not_called_at_its_noise_floor() -> None:
+    """119 steps in, the loss gained 7 % over the last 59, smaller than one batch's scatter
+    (36 %) but known only to within most of it: no floor can be told yet, and the loss went on
+    to fall by half again. A cut there cost the rescue benchmark's plateau scenario its win
+    over ReduceLROnPlateau whenever the timing let it through."""
+    stalled, why = _verdict_at(119)
+    assert not stalled, why
+
+
+def test_an_old_run_hovering_at_its_noise_floor_is() -> None:
+    stalled, why = _verdict_at(900)
+    assert stalled and "noise floor" in why, why

@@ -96,7 +96,6 @@ from benchmarks.detection.labelled import (
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
-UNSEEN = HERE / "unseen"
 RESULTS = HERE.parent / "results"
 NON_DIVERGING = ("healthy", "oscillation", "plateau", "drift", "overfit")
 # An onset read off the curve in hindsight is where the loss had visibly left its level; an
@@ -741,7 +740,7 @@ def main(argv: list[str] | None = None) -> None:
         synth = {split: Path(tmp) / split for split in ("tune", "test")}
         for split, out in synth.items():
             synthetic.write(split, out)
-        paths = [synth["tune"], synth["test"], args.corpus, UNSEEN]
+        paths = [synth["tune"], synth["test"], args.corpus, splits.UNSEEN]
         pending = [pool.submit(replay, path, args.config) for path in paths]
         folders, replayed = reallogs.load(root, halves, args.config)
         replays = [p.result() for p in pending]
@@ -758,12 +757,12 @@ def main(argv: list[str] | None = None) -> None:
         Corpus("reallogs test (frozen)", real["test"], replayed),
         Corpus("development corpus", loaded[2], replays[2].seconds),
     ]
-    unseen = splits.unseen_split(UNSEEN)
+    unseen = splits.unseen_split(splits.UNSEEN)
     for half in ("tune", "test"):
         runs = [r for r in loaded[3] if r.name in unseen[half]]
         title = "unseen real runs " + ("tune" if half == "tune" else "test (frozen)")
         corpora.append(Corpus(title, runs, replays[3].seconds))
-        what = f"{UNSEEN.name}/ (unseen.py), real PyTorch runs of new families, {half} half"
+        what = f"{splits.UNSEEN.name}/ (unseen.py), real PyTorch runs of new families, {half} half"
         corpora[-1].about = about(runs, what)
     corpora[0].about = about(loaded[0], "synthetic.py --split tune (seeds 0..)")
     corpora[1].about = about(loaded[1], "synthetic.py --split test (seeds 100000..)")

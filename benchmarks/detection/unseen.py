@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -42,9 +41,8 @@ from benchmarks.detection.corpus import (
     mse,
     stability_edge,
 )
+from benchmarks.detection.splits import UNSEEN
 
-HERE = Path(__file__).resolve().parent
-UNSEEN = HERE / "unseen"
 CTX, LM_BATCH = 24, 16
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

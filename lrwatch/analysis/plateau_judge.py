@@ -60,9 +60,7 @@ class PlateauJudge:
         not known to): an oscillation is not cut then either. A loss that repeats a cycle while
         it keeps falling (the same batches in the same order every epoch) is learning, not
         bouncing off the stability edge, which stops all progress."""
-        since = _memory(control)["since"]
-        first = since if since is not None else self.progress.first_step
-        return self.progress.improving(first if first is not None else step, step)
+        return self.progress.improving(self._since(step, control), step)
 
     def recheck(self, plateau: Detector | None, step: int, control: ControlState) -> list[Finding]:
         """While the ``plateau`` detector still calls the loss flat, ask again every quarter
@@ -115,12 +113,19 @@ class PlateauJudge:
         be made (None: one may): not stalled, or stalled over a horizon shorter than a cooldown
         or than the evidence the cuts given back ask for."""
         judge = _memory(control)
-        since = judge["since"] if judge["since"] is not None else self.progress.first_step
-        verdict = self.progress.verdict(since if since is not None else step, step)
+        verdict = self.progress.verdict(self._since(step, control), step)
         wait = max(self.cooldown_steps, judge.get("wait", 0))
         if not verdict.stalled:
             return verdict, verdict.why
         return verdict, None if verdict.horizon >= wait else f"horizon {verdict.horizon} < {wait}"
+
+    def _since(self, step: int, control: ControlState) -> int:
+        """Where progress counts from at ``step``: the LR's last change, else the run's first
+        block, else ``step`` itself (nothing to judge yet)."""
+        since = _memory(control)["since"]
+        if since is None:
+            since = self.progress.first_step
+        return since if since is not None else step
 
 
 def _memory(control: ControlState) -> dict[str, Any]:

@@ -109,8 +109,8 @@ class Progress:
         gained, se, total = found
         need = SHARE * total if total > 0 else math.log1p(0.01)
         pct = 100 * math.expm1(gained)
-        of = f"{100 * gained / total:.0f} % of its progress so far" if total > 0 else "no progress"
         if gained + Z * se < need:
+            of = _share(gained, total)
             why = f"the loss moved {pct:+.2g} % over the last {horizon} steps ({of})"
             return Verdict(True, why, horizon)
         noise = self._noise(list(self._recent))
@@ -126,8 +126,7 @@ class Progress:
                 f"sample-to-sample noise ({100 * math.expm1(noise):.2g} %): at its noise floor"
             )
             return Verdict(True, why, horizon)
-        why = f"the loss still improves: {pct:+.2g} % over the last {horizon} steps ({of})"
-        return Verdict(False, why, horizon)
+        return Verdict(False, _still_improves(gained, total, horizon), horizon)
 
     def improving(self, since: int, now: int) -> str | None:
         """Why the loss still improves with confidence: over the last half of [since, now], by
@@ -139,10 +138,7 @@ class Progress:
         gained, se, total = found
         if gained - Z * se <= SHARE * max(total, 0.0):
             return None
-        of = f" ({100 * gained / total:.0f} % of its progress so far)" if total > 0 else ""
-        horizon = max(1, (now - since) // 2)
-        pct = 100 * math.expm1(gained)
-        return f"the loss still improves: {pct:+.2g} % over the last {horizon} steps{of}"
+        return _still_improves(gained, total, max(1, (now - since) // 2))
 
     def helped(self, cut_at: int, now: int) -> tuple[bool, str]:
         """Did progress resume after a cut at ``cut_at``: is the loss over the second half of
@@ -177,3 +173,14 @@ class Progress:
         self._size = int(state["size"])
         self._usable = bool(state["usable"])
         self._recent = deque((float(v) for v in state["recent"]), maxlen=_RECENT)
+
+
+def _share(gained: float, total: float) -> str:
+    """What ``gained`` is of the run's progress so far (``total``), both log improvements."""
+    return f"{100 * gained / total:.0f} % of its progress so far" if total > 0 else "no progress"
+
+
+def _still_improves(gained: float, total: float, horizon: int) -> str:
+    """The reason both judgements give for a loss that still improves."""
+    pct, of = 100 * math.expm1(gained), _share(gained, total)
+    return f"the loss still improves: {pct:+.2g} % over the last {horizon} steps ({of})"

@@ -28,12 +28,7 @@ from lrwatch.detectors import _divergence_findings as findings
 from lrwatch.detectors._anchor import Anchor, log_spread
 from lrwatch.detectors._excursion import Excursion
 from lrwatch.detectors._level import RunningLevel
-from lrwatch.detectors._robust import (
-    ReturnedPeaks,
-    json_float,
-    plain_median,
-    run_together,
-)
+from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median, run_together
 from lrwatch.protocol.types import Finding, Role
 
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds

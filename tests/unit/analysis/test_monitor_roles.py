@@ -152,9 +152,7 @@ def test_a_non_finite_rl_loss_still_pages() -> None:
     losses = [1.0 + 0.01 * (i % 3) for i in range(40)] + [math.nan]
     monitor = RunMonitor("r", Config().for_run("r"), assume_landed=True)
     paged = [f for f in _decisions(monitor, _rl_rows(losses)) if f[0] == "divergence"]
-    assert [(kind, severity) for kind, severity, *_ in paged] == [
-        ("divergence", Severity.CRITICAL)
-    ]
+    assert [(kind, severity) for kind, severity, *_ in paged] == [("divergence", Severity.CRITICAL)]
     assert paged[0][2] is not None  # the cut
 
 

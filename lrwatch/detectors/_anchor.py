@@ -115,9 +115,7 @@ class Anchor:
         sds = PAST_START_SDS if value >= self._start else SDS
         return max(math.log(RATIO), sds * sigma)
 
-    def above(
-        self, sigma: float | None, widen: Callable[[], float] = lambda: 1.0
-    ) -> tuple[float, int] | None:
+    def above(self, sigma: float | None, widen: Callable[[], float]) -> tuple[float, int] | None:
         """If the loss is up (see ``_bar``; ``sigma`` is its log noise, None while unknown):
         (ratio of its level to the best, the first step of the stretch of values up). The
         stretch's start dates the divergence. Its level must also clear the bar with the

@@ -4,11 +4,12 @@ Every folder is replayed by ``lrwatch replay --format jsonl`` in a subprocess: a
 call when the run names tell the folders apart, else each on its own (its exit code and stderr
 kept; see ``_replay_all``). Replay prints findings only, so a log it could not read looks
 exactly like a healthy log it read and found nothing in. What it read is therefore asked
-separately, by a probe run in a subprocess of its own (``--probe``), through the same functions
-replay uses (``lrwatch.offline.replay.discover_runs`` / ``read_run`` and the config's metric
-roles): the
-runs found, the metrics read, and which metric plays the ``loss`` and ``val_loss`` role. A log in
-which no metric plays either role is "not read"; it is never scored as a pass (see score.py).
+separately, by a probe run in a subprocess of its own (``--probe``), through the same code
+replay uses (``lrwatch.offline.replay.discover_runs`` / ``read_run``, and a ``RunMonitor`` for
+the roles): the runs found, the metrics read, and which metric plays the ``loss`` and
+``val_loss`` role, a role lrwatch guessed from a metric's name included (and marked so: its
+findings are lrwatch's findings on that role). A log in which no metric plays either role is
+"not read"; it is never scored as a pass (see score.py).
 The baselines see the loss series the probe read, so they and lrwatch get the same input.
 
 Hand labels map to the scorer's labels as ``LABELS`` says (the first label of a list is the
@@ -92,8 +93,10 @@ def onset(folder: str, label: str, events: list[dict[str, Any]]) -> int | None:
 
 def _probe(folders: list[Path], config: Path | None) -> dict[str, Any]:
     """Runs, metrics and role series lrwatch reads under each folder (in the probe's process)."""
+    from lrwatch.analysis.monitor import RunMonitor
     from lrwatch.config import load_config
     from lrwatch.offline.replay import discover_runs, read_run
+    from lrwatch.protocol.types import Role
     from lrwatch.sources.formats import build_formats
 
     cfg = load_config(config)
@@ -103,18 +106,21 @@ def _probe(folders: list[Path], config: Path | None) -> dict[str, Any]:
             formats, _ = build_formats(cfg.sources)
             runs = {}
             for run, files in sorted(discover_runs([folder], formats).items()):
+                samples = read_run(run, files, formats)
                 by_metric: dict[str, list[tuple[int, float]]] = defaultdict(list)
-                for s in read_run(run, files, formats):
+                for s in samples:
                     by_metric[s.metric].append((int(s.step), float(s.value)))
-                roles = cfg.for_run(run).roles
+                # The roles as replay gives them, a guess from a metric's name included.
+                monitor = RunMonitor(run, cfg.for_run(run), assume_landed=True)
+                monitor.observe(samples, can_act=None)
                 named = {
-                    role: next((m for m in getattr(roles, role) if m in by_metric), None)
-                    for role in ("loss", "val_loss")
+                    role.value: monitor.role_metric(role) for role in (Role.LOSS, Role.VAL_LOSS)
                 }
                 runs[run] = {
                     "files": [f.name for f in files],
                     "metrics": {m: len(v) for m, v in by_metric.items()},
                     "roles": named,
+                    "guessed": sorted(monitor.inferred_roles.values()),
                     "series": {role: by_metric[m] for role, m in named.items() if m},
                 }
             out[folder.name] = {"runs": runs, "error": None}
@@ -167,7 +173,12 @@ class Folder:
             metrics = sum(len(r["metrics"]) for r in runs.values())
             return f"{self.status}" + (f" ({metrics} other metrics)" if metrics else "")
         named = sorted(
-            {f"{role}={m}" for r in runs.values() for role, m in r["roles"].items() if m}
+            {
+                f"{role}={m}" + (" (guessed)" if m in r["guessed"] else "")
+                for r in runs.values()
+                for role, m in r["roles"].items()
+                if m
+            }
         )
         return f"yes ({len(runs)} run{'s' if len(runs) != 1 else ''}; {', '.join(named)})"
 

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.detection import splits
 from benchmarks.detection.labelled import Replay, Run, is_cut, still_improving
-from benchmarks.detection.reallogs import Folder, onset, verdict
+from benchmarks.detection.reallogs import Folder, onset, probe, verdict
 from benchmarks.detection.score import Scores, _warnable, default_reallogs, lr_action_scores
 
 
@@ -68,6 +68,19 @@ def test_a_log_not_read_is_no_pass() -> None:
     scores = Scores()
     lr_action_scores([run], scores)
     assert all(cols["lrwatch"] == "—" for _, cols in scores.rows)
+
+
+def test_the_probe_reads_the_roles_replay_watches_guesses_included(tmp_path: Path) -> None:
+    """A loss lrwatch guesses from its name (a Lightning CSV's ``train/nll_loss``) is watched,
+    so its findings must be scored as the loss's, not as some other metric's."""
+    folder = tmp_path / "opal"
+    folder.mkdir()
+    rows = [f"{k},{2.0 / (1 + k):.4f},{2.5 / (1 + k):.4f}" for k in range(30)]
+    (folder / "metrics.csv").write_text("step,train/nll_loss,val/rmse_loss\n" + "\n".join(rows))
+    (run,) = probe([folder], None)["opal"]["runs"].values()
+    assert run["roles"] == {"loss": "train/nll_loss", "val_loss": "val/rmse_loss"}
+    assert run["guessed"] == ["train/nll_loss", "val/rmse_loss"]
+    assert [v for _, v in run["series"]["loss"]][:2] == [2.0, 1.0]
 
 
 def test_cuts_on_a_flat_healthy_run_are_not_while_improving() -> None:

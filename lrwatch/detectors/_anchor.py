@@ -30,8 +30,11 @@ PAST_START_SDS = 4.0
 EARLY = 10.0
 BURST_RISE = 3.0  # ... or twice in a row this much, ending EARLY times the best
 _LEVEL = 5  # values in the median that makes the best level
-_HIGH = 3  # the values in a row that must all be up ...
-_BURST = 5  # ... over at least this many steps (three garbage batches in a row are not enough)
+# A stretch up is measured in steps: _HIGH values in a row, all up, over at least _BURST steps
+# (so 5 values of a log written every step: five garbage batches in a row are not enough; 2 of
+# one written every 50 steps, which have shown the loss up for 50 steps).
+_HIGH = 2
+_BURST = 5
 _BLATANT = 10.0  # a level this far above the best, and above the start, pages at once
 _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values
 # ... and, unless it went past the start, undo this share of the progress in the loss's own
@@ -133,7 +136,7 @@ class Anchor:
             # The stretch stands for the steps since the sample before it: sparse logs too.
             self._high_from = self._steps[-2] if len(self._steps) > 1 else self._high_since - 1
         self._stretch = [*self._stretch[-(_STRETCH - 1) :], last]
-        # Every value up for _HIGH samples and _BURST steps: a burst of bad batches, or the
+        # Every value up for _BURST steps (and _HIGH samples): a burst of bad batches, or the
         # low half of a swing, breaks the stretch.
         if len(self._stretch) < _HIGH or self._steps[-1] - self._high_from < _BURST:
             return None

@@ -136,6 +136,18 @@ def test_a_spike_in_a_sparse_log_is_reported_not_dropped_as_one_bad_batch() -> N
     assert kinds == ["spike"]
 
 
+def test_a_jump_in_a_sparse_log_is_paged_at_its_second_value_up() -> None:
+    # A real run logged every 50 steps; from value 100 on the loss is back past where it began
+    # (x1000: an LR jump). Two values up have shown it up for 50 steps: time counts in steps.
+    logged = [v * (1e3 if i >= 100 else 1) for i, v in enumerate(curves.healthy(0, 6000)[::50])]
+    detector = DivergenceDetector()
+    found = [(i, f) for i, v in enumerate(logged) if (f := detector.update(50 * i, v))]
+    assert [(i, f.kind) for i, f in found if f.kind == "divergence"][:1] == [(101, "divergence")]
+    # Logged at every step, three garbage batches in a row are three steps, not five: no page.
+    burst = [v * (1e3 if 300 <= i < 303 else 1) for i, v in enumerate(curves.healthy(0))]
+    assert "divergence" not in [f.kind for f in feed(DivergenceDetector(), burst)]
+
+
 def test_overfitting_is_seen_in_four_or_five_evaluations() -> None:
     evals = [(100, 2.55), (200, 2.61), (300, 2.9), (400, 3.35)]  # +31 % over 4 evaluations
     detector = OverfitDetector()

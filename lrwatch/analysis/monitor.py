@@ -70,8 +70,14 @@ class RunMonitor:
         self._problems: list[PluginProblem] = list(self.controller.problems)
         self.controller.problems = self._problems
         self.guard = DetectorGuard(run, self._problems)
-        cooldown = settings.policy.cooldown_steps
-        self.judge = PlateauJudge(run, self.controller, self.progress, cooldown)
+        policy = settings.policy
+        self.judge = PlateauJudge(
+            run,
+            self.controller,
+            self.progress,
+            policy.cooldown_steps,
+            noise_floor=policy.plateau_at_noise_floor,
+        )
 
     def _series(self, metric: str) -> Series:
         """The series of ``metric``, built with its role's detectors at first sight (which role

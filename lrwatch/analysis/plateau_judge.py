@@ -31,12 +31,19 @@ class PlateauJudge:
     on a config reload)."""
 
     def __init__(
-        self, run: str, controller: Controller, progress: Progress, cooldown_steps: int
+        self,
+        run: str,
+        controller: Controller,
+        progress: Progress,
+        cooldown_steps: int,
+        *,
+        noise_floor: bool = False,
     ) -> None:
         self.run = run
         self.controller = controller
         self.progress = progress
         self.cooldown_steps = cooldown_steps
+        self.noise_floor = noise_floor  # the policy's plateau_at_noise_floor
 
     def lr_changed(self, step: int, control: ControlState) -> None:
         """An LR change was sent at ``step``: progress counts from here."""
@@ -113,7 +120,9 @@ class PlateauJudge:
         be made (None: one may): not stalled, or stalled over a horizon shorter than a cooldown
         or than the evidence the cuts given back ask for."""
         judge = _memory(control)
-        verdict = self.progress.verdict(self._since(step, control), step)
+        verdict = self.progress.verdict(
+            self._since(step, control), step, noise_floor=self.noise_floor
+        )
         wait = max(self.cooldown_steps, judge.get("wait", 0))
         if not verdict.stalled:
             return verdict, verdict.why

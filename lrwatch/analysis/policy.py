@@ -43,6 +43,13 @@ class PolicyConfig(BaseModel):
     max_change: float = Field(
         default=10.0, ge=1.0, description="one command changes the factor at most by this ratio"
     )
+    plateau_at_noise_floor: bool = Field(
+        default=False,
+        description="also cut a plateau whose loss sits at the floor its LR's noise sets (half "
+        "its run since the LR last changed bought less than one batch's scatter), though it may "
+        "still creep down: ReduceLROnPlateau's annealing; off by default, since such a run is "
+        "strictly still improving (docs/detectors.md, 'Do no harm')",
+    )
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="policy plugins by registered name (see `lrwatch plugins`), asked in this "

@@ -99,8 +99,10 @@ class Progress:
         level = plain_median(recent)
         return plain_median(then) - level, se, start - level
 
-    def verdict(self, since: int, now: int) -> Verdict:
-        """Stalled only with confidence; "not yet judged" is not stalled."""
+    def verdict(self, since: int, now: int, *, noise_floor: bool = False) -> Verdict:
+        """Stalled only with confidence; "not yet judged" is not stalled. ``noise_floor``: a
+        loss at the floor its LR's noise sets counts as stalled too (see below), though it
+        may still creep down (the policy's opt-in ``plateau_at_noise_floor``)."""
         horizon = max(1, (now - since) // 2)
         found = self.improvement(since, now)
         if found is None:
@@ -115,7 +117,8 @@ class Progress:
             return Verdict(True, why, horizon)
         noise = self._noise(list(self._recent))
         if (
-            gained + Z * se < NOISE_SHARE * noise
+            noise_floor
+            and gained + Z * se < NOISE_SHARE * noise
             and gained < NOISE_PROGRESS * total
             and Z * se <= NOISE_PRECISION * noise
         ):

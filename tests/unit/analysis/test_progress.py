@@ -36,12 +36,12 @@ def _sgd_at_a_constant_lr(steps: int, seed: int = 0) -> tuple[float, ...]:
     return tuple(losses)
 
 
-def _verdict_at(step: int) -> tuple[bool, str]:
+def _verdict_at(step: int, *, noise_floor: bool = True) -> tuple[bool, str]:
     progress = Progress()
     for i, value in enumerate(_sgd_at_a_constant_lr(1000)[: step + 1]):
         progress.update(i, value)
     assert progress.first_step is not None
-    verdict = progress.verdict(progress.first_step, step)
+    verdict = progress.verdict(progress.first_step, step, noise_floor=noise_floor)
     return verdict.stalled, verdict.why
 
 
@@ -57,3 +57,10 @@ def test_a_young_noisy_run_is_not_called_at_its_noise_floor() -> None:
 def test_an_old_run_hovering_at_its_noise_floor_is() -> None:
     stalled, why = _verdict_at(900)
     assert stalled and "noise floor" in why, why
+
+
+def test_by_default_a_noise_floor_still_creeping_down_is_not_stalled() -> None:
+    """Do no harm: the loss still creeps down at its floor, so only the policy's opt-in
+    (``plateau_at_noise_floor``) may cut it; by default the verdict says it still improves."""
+    stalled, why = _verdict_at(900, noise_floor=False)
+    assert not stalled and "still improves" in why, why

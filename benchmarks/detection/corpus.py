@@ -52,7 +52,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1150,11 +1150,13 @@ def generate(
     default_out: Path,
     argv: list[str] | None = None,
     description: str = "",
+    parents: Sequence[argparse.ArgumentParser] = (),
 ) -> None:
     """The command line of a corpus generator (this one, unseen.py): write every run of
     ``families`` (``--only``: those whose name contains it) under ``--out``, printing each
-    run's label, onset and any relabel as it goes."""
-    parser = argparse.ArgumentParser(description=description)
+    run's label, onset and any relabel as it goes. ``parents``: the caller's own options (read
+    by the caller), so ``--help`` lists them too."""
+    parser = argparse.ArgumentParser(description=description, parents=list(parents))
     parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--only", default="", help="generate only runs whose name contains this")
     args = parser.parse_args(argv)

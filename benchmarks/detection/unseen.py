@@ -5,6 +5,7 @@ Run from the repository root (about 2.5 minutes on one core; deterministic, seed
 
     python -m benchmarks.detection.unseen                 # all runs
     python -m benchmarks.detection.unseen --only gru      # names containing "gru"
+    python -m benchmarks.detection.unseen --seed-offset 1000 --out /tmp/draw2   # a fresh draw
 
 Writes ``benchmarks/detection/unseen/<label>/<name>/{metrics.jsonl,labels.json}``, the layout
 and the label rules of corpus.py (its ``label()`` and ``write()``: onsets from injection,
@@ -20,8 +21,10 @@ splits.py deals the runs into a tune and a frozen test half.
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import torch
 from torch import nn
@@ -168,10 +171,10 @@ TAB_HEALTHY = [
 ]
 
 
-def healthy() -> Iterator[Spec]:
+def healthy(offset: int = 0) -> Iterator[Spec]:
     ds = datasets()
     for i, (kind, opt, lr, sched, steps, garbage) in enumerate(LM_HEALTHY):
-        seed = 300 + i
+        seed = offset + 300 + i
         at = (
             tuple(sorted({drawn(seed + k, 100, steps - 50) for k in range(garbage[0])}))
             if garbage
@@ -188,7 +191,7 @@ def healthy() -> Iterator[Spec]:
                  batch=LM_BATCH, seed=seed, spikes_at=list(at)),
         )  # fmt: skip
     for i, (name, model, opt, lr, sched, batch, steps, corrupted) in enumerate(TAB_HEALTHY):
-        seed = 320 + i
+        seed = offset + 320 + i
         at = (
             tuple(sorted({drawn(seed + k, 150, steps - 100) for k in range(3)}))
             if corrupted
@@ -209,7 +212,7 @@ def healthy() -> Iterator[Spec]:
     for i, (name, frac, size) in enumerate(
         [("diabetes", 0.5, None), ("wide_regression", 0.9, None), ("diabetes", 0.2, 16)]
     ):
-        seed, edge = 340 + i, um.least_squares_edge(ds[name])
+        seed, edge = offset + 340 + i, um.least_squares_edge(ds[name])
         yield Spec(
             "healthy",
             f"{name}_least_squares_{frac:g}edge_b{size or 'full'}_s{seed}",
@@ -221,13 +224,13 @@ def healthy() -> Iterator[Spec]:
                  edge_lr=edge, edge_fraction=frac),
         )  # fmt: skip
     split = OSCILLATING[0][1]()
-    edge = stability_edge(split, 2)
+    edge, seed = stability_edge(split, 2), offset + 343
     yield Spec(
         "healthy",
         f"{OSCILLATING[0][0]}_logistic_gd_0.9edge",
         f"{OSCILLATING[0][0]} logistic regression, full-batch GD at 0.9x the stability edge",
-        tabular(split, "logistic", batch=None, seed=343, opt="sgd", lr=0.9 * edge, steps=500),
-        dict(optimizer="sgd", batch=None, seed=343, edge_lr=edge, edge_fraction=0.9),
+        tabular(split, "logistic", batch=None, seed=seed, opt="sgd", lr=0.9 * edge, steps=500),
+        dict(optimizer="sgd", batch=None, seed=seed, edge_lr=edge, edge_fraction=0.9),
     )
 
 
@@ -289,12 +292,12 @@ def _jumps(table: list[tuple[str, str, str, float, str, int, float]], seed0: int
         )  # fmt: skip
 
 
-def divergence() -> Iterator[Spec]:
+def divergence(offset: int = 0) -> Iterator[Spec]:
     ds = datasets()
-    yield from _jumps(JUMPS, 400, 150, 350, "jump")
-    yield from _jumps(EARLY_JUMPS, 420, 2, 8, "early_jump")
+    yield from _jumps(JUMPS, offset + 400, 150, 350, "jump")
+    yield from _jumps(EARLY_JUMPS, offset + 420, 2, 8, "early_jump")
     for i, (name, model, opt, lr, sane, batch) in enumerate(TOO_HIGH):
-        seed = 430 + i
+        seed = offset + 430 + i
         yield Spec(
             "divergence",
             f"{name}_{model.replace('-', '_')}_lr_too_high_{opt}_s{seed}",
@@ -307,7 +310,7 @@ def divergence() -> Iterator[Spec]:
         )  # fmt: skip
     # Full-batch least squares: an LR jump across the edge mid-run, and runs past it throughout
     # (a geometric climb).
-    seed, edge = 439, um.least_squares_edge(ds["diabetes"])
+    seed, edge = offset + 439, um.least_squares_edge(ds["diabetes"])
     at = drawn(seed, 100, 300)
     yield Spec(
         "divergence",
@@ -324,7 +327,7 @@ def divergence() -> Iterator[Spec]:
         [("diabetes", 1.02, 1000), ("diabetes", 1.06, 500), ("diabetes", 1.3, 300),
          ("wide_regression", 1.1, 400), ("wide_regression", 2.0, 200)]
     ):  # fmt: skip
-        seed, edge = 440 + i, um.least_squares_edge(ds[name])
+        seed, edge = offset + 440 + i, um.least_squares_edge(ds[name])
         yield Spec(
             "divergence",
             f"{name}_least_squares_gd_{frac:g}edge_s{seed}",
@@ -349,12 +352,12 @@ OSCILLATING: list[tuple[str, Callable[[], data.Split]]] = [
 ]
 
 
-def oscillation() -> Iterator[Spec]:
+def oscillation(offset: int = 0) -> Iterator[Spec]:
     for i, (name, make) in enumerate(OSCILLATING):
         split = make()
         edge = stability_edge(split, 2)
         for j, k in enumerate((1.4, 2.2)):
-            seed = 450 + 2 * i + j
+            seed = offset + 450 + 2 * i + j
             yield Spec(
                 "oscillation",
                 f"{name}_logistic_gd_{k:g}edge",
@@ -383,9 +386,9 @@ TOO_SMALL = [
 ]
 
 
-def plateau() -> Iterator[Spec]:
+def plateau(offset: int = 0) -> Iterator[Spec]:
     for i, (name, model, opt, lr, batch, steps, lo, hi) in enumerate(COLLAPSES):
-        seed = 460 + i
+        seed = offset + 460 + i
         at = drawn(seed, lo, hi)
         build = model_job(name, model, batch, seed=seed, opt=opt, lr=lr, steps=steps,
                           lr_factor=after(at, 1e-4), grad=i % 2 == 0)  # fmt: skip
@@ -400,7 +403,7 @@ def plateau() -> Iterator[Spec]:
             injected_at=at,
         )  # fmt: skip
     for i, (name, model, opt, lr, batch) in enumerate(TOO_SMALL):
-        seed = 470 + i
+        seed = offset + 470 + i
         build = model_job(name, model, batch, seed=seed, opt=opt, lr=lr, steps=400)
         yield Spec(
             "plateau",
@@ -416,7 +419,14 @@ FAMILIES = (healthy, divergence, oscillation, plateau)
 
 
 def main(argv: list[str] | None = None) -> None:
-    generate(FAMILIES, UNSEEN, argv, __doc__.splitlines()[0])
+    seeds = argparse.ArgumentParser(add_help=False)
+    seeds.add_argument(
+        "--seed-offset", type=int, default=0,
+        help="add this to every run's seed: a fresh draw (new inits, batches and fault steps)",
+    )  # fmt: skip
+    offset = seeds.parse_known_args(argv)[0].seed_offset
+    families = tuple(partial(family, offset) for family in FAMILIES)
+    generate(families, UNSEEN, argv, __doc__.splitlines()[0], parents=[seeds])
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from benchmarks.detection import splits
+from benchmarks.detection import splits, unseen
 from benchmarks.detection.labelled import Replay, Run, is_cut, still_improving
 from benchmarks.detection.reallogs import Folder, onset, probe, verdict
 from benchmarks.detection.score import Scores, _warnable, default_reallogs, lr_action_scores
@@ -109,3 +110,19 @@ def test_splits_check_covers_the_unseen_test_half(tmp_path: Path) -> None:
     content[-3] = ord("7") if content[-3] != ord("7") else ord("8")  # one byte of one value
     metrics.write_bytes(bytes(content))
     assert splits.main(["--check", "--reallogs", str(reallogs), "--unseen", str(copy)]) == 1
+
+
+def test_unseen_seed_offset_zero_is_the_committed_corpus_and_others_draw_afresh() -> None:
+    def specs(offset: int) -> dict[str, str]:
+        return {s.name: s.description for family in unseen.FAMILIES for s in family(offset)}
+
+    committed = {
+        p.parent.name: json.loads(p.read_text())["description"]
+        for p in splits.UNSEEN.glob("*/*/labels.json")
+    }
+    assert specs(0) == committed  # the names carry the seeds, the descriptions the fault steps
+    fresh = specs(1000)
+    assert len(fresh) == len(committed)
+    seedless = {n for n in committed if not re.search(r"_s\d+$", n)}  # full-batch GD, unnamed seed
+    assert fresh.keys() & committed.keys() == seedless
+    assert sorted(fresh.values()) != sorted(committed.values())  # new fault steps

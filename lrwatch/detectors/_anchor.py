@@ -165,8 +165,10 @@ class Anchor:
         rise = max(math.log(BURST_RISE), 4.0 * (sigma or 0.0))
         if v3 - v2 < rise or v3 - self._best < math.log(EARLY):
             return None  # (the cheap tests first: this runs at every value)
-        # From the typical level before it, not from a lucky low batch.
-        v1 = max(self._recent[-3], plain_median(list(self._recent)[-7:-2]))
+        # From the typical level before it (the median of up to 16 values), not from a lucky
+        # low batch, nor from a few lucky ones in a row (a convnet at 0.005 whose batches
+        # reach 0.02 read 0.0018, 0.0013, 0.009, 0.046: two 5x rises from a lucky low).
+        v1 = max(self._recent[-3], plain_median(list(self._recent)[-_CLIMBS[0] - 2 : -2]))
         if v2 - v1 < rise:
             return None
         return math.exp(min(v3 - self._best, 700.0)), self._steps[-2]

@@ -82,6 +82,11 @@ class ReturnedPeaks:
         while self._peaks and self._peaks[0][0] <= self._seen - self.span:
             self._peaks.popleft()
 
+    @property
+    def seen(self) -> int:
+        """Ticks so far: the caller's count of the values it kept."""
+        return self._seen
+
     def add(self, peak: float) -> None:
         self._peaks.append((self._seen, peak))
 

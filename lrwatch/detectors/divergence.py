@@ -125,6 +125,10 @@ class DivergenceDetector:
         self._held: list[float] = []  # elevated finite values of the ongoing episode
         # Recent spikes' peaks, for as long as ``window`` accepted values (the level's memory).
         self._returned = ReturnedPeaks(self.config.window)
+        # When the loss last came back from a bad batch or a spike ``big_ratio`` times its
+        # level (in accepted values, ``_returned.seen``): the values just after are the damage
+        # such garbage did to the weights, not a creep.
+        self._back_at: int | None = None
         # Warm-up only: the lowest value so far, and the rise in progress (start step, length).
         self._low = math.inf
         self._rise_start = 0
@@ -236,6 +240,8 @@ class DivergenceDetector:
         if z is None:  # back near the level before patience ran out: it was a spike
             self._exc = None
             self._accept(value)
+            if exc.peak >= cfg.big_ratio * level:  # garbage data, by its loss alone
+                self._back_at = self._returned.seen
             if exc.strong < cfg.min_spike_length:
                 return None  # one bad batch says nothing about the loss's swings
             self._returned.add(exc.peak)
@@ -296,7 +302,12 @@ class DivergenceDetector:
     def _crept(self, level: float, spread: float) -> bool:
         """Had the loss been creeping up before the excursion? The median of the last
         ``_CREEP`` accepted values is ``creep_ratio`` above the level, and significantly so (a
-        median of k values has a standard error of about 1.25 ``spread`` / sqrt(k))."""
+        median of k values has a standard error of about 1.25 ``spread`` / sqrt(k)). Not if
+        the loss came back among them from a batch ``big_ratio`` times its level: what garbage
+        data does to the weights shows in the values after it, and wears off (a convnet's
+        loss, 6x up for 25 steps after two garbage batches 200-400x up, back in 40)."""
+        if self._back_at is not None and self._returned.seen - self._back_at <= _CREEP:
+            return False
         recent = plain_median(list(itertools.islice(reversed(self._level.order), _CREEP)))
         if not recent >= self.config.creep_ratio * level:
             return False
@@ -399,7 +410,7 @@ class DivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "divergence",
-            "version": 4,
+            "version": 5,
             "window": list(self._level.order),
             "excursion": asdict(self._exc) if self._exc is not None else None,
             "diverging": self._diverging,
@@ -412,6 +423,7 @@ class DivergenceDetector:
                 json_float(self._prev),
             ],
             "returned": self._returned.state(),
+            "back_at": self._back_at,
             "anchor": self._anchor.state(),
             "noise_at_best": self._noise_at_best,
             "last_step": self._last_step,
@@ -419,8 +431,8 @@ class DivergenceDetector:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         found = (state.get("detector"), state.get("version"))
-        if found not in (("divergence", 2), ("divergence", 3), ("divergence", 4)):
-            raise ValueError(f"not a divergence detector state (version 2 to 4): {found!r}")
+        if found[0] != "divergence" or found[1] not in (2, 3, 4, 5):
+            raise ValueError(f"not a divergence detector state (version 2 to 5): {found!r}")
         self._level.load(state["window"])
         exc = state["excursion"]
         self._exc = None
@@ -434,6 +446,8 @@ class DivergenceDetector:
         self._rise_start, self._rise_len = int(self._rise_start), int(self._rise_len)
         self._returned = ReturnedPeaks(self.config.window)  # version 2 kept none
         self._returned.load(state.get("returned", []))
+        back = state.get("back_at")  # versions 2 to 4 kept none
+        self._back_at = None if back is None else int(back)
         self._anchor = Anchor()  # versions 2 and 3 kept none: it starts from here
         if "anchor" in state:
             self._anchor.load(state["anchor"])

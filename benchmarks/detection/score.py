@@ -70,7 +70,6 @@ import bisect
 import csv
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -710,19 +709,6 @@ def _examples(runs: list[Run]) -> list[str]:
     return [n for n in prefer if n in names]
 
 
-def default_reallogs() -> Path:
-    """``splits.REALLOGS``, or where it lies beside the main checkout when this is a worktree
-    (splits.py resolves it from this file's path, which in a worktree is elsewhere)."""
-    if splits.REALLOGS.is_dir():
-        return splits.REALLOGS
-    common = subprocess.run(
-        ["git", "-C", str(HERE), "rev-parse", "--path-format=absolute", "--git-common-dir"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return Path(common).parents[1] / "shared" / "reallogs" if common else splits.REALLOGS
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="the development corpus")
@@ -732,7 +718,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-throughput", action="store_true")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    root = args.reallogs or default_reallogs()
+    root = args.reallogs or splits.REALLOGS
     if splits.main(["--check", "--reallogs", str(root)]) != 0:
         sys.exit("refusing to report: the frozen test half changed (splits.py --check)")
     halves = splits.reallog_split(root)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -29,8 +30,24 @@ from benchmarks.detection import synthetic
 
 HERE = Path(__file__).resolve().parent
 FROZEN = HERE / "frozen_test.json"
-REALLOGS = HERE.parents[2] / "shared" / "reallogs"
 UNSEEN = HERE / "unseen"
+
+
+def _reallogs() -> Path:
+    """``../shared/reallogs`` beside the checkout, or beside the main checkout when this is a
+    git worktree (elsewhere on disk)."""
+    beside = HERE.parents[2] / "shared" / "reallogs"
+    if beside.is_dir():
+        return beside
+    common = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return Path(common).parents[1] / "shared" / "reallogs" if common else beside
+
+
+REALLOGS = _reallogs()
 
 
 def primary_label(folder: Path) -> str:

@@ -15,7 +15,7 @@ import pytest
 from benchmarks.detection import splits, unseen
 from benchmarks.detection.labelled import Replay, Run, is_cut, still_improving
 from benchmarks.detection.reallogs import Folder, onset, probe, verdict
-from benchmarks.detection.score import Scores, _warnable, default_reallogs, lr_action_scores
+from benchmarks.detection.score import Scores, _warnable, lr_action_scores
 
 
 def falling(n: int, every: int = 1) -> list[tuple[int, float]]:
@@ -98,7 +98,7 @@ def test_cuts_on_a_flat_healthy_run_are_not_while_improving() -> None:
 
 
 def test_splits_check_covers_the_unseen_test_half(tmp_path: Path) -> None:
-    reallogs = default_reallogs()
+    reallogs = splits.REALLOGS
     if not reallogs.is_dir():
         pytest.skip(f"no real logs at {reallogs}")
     copy = tmp_path / "unseen"

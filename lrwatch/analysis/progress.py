@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lrwatch.detectors._robust import plain_median
+from lrwatch.detectors._robust import plain_median, run_together
 
 SHARE = 0.05  # the share of its progress so far a run must still make over the horizon
 Z = 2.0  # standard errors of confidence that it did not
@@ -94,7 +94,10 @@ class Progress:
         if len(then) < _MIN_BLOCKS or len(recent) < _MIN_BLOCKS:
             return None
         sigma = self._noise(then + recent)
-        se = 1.2533 * sigma * math.sqrt(1 / len(then) + 1 / len(recent))
+        # Blocks that run together (a momentum run's loss wanders for longer than a block)
+        # are worth fewer independent ones: a bump is one bump, not many small gains.
+        together = run_together(self._window(mid - span / 4, now))
+        se = 1.2533 * sigma * together * math.sqrt(1 / len(then) + 1 / len(recent))
         start = plain_median([v for _, v in self._blocks[:_MIN_BLOCKS]])
         level = plain_median(recent)
         return plain_median(then) - level, se, start - level
@@ -129,7 +132,15 @@ class Progress:
                 f"sample-to-sample noise ({100 * math.expm1(noise):.2g} %): at its noise floor"
             )
             return Verdict(True, why, horizon)
-        return Verdict(False, _still_improves(gained, total, horizon), horizon)
+        if gained - Z * se > need:
+            return Verdict(False, _still_improves(gained, total, horizon), horizon)
+        bar = f"{SHARE:.0%} of its progress so far" if total > 0 else "1 %"
+        why = (
+            f"the loss moved {pct:+.2g} % over the last {horizon} steps: not known to have "
+            f"stopped ({Z:g} standard errors are {100 * math.expm1(Z * se):.2g} %; the bar is "
+            f"{bar})"
+        )
+        return Verdict(False, why, horizon)
 
     def improving(self, since: int, now: int) -> str | None:
         """Why the loss still improves with confidence: over the last half of [since, now], by

@@ -2,14 +2,16 @@
 
 Run from the repository root (a minute or two; nothing is trained):
 
-    python -m benchmarks.detection.score [--config lrwatch.yaml]
+    python -m benchmarks.detection.score [--config lrwatch.yaml] [--draw DIR ...]
 
 The corpora, one column each: the **synthetic** generator's tune and frozen test halves
 (synthetic.py, written to a temp dir each run), the **real published logs**' tune and frozen
 test halves (``shared/reallogs``, split by splits.py), the **development corpus** (the 123
 committed small PyTorch runs, tuned on in the past), and the **unseen real runs**' tune and
 frozen test halves (unseen.py: committed real PyTorch runs of model families the development
-corpus never had, split by splits.py). Before anything is scored,
+corpus never had, split by splits.py); with ``--draw DIR``, a **fresh draw** of the unseen
+generator with new seeds (``unseen.py --seed-offset N --out DIR``: new inits, batches and fault
+steps, never committed), a column each. Before anything is scored,
 ``splits.py --check`` must pass: a frozen half that changed since it was committed is not
 reported. Tune on the tune columns; the test columns are the figures to quote.
 
@@ -547,14 +549,25 @@ def throughput(runs: list[Run], n: int = 400_000) -> list[tuple[str, float]]:
 
 
 def markdown(
-    corpora: list[Corpus], tables: list[Scores], extra: list[str], config: Path | None
+    corpora: list[Corpus],
+    tables: list[Scores],
+    extra: list[str],
+    config: Path | None,
+    draws: list[Path],
 ) -> str:
     titles = [c.title for c in corpora]
     used = "the default config" if config is None else f"config `{config}`"
+    command = "python -m benchmarks.detection.score" + "".join(f" --draw {d}" for d in draws)
+    drawn = (
+        " after drawing each DIR with `python -m benchmarks.detection.unseen --seed-offset N "
+        "--out DIR` (N: the offset its run names' seeds carry, 300 + N and up)"
+        if draws
+        else ""
+    )
     lines = [
         "# Detection quality: tuning and frozen test halves side by side",
         "",
-        "Reproduce: `python -m benchmarks.detection.score` (checks the frozen halves first with "
+        f"Reproduce: `{command}`{drawn} (checks the frozen halves first with "
         "`python -m benchmarks.detection.splits --check`). lrwatch is `lrwatch replay --format "
         f"jsonl` with {used}; the baselines see the same `loss` series. Tune on the *tune* "
         "columns; quote the *test (frozen)* ones. Definitions: the docstring of "
@@ -716,6 +729,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument(
+        "--draw",
+        type=Path,
+        action="append",
+        default=[],
+        help="also score a fresh draw of the unseen corpus (unseen.py --seed-offset N --out DIR), "
+        "a column of its own: runs no rule was ever tuned on; repeatable",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     root = args.reallogs or splits.REALLOGS
@@ -726,7 +747,7 @@ def main(argv: list[str] | None = None) -> None:
         synth = {split: Path(tmp) / split for split in ("tune", "test")}
         for split, out in synth.items():
             synthetic.write(split, out)
-        paths = [synth["tune"], synth["test"], args.corpus, splits.UNSEEN]
+        paths = [synth["tune"], synth["test"], args.corpus, splits.UNSEEN, *args.draw]
         pending = [pool.submit(replay, path, args.config) for path in paths]
         folders, replayed = reallogs.load(root, halves, args.config)
         replays = [p.result() for p in pending]
@@ -750,6 +771,9 @@ def main(argv: list[str] | None = None) -> None:
         corpora.append(Corpus(title, runs, replays[3].seconds))
         what = f"{splits.UNSEEN.name}/ (unseen.py), real PyTorch runs of new families, {half} half"
         corpora[-1].about = about(runs, what)
+    for path, rep, runs in zip(args.draw, replays[4:], loaded[4:], strict=True):
+        what = f"unseen.py drawn afresh into {path} (seed offset in the run names)"
+        corpora.append(Corpus(f"fresh draw {path.name}", runs, rep.seconds, about(runs, what)))
     corpora[0].about = about(loaded[0], "synthetic.py --split tune (seeds 0..)")
     corpora[1].about = about(loaded[1], "synthetic.py --split test (seeds 100000..)")
     corpora[2].about = about(real["tune"], f"{root.name}, tune half")
@@ -759,7 +783,7 @@ def main(argv: list[str] | None = None) -> None:
     tput = [] if args.no_throughput else throughput(loaded[2])
     extra = fault_table(loaded[0], loaded[1]) + throughput_md(tput) + reallogs.table(folders)
     extra.append(f"Whole command: {time.perf_counter() - started:.0f} s.")
-    text = markdown(corpora, tables, extra, args.config) + "\n"
+    text = markdown(corpora, tables, extra, args.config, args.draw) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     _write(args.out / "detection.md", text)

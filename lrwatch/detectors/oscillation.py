@@ -5,7 +5,9 @@ converging. Over the last ``window`` successive differences the detector asks: d
 flip nearly every time (i.i.d. noise flips 2/3 of the time), is their lag-1 autocorrelation
 close to -1 (-0.5 for noise), and are the swings big enough to matter relative to the level?
 Further past the edge the cycle doubles or turns chaotic; a fourth test, *recurrence* (values
-come back to near the value one period earlier), catches those (``_longer_cycle``).
+come back to near the value one period earlier), catches those (``_longer_cycle``). Further
+still, gradient descent *relaxes*: the loss settles, bursts 10x, settles again, at a period too
+long and too uneven for recurrence; regular *bursts* catch that (``_bursting``).
 
 The sign count is incremental; the other tests run only when it passes, the recurrence test on
 every 32nd sample. An episode starts when the tests hold and ends when they have not held for
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from itertools import pairwise
 from statistics import median
 from typing import Any, ClassVar
 
@@ -27,6 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from lrwatch.protocol.types import Finding, Role, Severity
 
 _EVERY = 32  # the recurrence test runs on every 32nd sample
+# A burst: a local peak _BURST times the median of the values around it and _BURST_SDS of their
+# (lower-half) log noise; _BURSTS of them in a row, at intervals within a factor _REGULAR of one
+# another and each at most 4 max_period steps, are a relaxation cycle.
+_BURST = 3.0
+_BURST_SDS = 6.0
+_BURSTS = 5
+_REGULAR = 2.0
+_MEASURES = {"alternates": "autocorr", "cycle": "recurrence", "bursts": "regularity"}
 
 
 class OscillationConfig(BaseModel):
@@ -87,6 +98,8 @@ class OscillationDetector:
         self._count = 0  # samples pushed since the last reset (paces the longer-cycle test)
         self._active = False
         self._quiet = 0  # samples in a row without the pattern, during an episode
+        self._bursts: deque[int] = deque(maxlen=_BURSTS)  # the steps of the last bursts
+        self._burst_now = False  # whether the value before the last was a burst
 
     @property
     def active(self) -> str | None:
@@ -130,9 +143,37 @@ class OscillationDetector:
         if len(values) > w + self.config.max_period:
             values.popleft()
             self._steps.popleft()
+        self._burst_now = self._peak_bursts()
+        if self._burst_now:
+            self._bursts.append(self._steps[-2])
 
-    def _stats(self) -> tuple[float, float, float, float, int] | None:
-        """(flip fraction, autocorrelation, swing, level, period) if a cycle shows, else None.
+    def _peak_bursts(self) -> bool:
+        """Is the value before the last a local peak ``_BURST`` times the median of the values
+        kept, and ``_BURST_SDS`` of their log noise above it, with a neighbour up too (sqrt
+        ``_BURST``: a burst lasts more than one batch)? The noise is read off the lower half
+        (median / lower quartile), which the bursts themselves do not reach. O(1) for nearly
+        every sample: the median is taken only for a peak 3x a neighbour."""
+        v = self._values
+        if len(v) < self.config.window:
+            return False
+        peak, after, before = v[-2], v[-1], v[-3]
+        if not (peak > after and peak >= before and peak > _BURST * min(after, before) > 0):
+            return False
+        ordered = sorted(v)
+        n = len(ordered)
+        mid, low = ordered[n // 2], ordered[n // 4]
+        if not 0 < low <= mid:
+            return False
+        noise = math.log(mid / low) / 0.6745
+        if max(after, before) < math.sqrt(_BURST) * mid:
+            return False  # one value up: a bad batch, which a burst of the weights is not
+        return math.log(peak / mid) >= max(math.log(_BURST), _BURST_SDS * noise)
+
+    def _stats(self) -> tuple[float, float, float, float, int, str] | None:
+        """(flip fraction, the pattern's measure, swing, level, period, pattern) if a cycle
+        shows, else None. The patterns: ``alternates`` (period 2; its measure the lag-1
+        autocorrelation), ``cycle`` (recurrence: the share of values that recur), ``bursts``
+        (the longest over the shortest interval between them).
 
         The level is the median magnitude, so a loss alternating around zero has one too.
         Values near the float limits overflow these statistics: then it is no oscillation
@@ -143,19 +184,20 @@ class OscillationDetector:
             return None
         flip_fraction = self._n_flips / (cfg.window - 1)
         if flip_fraction >= cfg.min_flip_fraction:
-            period, autocorr = 2, _lag_autocorr(self._diffs, 1)
-            if not autocorr <= cfg.max_autocorr:
+            period, measure, pattern = 2, _lag_autocorr(self._diffs, 1), "alternates"
+            if not measure <= cfg.max_autocorr:
                 return None
+        elif (cycle := self._longer_cycle(flip_fraction)) is not None:
+            (period, measure), pattern = cycle, "cycle"
+        elif (bursts := self._bursting()) is not None:
+            (period, measure), pattern = bursts, "bursts"
         else:
-            found = self._longer_cycle(flip_fraction)
-            if found is None:
-                return None
-            period, autocorr = found
+            return None
         level = median(abs(v) for v in self._values)
         swing = median(abs(d) for d in self._diffs)
         if not (0 < level < math.inf and swing < math.inf and swing >= cfg.min_amplitude * level):
             return None
-        return flip_fraction, autocorr, swing, level, period
+        return flip_fraction, measure, swing, level, period, pattern
 
     def _longer_cycle(self, flip_fraction: float) -> tuple[int, float] | None:
         """(period, recurring fraction) of a cycle of period 2..max_period the pair test missed.
@@ -187,34 +229,52 @@ class OscillationDetector:
                 best = (lag, recurring)
         return best
 
+    def _bursting(self) -> tuple[int, float] | None:
+        """(period, longest / shortest interval) when the burst just seen is the last of
+        ``_BURSTS`` in a row whose intervals are within a factor ``_REGULAR`` of one another,
+        each at most 4 ``max_period`` steps: a relaxation cycle (garbage batches and warm
+        restarts come at uneven, or much longer, intervals)."""
+        if not self._burst_now or len(self._bursts) < _BURSTS:
+            return None
+        gaps = [b - a for a, b in pairwise(self._bursts)]
+        shortest, longest = min(gaps), max(gaps)
+        if not (shortest > 0 and longest <= min(_REGULAR * shortest, 4 * self.config.max_period)):
+            return None
+        return int(median(gaps)), longest / shortest
+
     def _finding(
         self,
         step: int,
         flip_fraction: float,
-        autocorr: float,
+        measure: float,
         swing: float,
         level: float,
         period: int,
+        pattern: str,
     ) -> Finding:
         w = self.config.window
         amplitude = swing / level
-        if period == 2:
-            pattern = (
+        if pattern == "bursts":
+            text = (
+                f"loss bursts and settles every ~{period} steps: {_BURSTS} bursts in a row, each "
+                f"{_BURST:g}x its level or more (a step size relaxing past the stability edge)"
+            )
+        elif pattern == "alternates":
+            text = (
                 f"loss alternates up and down: {flip_fraction:.0%} of the last {w} changes flip "
-                f"sign (lag-1 autocorrelation {autocorr:.2f})"
+                f"sign (lag-1 autocorrelation {measure:.2f})"
             )
         else:
-            pattern = (
-                f"loss repeats a {period}-step cycle: over the last {w} steps, {autocorr:.0%} of "
+            text = (
+                f"loss repeats a {period}-step cycle: over the last {w} steps, {measure:.0%} of "
                 f"its values come back to within half a typical step of the one {period} earlier"
             )
         reason = (
-            f"{pattern}, swinging by a median {swing:.3g} ({amplitude:.1%} of its level "
-            f"{level:.4g})"
+            f"{text}, swinging by a median {swing:.3g} ({amplitude:.1%} of its level {level:.4g})"
         )
         detail = {
             "flip_fraction": flip_fraction,
-            ("autocorr" if period == 2 else "recurrence"): autocorr,
+            _MEASURES[pattern]: measure,
             "amplitude": amplitude,
             "swing": swing,
             "level": level,
@@ -239,28 +299,34 @@ class OscillationDetector:
         self._count = 0
         self._active = False
         self._quiet = 0
+        self._bursts.clear()
+        self._burst_now = False
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "oscillation",
-            "version": 2,
+            "version": 3,
             "count": self._count,
             "values": list(self._values),
             "steps": list(self._steps),
             "active": self._active,
             "quiet": self._quiet,
+            "bursts": list(self._bursts),
+            "burst_now": self._burst_now,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if (state.get("detector"), state.get("version")) != ("oscillation", 2):
-            found = (state.get("detector"), state.get("version"))
-            raise ValueError(f"not an oscillation detector state (version 2): {found!r}")
+        found = (state.get("detector"), state.get("version"))
+        if found[0] != "oscillation" or found[1] not in (2, 3):
+            raise ValueError(f"not an oscillation detector state (version 2 or 3): {found!r}")
         self._reset()
         for step, value in zip(state["steps"], state["values"], strict=True):
             self._push(int(step), float(value))  # differences and flips follow from these
         self._count = int(state["count"])
         self._active = bool(state["active"])
         self._quiet = int(state["quiet"])
+        self._bursts = deque((int(b) for b in state.get("bursts", [])), maxlen=_BURSTS)
+        self._burst_now = bool(state.get("burst_now", False))  # version 2 kept no bursts
 
 
 def _lag_autocorr(diffs: deque[float], lag: int) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lrwatch.detectors._excursion import Excursion
 from lrwatch.detectors._robust import json_float
 from lrwatch.protocol.types import Finding, Severity
 
@@ -92,15 +93,18 @@ def excursion(
     value: float,
     z: float,
     trigger: str,
-    how: str,
+    exc: Excursion,
     level: float,
     spread: float,
-    peak: float,
-    samples: int,
-    onset: int,
+    min_ratio: float,
 ) -> Finding:
-    """An excursion above the running level confirmed as a divergence (``trigger``: "rising"
-    or "patience"); ``how`` says how it got there."""
+    """An excursion above the running level confirmed as a divergence (``trigger``: "rising",
+    ``exc.rises`` rises of ``min_ratio`` in a row, or "patience": ``exc.length`` samples up)."""
+    if trigger == "rising":
+        how = f"rose {exc.rises} times in a row by a factor of {min_ratio:g}+"
+    else:
+        how = f"has stayed up for {exc.length} samples"
+    peak, samples, onset = exc.peak, exc.length, exc.onset
     ratio = value / level if level > 0 else math.inf
     reason = (
         f"loss {value:.4g} is {z:.1f} robust SDs ({ratio:.3g}x) above its running median "

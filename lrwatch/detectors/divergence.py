@@ -125,9 +125,8 @@ class DivergenceDetector:
         self._held: list[float] = []  # elevated finite values of the ongoing episode
         # Recent spikes' peaks, for as long as ``window`` accepted values (the level's memory).
         self._returned = ReturnedPeaks(self.config.window)
-        # When the loss last came back from a bad batch or a spike ``big_ratio`` times its
-        # level (in accepted values, ``_returned.seen``): the values just after are the damage
-        # such garbage did to the weights, not a creep.
+        # When (``_returned.seen``) the loss last came back from a batch ``big_ratio`` times its
+        # level: the values just after are the damage such garbage did, not a creep.
         self._back_at: int | None = None
         # Warm-up only: the lowest value so far, and the rise in progress (start step, length).
         self._low = math.inf
@@ -292,8 +291,8 @@ class DivergenceDetector:
         return self._diverge(step, value, z, "patience")
 
     def _run_together(self) -> float:
-        """``run_together`` of the window's log values (1 when one is not positive: no log).
-        A pass over the window: asked only of a value already far up."""
+        """``run_together`` of the window's log values (1 with one not positive; a pass over
+        the window: asked only of a value already far up)."""
         order = self._level.order
         if len(order) < _NOISE_MIN or not min(order) > 0:
             return 1.0
@@ -375,14 +374,8 @@ class DivergenceDetector:
         assert exc is not None
         self._exc = None
         self._diverging, self._calm = True, 0
-        if trigger == "rising":
-            how = f"rose {exc.rises} times in a row by a factor of {self.config.min_ratio:g}+"
-        else:
-            how = f"has stayed up for {exc.length} samples"
-        level, spread = self._level.median(), self._level.spread()
-        return findings.excursion(
-            step, value, z, trigger, how, level, spread, exc.peak, exc.length, exc.onset
-        )
+        level, spread, ratio = self._level.median(), self._level.spread(), self.config.min_ratio
+        return findings.excursion(step, value, z, trigger, exc, level, spread, ratio)
 
     def _spike(self, step: int, exc: Excursion) -> Finding:
         level, spread = self._level.median(), self._level.spread()
@@ -446,8 +439,7 @@ class DivergenceDetector:
         self._rise_start, self._rise_len = int(self._rise_start), int(self._rise_len)
         self._returned = ReturnedPeaks(self.config.window)  # version 2 kept none
         self._returned.load(state.get("returned", []))
-        back = state.get("back_at")  # versions 2 to 4 kept none
-        self._back_at = None if back is None else int(back)
+        self._back_at = None if state.get("back_at") is None else int(state["back_at"])
         self._anchor = Anchor()  # versions 2 and 3 kept none: it starts from here
         if "anchor" in state:
             self._anchor.load(state["anchor"])

@@ -132,7 +132,7 @@ class Progress:
                 f"sample-to-sample noise ({100 * math.expm1(noise):.2g} %): at its noise floor"
             )
             return Verdict(True, why, horizon)
-        if gained - Z * se > need:
+        if _improves(gained, se, total):
             return Verdict(False, _still_improves(gained, total, horizon), horizon)
         bar = f"{SHARE:.0%} of its progress so far" if total > 0 else "1 %"
         why = (
@@ -150,7 +150,7 @@ class Progress:
         if found is None:
             return None
         gained, se, total = found
-        if gained - Z * se <= SHARE * max(total, 0.0):
+        if not _improves(gained, se, total):
             return None
         return _still_improves(gained, total, max(1, (now - since) // 2))
 
@@ -187,6 +187,13 @@ class Progress:
         self._size = int(state["size"])
         self._usable = bool(state["usable"])
         self._recent = deque((float(v) for v in state["recent"]), maxlen=_RECENT)
+
+
+def _improves(gained: float, se: float, total: float) -> bool:
+    """Whether a gain of ``gained`` (standard error ``se``) is, with ``Z`` standard errors of
+    confidence, more than ``SHARE`` of the progress so far (``total``): the mirror of the
+    stall test, asked by ``verdict`` (for its wording) and ``improving``."""
+    return gained - Z * se > SHARE * max(total, 0.0)
 
 
 def _share(gained: float, total: float) -> str:

@@ -48,14 +48,23 @@ def run_together(values: Sequence[float]) -> float:
     steps = [b - a for a, b in itertools.pairwise(values)]
     if len(steps) < 3:
         return 1.0
-    mean = sum(steps) / len(steps)
-    d = [x - mean for x in steps]
-    power = sum(x * x for x in d)
-    if not power > 0:
+    rho = lag_autocorr(steps, 1)
+    if math.isnan(rho):
         return 1.0
-    phi = 1.0 + 2.0 * sum(a * b for a, b in itertools.pairwise(d)) / power
-    phi = min(max(phi, 0.0), 0.95)
+    phi = min(max(1.0 + 2.0 * rho, 0.0), 0.95)
     return math.sqrt((1.0 + phi) / (1.0 - phi))
+
+
+def lag_autocorr(values: Sequence[float], lag: int) -> float:
+    """Centred autocorrelation of ``values`` at ``lag`` (nan when they are all equal); the
+    centring removes the trend of a converging loss from its differences."""
+    n = len(values)
+    mean = sum(values) / n
+    c = [v - mean for v in values]
+    denom = sum(x * x for x in c)
+    if not denom > 0:
+        return math.nan
+    return sum(c[i] * c[i - lag] for i in range(lag, n)) / denom
 
 
 class ReturnedPeaks:

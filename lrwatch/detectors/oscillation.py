@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lrwatch.detectors._robust import lag_autocorr
 from lrwatch.protocol.types import Finding, Role, Severity
 
 _EVERY = 32  # the recurrence test runs on every 32nd sample
@@ -99,7 +100,6 @@ class OscillationDetector:
         self._active = False
         self._quiet = 0  # samples in a row without the pattern, during an episode
         self._bursts: deque[int] = deque(maxlen=_BURSTS)  # the steps of the last bursts
-        self._burst_now = False  # whether the value before the last was a burst
 
     @property
     def active(self) -> str | None:
@@ -143,8 +143,7 @@ class OscillationDetector:
         if len(values) > w + self.config.max_period:
             values.popleft()
             self._steps.popleft()
-        self._burst_now = self._peak_bursts()
-        if self._burst_now:
+        if self._peak_bursts():
             self._bursts.append(self._steps[-2])
 
     def _peak_bursts(self) -> bool:
@@ -164,9 +163,9 @@ class OscillationDetector:
         mid, low = ordered[n // 2], ordered[n // 4]
         if not 0 < low <= mid:
             return False
-        noise = math.log(mid / low) / 0.6745
         if max(after, before) < math.sqrt(_BURST) * mid:
             return False  # one value up: a bad batch, which a burst of the weights is not
+        noise = math.log(mid / low) / 0.6745
         return math.log(peak / mid) >= max(math.log(_BURST), _BURST_SDS * noise)
 
     def _stats(self) -> tuple[float, float, float, float, int, str] | None:
@@ -184,7 +183,7 @@ class OscillationDetector:
             return None
         flip_fraction = self._n_flips / (cfg.window - 1)
         if flip_fraction >= cfg.min_flip_fraction:
-            period, measure, pattern = 2, _lag_autocorr(self._diffs, 1), "alternates"
+            period, measure, pattern = 2, lag_autocorr(self._diffs, 1), "alternates"
             if not measure <= cfg.max_autocorr:
                 return None
         elif (cycle := self._longer_cycle(flip_fraction)) is not None:
@@ -234,8 +233,8 @@ class OscillationDetector:
         ``_BURSTS`` in a row whose intervals are within a factor ``_REGULAR`` of one another,
         each at most 4 ``max_period`` steps: a relaxation cycle (garbage batches and warm
         restarts come at uneven, or much longer, intervals)."""
-        if not self._burst_now or len(self._bursts) < _BURSTS:
-            return None
+        if len(self._bursts) < _BURSTS or self._bursts[-1] != self._steps[-2]:
+            return None  # (the burst must be the one just seen)
         gaps = [b - a for a, b in pairwise(self._bursts)]
         shortest, longest = min(gaps), max(gaps)
         if not (shortest > 0 and longest <= min(_REGULAR * shortest, 4 * self.config.max_period)):
@@ -300,7 +299,6 @@ class OscillationDetector:
         self._active = False
         self._quiet = 0
         self._bursts.clear()
-        self._burst_now = False
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -312,7 +310,6 @@ class OscillationDetector:
             "active": self._active,
             "quiet": self._quiet,
             "bursts": list(self._bursts),
-            "burst_now": self._burst_now,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -325,16 +322,4 @@ class OscillationDetector:
         self._count = int(state["count"])
         self._active = bool(state["active"])
         self._quiet = int(state["quiet"])
-        self._bursts = deque((int(b) for b in state.get("bursts", [])), maxlen=_BURSTS)
-        self._burst_now = bool(state.get("burst_now", False))  # version 2 kept no bursts
-
-
-def _lag_autocorr(diffs: deque[float], lag: int) -> float:
-    """Centred autocorrelation at ``lag``; the centring removes the trend of a converging loss."""
-    n = len(diffs)
-    mean = sum(diffs) / n
-    c = [d - mean for d in diffs]
-    denom = sum(x * x for x in c)
-    if not denom > 0:
-        return math.nan
-    return sum(c[i] * c[i - lag] for i in range(lag, n)) / denom
+        self._bursts = deque((int(b) for b in state.get("bursts", [])), maxlen=_BURSTS)  # v2: none

@@ -437,3 +437,15 @@ def healthy_validation(seed: int = 0, steps: int = 1500) -> Curve:
                 with torch.no_grad():
                     val.append(nn.functional.cross_entropy(model(xv), yv).item())
     return tuple(val)
+
+
+@functools.cache
+def unseen_run(family: str, name: str, offset: int = 0) -> tuple[tuple[int, float], ...]:
+    """The run ``name`` of the unseen corpus generator's ``family`` ("healthy",
+    "oscillation", ...), drawn with seed ``offset`` (``unseen.py --seed-offset``) and trained
+    here (about 2 s): (step, loss) as it logs them."""
+    from benchmarks.detection import unseen
+    from benchmarks.detection._harness import run
+
+    (spec,) = [s for s in getattr(unseen, family)(offset) if s.name == name]
+    return tuple((int(r["step"]), r["loss"]) for r in run(spec.build()) if "loss" in r)

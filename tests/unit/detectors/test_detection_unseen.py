@@ -149,17 +149,6 @@ def test_a_jump_in_a_sparse_log_is_paged_at_its_second_value_up() -> None:
     assert "divergence" not in [f.kind for f in feed(DivergenceDetector(), burst)]
 
 
-@functools.cache
-def _fresh_draw(offset: int, name: str) -> tuple[tuple[int, float], ...]:
-    """One healthy run of a fresh draw of the unseen corpus (``unseen.py --seed-offset``),
-    trained here (1.5 s): (step, loss) as it logs them."""
-    from benchmarks.detection import unseen
-    from benchmarks.detection._harness import run
-
-    (spec,) = [s for s in unseen.healthy(offset) if s.name == name]
-    return tuple((int(r["step"]), r["loss"]) for r in run(spec.build()) if "loss" in r)
-
-
 @pytest.mark.parametrize(
     ("offset", "name"),
     [
@@ -174,7 +163,11 @@ def _fresh_draw(offset: int, name: str) -> tuple[tuple[int, float], ...]:
 )
 def test_healthy_runs_of_a_fresh_draw_are_not_paged(offset: int, name: str) -> None:
     detector = DivergenceDetector()
-    found = [f for step, v in _fresh_draw(offset, name) if (f := detector.update(step, v))]
+    found = [
+        f
+        for step, v in curves.unseen_run("healthy", name, offset)
+        if (f := detector.update(step, v))
+    ]
     assert "divergence" not in [f.kind for f in found]
 
 
@@ -184,7 +177,9 @@ def test_a_momentum_run_is_not_cut_for_a_bump_in_its_loss() -> None:
     before; it then fell 30 %. A bump is one bump: the judge counts blocks that run together
     for what they are worth, and the bump is inside 2 standard errors."""
     progress = Progress()
-    for step, value in _fresh_draw(2000, "breast_cancer_logistic_nesterov_constant_b128_s2329"):
+    for step, value in curves.unseen_run(
+        "healthy", "breast_cancer_logistic_nesterov_constant_b128_s2329", 2000
+    ):
         progress.update(step, value)
         if step == 287:
             assert progress.first_step is not None

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import math
@@ -120,21 +119,19 @@ def test_spikes_that_happen_to_recur_are_no_cycle() -> None:
     assert feed(OscillationDetector(), spiky) == []
 
 
-@functools.cache
-def _relaxing() -> tuple[tuple[int, float], ...]:
-    """Full-batch gradient descent at 2.2x the stability edge on a logistic regression of two
-    breast-cancer features (the unseen corpus' run, trained here: 2 s): the loss settles at
-    0.228, bursts to ~2, settles again, every 16-26 steps."""
-    from benchmarks.detection import unseen
-    from benchmarks.detection._harness import run
-
-    (spec,) = [s for s in unseen.oscillation() if s.name.endswith("cols_2_8_logistic_gd_2.2edge")]
-    return tuple((int(r["step"]), r["loss"]) for r in run(spec.build()) if "loss" in r)
+# Full-batch gradient descent at 2.2x the stability edge on a logistic regression of two
+# breast-cancer features (the unseen corpus' run): the loss settles at 0.228, bursts to ~2,
+# settles again, every 16-26 steps.
+_RELAXING = ("oscillation", "breast_cancer_cols_2_8_logistic_gd_2.2edge")
 
 
 def test_gd_relaxing_past_the_edge_is_found_by_its_regular_bursts() -> None:
     detector = OscillationDetector()
-    found = [f for step, v in _relaxing() if (f := detector.update(step, v)) is not None]
+    found = [
+        f
+        for step, v in curves.unseen_run(*_RELAXING)
+        if (f := detector.update(step, v)) is not None
+    ]
     assert found and found[0].step < 200
     assert 16 <= found[0].detail["period"] <= 26
     assert found[0].detail["regularity"] <= 2.0
@@ -152,7 +149,7 @@ def test_a_bad_batch_each_epoch_is_no_burst() -> None:
 
 @pytest.mark.parametrize("split", [120, 147, 148, 300])
 def test_state_round_trips_through_bursts(split: int) -> None:
-    curve = [v for _, v in _relaxing()]
+    curve = [v for _, v in curves.unseen_run(*_RELAXING)]
     expected = trace(OscillationDetector(), curve)
     assert resumed_trace(OscillationDetector, curve, split) == expected
 

@@ -38,7 +38,7 @@ def explained_away(
     if "oscillation" in kinds:
         # A swinging loss's high phase sits far above its low one: not the anchored rule's
         # "far above its best". A non-finite value or a climb still pages.
-        findings = [f for f in findings if f.detail.get("trigger") != "anchored"]
+        findings = [f for f in findings if f.detail.get("trigger") not in ("anchored", "held")]
 
     def drift_explained(found: Finding) -> bool:
         step = found.onset_step if found.onset_step is not None else found.step
@@ -48,6 +48,23 @@ def explained_away(
     if any(f.kind == "overfit" for f in findings) and "drift" in loss_kinds():
         findings = [f for f in findings if f.kind != "overfit"]
     return findings
+
+
+def unexplained_hold(found: Finding, schedule: ScheduleMotion | None) -> str | None:
+    """Why a loss held far above its lowest level (the divergence rule "held") is reported
+    but not acted on: unless the run's LR rose just before it, a shift in the data does that
+    too (a continual-learning job's new concept: 20x up, and weeks to wear off), and cutting
+    the LR then slows the adaptation. An LR that jumped and a loss that jumped with it and
+    stays up is the optimizer's doing: that pages."""
+    if found.detail.get("trigger") != "held":
+        return None
+    onset = found.onset_step if found.onset_step is not None else found.step
+    if schedule is not None and schedule.raised_before(onset):
+        return None
+    return (
+        "the loss holds a level far above its lowest with no LR rise just before it; a shift "
+        "in the data does that too"
+    )
 
 
 def reported_only(found: Finding, doubt: str | None, held: bool) -> str | None:

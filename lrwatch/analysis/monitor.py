@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lrwatch.analysis.arbitration import explained_away, reported_only
+from lrwatch.analysis.arbitration import explained_away, reported_only, unexplained_hold
 from lrwatch.analysis.controller import Controller
 from lrwatch.analysis.guard import DetectorGuard, describe
 from lrwatch.analysis.plateau_judge import PlateauJudge
@@ -182,7 +182,7 @@ class RunMonitor:
         held = schedule is not None and schedule.moving
         for found in kept:
             found = replace(found, run=self.run, metric=metric)
-            doubt = self._doubt(series, metric, found)
+            doubt = self._doubt(series, metric, found) or unexplained_hold(found, schedule)
             if doubt is not None and found.severity is Severity.CRITICAL:
                 found = replace(found, severity=Severity.WARNING)  # a doubt does not page
             outcome.findings.append(found)

@@ -113,10 +113,10 @@ class Progress:
             return Verdict(False, why, horizon)
         gained, se, total = found
         need = SHARE * total if total > 0 else math.log1p(0.01)
-        pct = 100 * math.expm1(gained)
+        moved = _moved(gained)
         if gained + Z * se < need:
             of = _share(gained, total)
-            why = f"the loss moved {pct:+.2g} % over the last {horizon} steps ({of})"
+            why = f"the loss {moved} over the last {horizon} steps ({of})"
             return Verdict(True, why, horizon)
         noise = self._noise(list(self._recent))
         if (
@@ -128,7 +128,7 @@ class Progress:
             # Half its life bought less than one batch's scatter: the loss sits at the floor
             # its LR's noise sets (SGD's noise floor), which only a lower LR gets below.
             why = (
-                f"the loss moved {pct:+.2g} % over the last {horizon} steps, less than its "
+                f"the loss {moved} over the last {horizon} steps, less than its "
                 f"sample-to-sample noise ({100 * math.expm1(noise):.2g} %): at its noise floor"
             )
             return Verdict(True, why, horizon)
@@ -136,7 +136,7 @@ class Progress:
             return Verdict(False, _still_improves(gained, total, horizon), horizon)
         bar = f"{SHARE:.0%} of its progress so far" if total > 0 else "1 %"
         why = (
-            f"the loss moved {pct:+.2g} % over the last {horizon} steps: not known to have "
+            f"the loss {moved} over the last {horizon} steps: not known to have "
             f"stopped ({Z:g} standard errors are {100 * math.expm1(Z * se):.2g} %; the bar is "
             f"{bar})"
         )
@@ -164,10 +164,7 @@ class Progress:
         if len(before) < _MIN_BLOCKS or len(after) < _MIN_BLOCKS:
             return True, "too little loss history since the cut to judge it"
         gained = plain_median(before) - plain_median(after)
-        pct = 100 * math.expm1(gained)
-        if gained <= 0:
-            return False, f"the loss moved {pct:+.2g} % in the {now - cut_at} steps since"
-        return True, f"the loss improved {pct:+.2g} % in the {now - cut_at} steps since"
+        return gained > 0, f"the loss {_moved(gained)} in the {now - cut_at} steps since"
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -203,5 +200,14 @@ def _share(gained: float, total: float) -> str:
 
 def _still_improves(gained: float, total: float, horizon: int) -> str:
     """The reason both judgements give for a loss that still improves."""
-    pct, of = 100 * math.expm1(gained), _share(gained, total)
-    return f"the loss still improves: {pct:+.2g} % over the last {horizon} steps ({of})"
+    return f"the loss still improves: it {_moved(gained)} over the last {horizon} steps " + (
+        f"({_share(gained, total)})"
+    )
+
+
+def _moved(gained: float) -> str:
+    """A log improvement in words: "fell 12 %", "rose 30 %" (of the earlier level)."""
+    change = 100 * math.expm1(-gained)
+    if abs(change) < 0.05:
+        return "stayed level"
+    return f"{'fell' if change < 0 else 'rose'} {abs(change):.2g} %"

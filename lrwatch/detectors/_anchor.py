@@ -42,6 +42,13 @@ _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values
 _MATERIAL = 0.05
 _STRETCH = 64
 _CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
+# A level held up: the median of the last WIDE values against the lowest such median, each
+# refreshed every _EVERY values; significant by HELD_Z standard errors of that difference.
+WIDE = 32
+_EVERY = 8
+_MEMORY = 256  # a level held this long is the loss's level now (a concept shift's new one)
+HELD_Z = 6.0
+_IQR_SIGMA = 1.3489795003921634  # the interquartile range of a standard normal
 
 
 class Anchor:
@@ -50,13 +57,17 @@ class Anchor:
     __slots__ = (
         "_best",
         "_disabled",
+        "_held_at",
         "_high_from",
         "_high_since",
+        "_lowest",
         "_recent",
+        "_seen",
         "_start",
         "_steps",
         "_stretch",
         "_tail",
+        "_wides",
     )
 
     def __init__(self) -> None:
@@ -69,11 +80,21 @@ class Anchor:
         self._stretch: list[float] = []  # its log values (the last _STRETCH)
         self._start = math.nan  # the log of the first value: where the run started
         self._disabled = False
+        self._seen = 0  # values so far
+        self._held_at = -_MEMORY  # the value (count) ``held`` last answered at
+        # (median, log noise) of the last WIDE values, every _EVERY values, for _MEMORY values
+        self._wides: deque[tuple[float, float]] = deque(maxlen=_MEMORY // _EVERY)
+        self._lowest = (math.inf, 0.0)  # the lowest of them (asked at every value)
 
     @property
     def best(self) -> float:
         """The best level reached (natural units; inf before any)."""
         return math.exp(min(self._best, 700.0)) if self._best < math.inf else math.inf
+
+    @property
+    def wide_best(self) -> float:
+        """The lowest median of ``WIDE`` values in a row the run has had (natural units)."""
+        return math.exp(min(self._lowest[0], 700.0)) if self._wides else math.inf
 
     def level(self) -> float:
         if not self._tail:
@@ -95,6 +116,9 @@ class Anchor:
         self._recent.append(logv)
         self._tail.append(logv)
         self._steps.append(step)
+        self._seen += 1
+        if self._seen >= WIDE and self._seen % _EVERY == 0:
+            self._refresh_wide()
         if len(self._tail) >= _LEVEL or self._best == math.inf:
             level = plain_median(list(self._tail))
             if level < self._best:
@@ -106,6 +130,10 @@ class Anchor:
         """The loss settled at a new level (an episode ended there): that is the best now."""
         if self._tail:
             self._best = plain_median(list(self._tail))
+        if len(self._recent) >= WIDE:
+            self._wides.clear()
+            self._lowest = (math.inf, 0.0)
+            self._refresh_wide()
         self._high_since = None
         self._stretch.clear()
 
@@ -173,6 +201,44 @@ class Anchor:
             return None
         return math.exp(min(v3 - self._best, 700.0)), self._steps[-2]
 
+    def _refresh_wide(self) -> None:
+        window = sorted(itertools.islice(reversed(self._recent), WIDE))
+        self._wides.append((window[WIDE // 2 - 1] / 2 + window[WIDE // 2] / 2, _iqr_sd(window)))
+        self._lowest = min(self._wides)
+
+    def held(self) -> tuple[float, int] | None:
+        """(ratio to the lowest level, the step it rose at) if the median of the last
+        ``WIDE`` values is ``RATIO`` times the lowest median of ``WIDE`` values in the last
+        ``_MEMORY``, ``HELD_Z`` standard errors of that difference above it (the larger of the
+        two windows' noise, widened when values run together), and not decaying: a loss that
+        jumped and stays up, noisy. The per-value rules cannot see it when the noise puts
+        some of its values back under their bar (a convnet whose loss went from 0.12 to 0.5
+        after an LR x30, its batches from 0.01 to 2). A level held for ``_MEMORY`` values is
+        the loss's level from then on: a concept shift's new level is not compared forever."""
+        if self._disabled or self._seen < 2 * WIDE or self._seen - self._held_at < _MEMORY:
+            return None
+        lowest, lowest_noise = self._lowest  # (inf with none: no value clears the bar)
+        bar = lowest + math.log(RATIO)
+        if self._recent[-1] < bar:
+            return None  # (half the window must clear it: cheap, and most values do not)
+        window = list(itertools.islice(self._recent, len(self._recent) - WIDE, None))
+        if sum(v >= bar for v in window) * 2 < WIDE:
+            return None
+        ordered, half = sorted(window), WIDE // 2
+        level = ordered[half - 1] / 2 + ordered[half] / 2
+        if plain_median(window[half:]) < plain_median(window[:half]):
+            return None  # decaying: a concept shift the model is adapting to
+        if level < self._start and not self._material(level):
+            return None
+        noise = max(lowest_noise, _iqr_sd(ordered)) * run_together(self._recent)
+        se = 1.2533 * noise * math.sqrt(2.0 / WIDE)
+        if level - lowest < HELD_Z * se:
+            return None
+        mid = (lowest + level) / 2
+        first = next(i for i, v in enumerate(window) if v >= mid)
+        self._held_at = self._seen  # once: it opens no episode, and is not said again
+        return math.exp(min(level - lowest, 700.0)), self._steps[len(self._steps) - WIDE + first]
+
     def _material(self, level: float) -> bool:
         """Whether the rise from the best to ``level`` (logs) undoes ``_MATERIAL`` of the
         progress from the start, in the loss's own units."""
@@ -235,6 +301,9 @@ class Anchor:
             "stretch": list(self._stretch),
             "start": self._start if math.isfinite(self._start) else None,
             "disabled": self._disabled,
+            "seen": self._seen,
+            "held_at": self._held_at,
+            "wides": [list(w) for w in self._wides],
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -250,6 +319,12 @@ class Anchor:
         start = state["start"]
         self._start = math.nan if start is None else float(start)
         self._disabled = bool(state["disabled"])
+        self._seen = int(state.get("seen", len(self._recent)))
+        self._held_at = int(state.get("held_at", -_MEMORY))
+        self._wides = deque(
+            ((float(m), float(n)) for m, n in state.get("wides", [])), maxlen=_MEMORY // _EVERY
+        )
+        self._lowest = min(self._wides, default=(math.inf, 0.0))
 
 
 def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
@@ -263,6 +338,12 @@ def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
     resid = line_residuals(v)
     spread = plain_median([abs(r) for r in resid]) / 0.6745
     return min(sigma, spread) * run_together(v)
+
+
+def _iqr_sd(ordered: Sequence[float]) -> float:
+    """The interquartile range of sorted ``ordered`` as a normal SD."""
+    n = len(ordered)
+    return (ordered[(3 * n) // 4] - ordered[n // 4]) / _IQR_SIGMA
 
 
 def log_spread(sorted_values: Sequence[float]) -> float | None:

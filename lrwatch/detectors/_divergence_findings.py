@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lrwatch.detectors._anchor import Anchor
 from lrwatch.detectors._excursion import Excursion
 from lrwatch.detectors._robust import json_float
 from lrwatch.protocol.types import Finding, Severity
@@ -45,14 +46,20 @@ def anchored(
     trigger: str,
     hit: tuple[float, int] | tuple[float, int, int],
     onset: int,
-    anchor: tuple[float, float],
+    anchor: Anchor,
     sigma: float | None,
 ) -> Finding:
-    """An anchored rule's hit (``_anchor.py``): ``trigger`` is "anchored", "rising" or "climb",
-    ``hit`` the rule's (factor, onset[, samples]), ``anchor`` the (best, current) levels."""
+    """An anchored rule's hit (``_anchor.py``): ``trigger`` is "anchored", "held", "rising" or
+    "climb", ``hit`` the rule's (factor, onset[, samples])."""
     factor = hit[0]
-    best, level = anchor
-    if trigger == "anchored":
+    if trigger == "held":  # the lowest level held for a window, and the one held now
+        best = anchor.wide_best
+        level = best * factor
+    else:
+        best, level = anchor.best, anchor.level()
+    if trigger == "held":
+        how = f"held at {factor:.3g}x the lowest level {best:.4g} the run had held"
+    elif trigger == "anchored":
         how = f"{factor:.3g}x the best level {best:.4g} the run had reached"
     elif trigger == "rising":
         how = f"multiplying fast, {factor:.3g}x the best level {best:.4g} the run had reached"

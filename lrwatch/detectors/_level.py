@@ -15,7 +15,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from lrwatch.detectors._robust import Q3_SIGMA
+from lrwatch.detectors._robust import Q3_SIGMA, run_together
 
 SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses
 _TINY = 1e-300  # ... and not zero when the level is
@@ -70,3 +70,10 @@ class RunningLevel:
         commute with the log, so the log-quartiles are the quartiles' logs."""
         m, q3 = self.median(), self.quantile(0.75)
         return max(math.log(q3 / m) / Q3_SIGMA, math.log1p(SCALE_FLOOR))
+
+    def run_together(self, fewest: int) -> float:
+        """``run_together`` of the log values (1 with fewer than ``fewest``, or one not
+        positive; a pass over the window: asked only of a value already far up)."""
+        if len(self.order) < fewest or not min(self.order) > 0:
+            return 1.0
+        return run_together([math.log(v) for v in self.order])

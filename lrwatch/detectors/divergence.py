@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lrwatch.detectors import _divergence_findings as findings
-from lrwatch.detectors._anchor import Anchor, log_spread
+from lrwatch.detectors._anchor import WIDE, Anchor, log_spread
 from lrwatch.detectors._excursion import Excursion
 from lrwatch.detectors._level import RunningLevel
-from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median, run_together
+from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
 from lrwatch.protocol.types import Finding, Role
 
 _HYSTERESIS = 0.5  # an excursion continues above this fraction of the thresholds
@@ -150,8 +150,7 @@ class DivergenceDetector:
         if not math.isfinite(value):
             return self._nonfinite(step, value)
         if self.config.anchored_rules and self._anchor.update(step, value):
-            # The noise around the best level: a best reached in a noisy stretch is a lucky
-            # low, and the bar keeps the larger of that noise and today's.
+            # A best reached in a noisy stretch is a lucky low: the bar keeps that noise too.
             enough = len(self._level.sorted) >= _NOISE_MIN
             self._noise_at_best = log_spread(self._level.sorted) if enough else 0.0
         if len(self._level.sorted) < self.config.min_history:
@@ -169,25 +168,30 @@ class DivergenceDetector:
 
     def _anchored(self, step: int, value: float) -> Finding | None:
         """The rules a diverging loss cannot drag along (see _anchor.py): far above the best
-        level the run reached, or climbing at a steady rate in log space."""
+        level the run reached, bursting, climbing at a steady rate in log space, or held far
+        above its lowest level (a finding that opens no episode: see arbitration.py)."""
         if not self.config.anchored_rules:
             return None
         sigma = log_spread(self._level.sorted) if len(self._level.sorted) >= _NOISE_MIN else None
         if sigma is not None and self._noise_at_best is not None:
             sigma = max(sigma, self._noise_at_best)
         hit: tuple[float, int] | tuple[float, int, int] | None
-        trigger, hit = "anchored", self._anchor.above(sigma, self._run_together)
+        trigger = "anchored"
+        hit = self._anchor.above(sigma, lambda: self._level.run_together(_NOISE_MIN))
         if hit is None:
             trigger, hit = "rising", self._anchor.bursting(sigma)
         if hit is None and sigma is not None:
             trigger, hit = "climb", self._anchor.climbing(sigma, CLIMB_Z)
+        if hit is None and not self._after_garbage(WIDE):
+            trigger, hit = "held", self._anchor.held()
         if hit is None:
             return None
+        if trigger == "held":  # no episode: unless the LR rose, the monitor only warns
+            return findings.anchored(step, value, trigger, hit, hit[1], self._anchor, sigma)
         onset = hit[1] if self._exc is None else min(hit[1], self._exc.onset)
         self._exc = None
         self._diverging, self._calm = True, 0
-        levels = (self._anchor.best, self._anchor.level())
-        return findings.anchored(step, value, trigger, hit, onset, levels, sigma)
+        return findings.anchored(step, value, trigger, hit, onset, self._anchor, sigma)
 
     def _warm_up(self, step: int, value: float) -> Finding | None:
         """No level yet: everything finite makes the level, unless it is blowing up already."""
@@ -239,7 +243,7 @@ class DivergenceDetector:
         if z is None:  # back near the level before patience ran out: it was a spike
             self._exc = None
             self._accept(value)
-            if exc.peak >= cfg.big_ratio * level:  # garbage data, by its loss alone
+            if exc.peak >= cfg.big_ratio * level and exc.length <= 2:  # garbage data
                 self._back_at = self._returned.seen
             if exc.strong < cfg.min_spike_length:
                 return None  # one bad batch says nothing about the loss's swings
@@ -279,7 +283,7 @@ class DivergenceDetector:
             typical = plain_median(exc.values)
             # The window's spread, widened when its values run together: a loss that wanders
             # (smoothed, or an RL loss) swings up for a while by itself.
-            spread = self._level.log_spread() * self._run_together()
+            spread = self._level.log_spread() * self._level.run_together(_NOISE_MIN)
             if math.log(typical / level) < cfg.confirm_z * spread:
                 return None
             if typical <= self._came_back_from(level):
@@ -290,14 +294,6 @@ class DivergenceDetector:
                 return None
         return self._diverge(step, value, z, "patience")
 
-    def _run_together(self) -> float:
-        """``run_together`` of the window's log values (1 with one not positive; a pass over
-        the window: asked only of a value already far up)."""
-        order = self._level.order
-        if len(order) < _NOISE_MIN or not min(order) > 0:
-            return 1.0
-        return run_together([math.log(v) for v in order])
-
     def _crept(self, level: float, spread: float) -> bool:
         """Had the loss been creeping up before the excursion? The median of the last
         ``_CREEP`` accepted values is ``creep_ratio`` above the level, and significantly so (a
@@ -305,13 +301,18 @@ class DivergenceDetector:
         the loss came back among them from a batch ``big_ratio`` times its level: what garbage
         data does to the weights shows in the values after it, and wears off (a convnet's
         loss, 6x up for 25 steps after two garbage batches 200-400x up, back in 40)."""
-        if self._back_at is not None and self._returned.seen - self._back_at <= _CREEP:
+        if self._after_garbage(_CREEP):
             return False
         recent = plain_median(list(itertools.islice(reversed(self._level.order), _CREEP)))
         if not recent >= self.config.creep_ratio * level:
             return False
         se = 1.25 * spread / math.sqrt(_CREEP)
         return math.log(recent / level) >= self.config.confirm_z * se
+
+    def _after_garbage(self, n: int) -> bool:
+        """Did the loss come back from garbage (a batch ``big_ratio`` times its level) within
+        its last ``n`` kept values? The values after it show the damage it did to the weights."""
+        return self._back_at is not None and self._returned.seen - self._back_at <= n
 
     def _came_back_from(self, level: float) -> float:
         """How high the loss recently went and came back from by itself, which an excursion
@@ -403,7 +404,7 @@ class DivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {
             "detector": "divergence",
-            "version": 5,
+            "version": 6,
             "window": list(self._level.order),
             "excursion": asdict(self._exc) if self._exc is not None else None,
             "diverging": self._diverging,
@@ -424,8 +425,8 @@ class DivergenceDetector:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         found = (state.get("detector"), state.get("version"))
-        if found[0] != "divergence" or found[1] not in (2, 3, 4, 5):
-            raise ValueError(f"not a divergence detector state (version 2 to 5): {found!r}")
+        if found[0] != "divergence" or found[1] not in (2, 3, 4, 5, 6):
+            raise ValueError(f"not a divergence detector state (version 2 to 6): {found!r}")
         self._level.load(state["window"])
         exc = state["excursion"]
         self._exc = None

@@ -39,7 +39,12 @@ class OverfitConfig(BaseModel):
     patience: int = Field(
         default=8, ge=1, description="evaluations the rise must last (EarlyStopping's patience)"
     )
-    min_history: int = Field(default=5, ge=1, description="evaluations before any finding")
+    min_history: int = Field(
+        default=5,
+        ge=1,
+        description="evaluations before the moving average's finding (the few-evaluations "
+        "climb needs only its RISES + 1)",
+    )
 
 
 class OverfitDetector:

@@ -444,8 +444,14 @@ def unseen_run(family: str, name: str, offset: int = 0) -> tuple[tuple[int, floa
     """The run ``name`` of the unseen corpus generator's ``family`` ("healthy",
     "oscillation", ...), drawn with seed ``offset`` (``unseen.py --seed-offset``) and trained
     here (about 2 s): (step, loss) as it logs them."""
+    rows = unseen_records(family, name, offset)
+    return tuple((int(r["step"]), r["loss"]) for r in rows if "loss" in r)
+
+
+def unseen_records(family: str, name: str, offset: int = 0) -> list[dict[str, float]]:
+    """``unseen_run``'s run, every record it logs (``step``, ``loss``, ``grad_norm``, ``lr``)."""
     from benchmarks.detection import unseen
     from benchmarks.detection._harness import run
 
     (spec,) = [s for s in getattr(unseen, family)(offset) if s.name == name]
-    return tuple((int(r["step"]), r["loss"]) for r in run(spec.build()) if "loss" in r)
+    return run(spec.build())

@@ -13,6 +13,7 @@ torch; real published logs), and the do-no-harm cases: what an on-call engineer 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from torch import nn
 from lrwatch.analysis.progress import Progress
 from lrwatch.config import Config
 from lrwatch.detectors import DivergenceDetector, OverfitDetector
-from lrwatch.offline.replay import replay
+from lrwatch.offline.replay import ReplayedFinding, replay
 from tests.unit import curves
 from tests.unit.curves import feed
 
@@ -37,6 +38,7 @@ _REALLOGS = next(
     ),
     None,
 )
+_DETECTION = Path(__file__).resolve().parents[3] / "benchmarks" / "detection"
 
 
 def _divergences(values: tuple[float, ...], start: int = 0) -> list[int]:
@@ -116,6 +118,40 @@ def test_an_lr_jump_that_leaves_the_loss_higher_for_good_is_a_divergence() -> No
     assert after > 4 * before and math.isfinite(max(curve)), "higher for good, finite"
     found = [s for s in _divergences(curve) if s >= at]
     assert found and found[0] - at <= 40
+
+
+def _replayed(tmp_path: Path, records: list[dict[str, float]]) -> list[ReplayedFinding]:
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return [r for r in replay([tmp_path], Config()) if r.finding.kind == "divergence"]
+
+
+def test_an_lr_jump_that_leaves_a_noisy_loss_higher_for_good_is_paged(tmp_path: Path) -> None:
+    """A convnet under AdamW, batch 32, LR x30 at step 198 (a fresh draw's run that every rule
+    missed): its loss goes from 0.12 to 0.5 and stays, but its batches still reach 0.01 and 2,
+    so no stretch of values stays up. The median of 32 values holds 4x the lowest median the
+    run had; the logged LR rose just before: a page, and the LR cut."""
+    records = curves.unseen_records("divergence", "digits_convnet_lr_jump_x30_adamw_s3408", 3000)
+    loss = [r["loss"] for r in records]
+    assert np.median(loss[250:400]) > 3 * np.median(loss[150:198]) and max(loss[250:]) > 1
+    (first, *_) = _replayed(tmp_path, records)
+    assert first.finding.detail["trigger"] == "held" and 198 <= first.finding.step <= 198 + 48
+    assert first.finding.severity.value == "critical"
+    assert first.decision is not None and first.decision.action is not None
+    # The same loss with no LR logged: a shift in the data does this too. Said, not acted on.
+    bare = [{k: v for k, v in r.items() if k != "lr"} for r in records]
+    (first, *_) = _replayed(tmp_path, bare)
+    assert first.finding.detail["trigger"] == "held" and first.finding.severity.value == "warning"
+    assert first.decision is not None and first.decision.action is None
+
+
+def test_a_concept_shift_in_a_stream_is_not_paged_nor_cut() -> None:
+    """A fraud model trained online: the fraud pattern moves at step 1500 and the loss holds
+    10-20x its old level for hundreds of steps while the model adapts. Its LR never rose, so
+    no held level pages, and the LR the model needs to adapt is left alone."""
+    run = _DETECTION / "corpus" / "drift" / "fraud_stream_mlp_momentum_s4"
+    found = [r for r in replay([run], Config()) if r.finding.kind == "divergence"]
+    assert all(r.finding.severity.value != "critical" for r in found)
+    assert all(r.decision is None or r.decision.action is None for r in found)
 
 
 def test_a_step_size_just_past_the_edge_is_found_in_tens_of_steps() -> None:
@@ -230,9 +266,6 @@ def test_an_rl_runs_value_loss_is_reported_but_never_paged_nor_cut() -> None:
     assert divergences  # reported ...
     assert all(r.finding.severity.value != "critical" for r in divergences)  # ... not paged
     assert [r.finding.step for r in found if r.decision and r.decision.action] == []
-
-
-_DETECTION = Path(__file__).resolve().parents[3] / "benchmarks" / "detection"
 
 
 @pytest.mark.parametrize(

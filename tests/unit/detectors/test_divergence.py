@@ -450,3 +450,14 @@ def test_state_round_trips_mid_spike(split: int) -> None:
     expected = trace(DivergenceDetector(), curve)
     assert any(f is not None for f, _ in expected)
     assert resumed_trace(DivergenceDetector, curve, split) == expected
+
+
+@pytest.mark.parametrize("split", [100, 205, 215, 219, 400])
+def test_state_round_trips_around_a_held_level(split: int) -> None:
+    """The held rule's windows (the lowest medians of the last 256 values) survive a restart:
+    a convnet's noisy loss held 4x up after an LR x30 is found at the same step."""
+    run = curves.unseen_run("divergence", "digits_convnet_lr_jump_x30_adamw_s3408", 3000)
+    curve = [v for _, v in run]
+    expected = trace(DivergenceDetector(), curve)
+    assert any(f is not None and f.detail.get("trigger") == "held" for f, _ in expected)
+    assert resumed_trace(DivergenceDetector, curve, split) == expected

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import itertools
 import json
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from lrwatch.detectors import (
     OverfitDetector,
     build_detectors,
 )
+from lrwatch.detectors.overfit import RISES
 from lrwatch.protocol.types import Role, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, resumed_trace, trace
@@ -111,7 +114,12 @@ def test_no_finding_before_min_history_and_patience(
     xs: list[float], min_history: int, patience: int
 ) -> None:
     cfg = OverfitConfig(min_history=min_history, patience=patience, threshold=0.0, noise_z=0.0)
-    assert feed(OverfitDetector(cfg), xs[: max(min_history, patience + 1) - 1]) == []
+    early = xs[: max(min_history, patience + 1) - 1]
+    # Only the few-evaluations rule speaks sooner: RISES rises in a row from the lowest so far.
+    for f in feed(OverfitDetector(cfg), early):
+        assert f.detail["trigger"] == "climb"
+        rising = [v for v in early[: f.step + 1] if math.isfinite(v)][-RISES - 1 :]
+        assert len(rising) == RISES + 1 and all(a < b for a, b in itertools.pairwise(rising))
 
 
 @settings(max_examples=150, deadline=None)

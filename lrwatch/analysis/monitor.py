@@ -188,8 +188,8 @@ class RunMonitor:
             outcome.findings.append(found)
             why_not = reported_only(found, doubt, held)
             if why_not is None and found.kind == "oscillation":
-                gaining = self.judge.improving(found.step, self.control)
-                why_not = None if gaining is None else f"oscillation: reported only: {gaining}"
+                spared = self.judge.spare_oscillation(found, self.control)
+                why_not = None if spared is None else f"oscillation: reported only: {spared}"
             if why_not is not None:
                 decision = Decision(self.run, found.step, None, why_not, found, label=found.kind)
             elif found.kind == "plateau":

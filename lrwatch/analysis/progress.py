@@ -50,6 +50,7 @@ class Progress:
         self._pending: list[float] = []
         self._size = 1  # samples per block
         self._usable = True  # False once a value <= 0 is seen: no log, no judgement
+        self._first: float | None = None  # the log of the first value: where the run started
 
     def update(self, step: int, value: float) -> None:
         if not self._usable or not math.isfinite(value):
@@ -58,6 +59,8 @@ class Progress:
             self._usable = False
             return
         self._pending.append(math.log(value))
+        if self._first is None:
+            self._first = self._pending[-1]
         self._recent.append(self._pending[-1])
         if len(self._pending) < self._size:
             return
@@ -73,6 +76,14 @@ class Progress:
         """The step the first block ends at (None before any): where the run's progress counts
         from until its LR first changes."""
         return self._blocks[0][0] if self._blocks else None
+
+    def below_start(self, level: float) -> bool | None:
+        """Whether ``level`` is below the run's first value, the loss before any update (None
+        before it, or with a value <= 0). Not the median of its first blocks: an LR too high
+        from step 0 throws the next few values far up before the loss settles into a cycle."""
+        if not self._usable or self._first is None or not level > 0:
+            return None
+        return math.log(level) < self._first
 
     def _window(self, lo: float, hi: float) -> list[float]:
         return [v for s, v in self._blocks if lo < s <= hi]
@@ -174,6 +185,7 @@ class Progress:
             "size": self._size,
             "usable": self._usable,
             "recent": list(self._recent),
+            "first": self._first,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -184,6 +196,8 @@ class Progress:
         self._size = int(state["size"])
         self._usable = bool(state["usable"])
         self._recent = deque((float(v) for v in state["recent"]), maxlen=_RECENT)
+        first = state.get("first")  # (kept since 0.2; earlier states start from here)
+        self._first = None if first is None else float(first)
 
 
 def _improves(gained: float, se: float, total: float) -> bool:

@@ -284,6 +284,22 @@ def test_a_loss_that_repeats_a_cycle_while_it_still_improves_is_reported_not_cut
     assert found[0].decision is not None and "still improves" in found[0].decision.reason
 
 
+def test_momentums_ringing_in_a_falling_loss_is_reported_not_cut(tmp_path: Path) -> None:
+    """Nesterov SGD on a logistic regression, batch 128, constant LR (fresh draws 1000 and
+    6000 each had one): momentum's underdamped ringing repeats a 3-4 step cycle 70-100 % of
+    the loss's level while the loss keeps falling from 0.69 towards 0.03. A longer cycle below
+    where the run started is cut only once the run has stalled, and this one had not."""
+    records = curves.unseen_records(
+        "healthy", "breast_cancer_logistic_nesterov_constant_b128_s6329", 6000
+    )
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    found = replay([tmp_path], Config())
+    cycles = [r for r in found if r.finding.kind == "oscillation"]
+    assert cycles and "recurrence" in cycles[0].finding.detail  # what it saw is said ...
+    assert [r.finding.step for r in found if r.decision and r.decision.action] == []  # ... no cut
+    assert cycles[0].decision is not None and "repeating cycle" in cycles[0].decision.reason
+
+
 def test_a_loss_bouncing_off_the_stability_edge_is_still_cut() -> None:
     """Full-batch gradient descent at 1.5x the stability edge: a period-2 cycle that stops all
     progress gets its cut."""
@@ -291,3 +307,17 @@ def test_a_loss_bouncing_off_the_stability_edge_is_still_cut() -> None:
     first = next(r for r in replay([run], Config()) if r.finding.kind == "oscillation")
     assert first.decision is not None and first.decision.action is not None
     assert first.decision.action.factor == pytest.approx(0.5)
+
+
+def test_a_cycle_that_holds_the_loss_above_its_start_is_cut(tmp_path: Path) -> None:
+    """Full-batch descent at 2.2x the stability edge of a logistic regression (a fresh draw's
+    run): chaotic, a 12-15 step cycle that holds the loss at 0.86-0.95 against its first value
+    0.78. No progress at all: the cycle is the LR's doing, and it is cut."""
+    run = curves.unseen_records("oscillation", "diabetes_binary_4f_logistic_gd_2.2edge", 6000)
+    loss = [r["loss"] for r in run if "loss" in r]
+    assert np.median(loss[200:]) > loss[0]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in run))
+    found = replay([tmp_path], Config())
+    cut = [r for r in found if r.finding.kind == "oscillation" and r.decision and r.decision.action]
+    assert cut and cut[0].decision is not None and cut[0].decision.action is not None
+    assert cut[0].decision.action.factor == pytest.approx(0.5)

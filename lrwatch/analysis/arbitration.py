@@ -37,8 +37,9 @@ def explained_away(
         findings = [f for f in findings if f.kind not in _MASKED_BY_DIVERGENCE]
     if "oscillation" in kinds:
         # A swinging loss's high phase sits far above its low one: not the anchored rule's
-        # "far above its best". A non-finite value or a climb still pages.
-        findings = [f for f in findings if f.detail.get("trigger") not in ("anchored", "held")]
+        # "far above its best". A non-finite value, a climb or a held level (a window of 32
+        # values spans two cycles of any period looked for) still pages.
+        findings = [f for f in findings if f.detail.get("trigger") != "anchored"]
 
     def drift_explained(found: Finding) -> bool:
         step = found.onset_step if found.onset_step is not None else found.step
@@ -56,15 +57,26 @@ def unexplained_hold(found: Finding, schedule: ScheduleMotion | None) -> str | N
     too (a continual-learning job's new concept: 20x up, and weeks to wear off), and cutting
     the LR then slows the adaptation. An LR that jumped and a loss that jumped with it and
     stays up is the optimizer's doing: that pages."""
-    if found.detail.get("trigger") != "held":
-        return None
-    onset = found.onset_step if found.onset_step is not None else found.step
-    if schedule is not None and schedule.raised_before(onset):
+    if found.detail.get("trigger") != "held" or _lr_rose(found, schedule):
         return None
     return (
         "the loss holds a level far above its lowest with no LR rise just before it; a shift "
         "in the data does that too"
     )
+
+
+def garbage_explains(found: Finding, schedule: ScheduleMotion | None) -> bool:
+    """Whether a held level is the damage garbage batches did to the weights: it came within a
+    window of the loss's return from one (``after_garbage``) and the LR did not rise before it.
+    Such damage wears off (a convnet 6-10x up for 30 steps after three corrupt batches, back in
+    40), and the garbage itself was reported as spikes."""
+    return bool(found.detail.get("after_garbage")) and not _lr_rose(found, schedule)
+
+
+def _lr_rose(found: Finding, schedule: ScheduleMotion | None) -> bool:
+    """Did the run's LR rise just before ``found``'s onset (``ScheduleMotion.raised_before``)?"""
+    onset = found.onset_step if found.onset_step is not None else found.step
+    return schedule is not None and schedule.raised_before(onset)
 
 
 def reported_only(found: Finding, doubt: str | None, held: bool) -> str | None:

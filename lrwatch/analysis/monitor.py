@@ -15,7 +15,12 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lrwatch.analysis.arbitration import explained_away, reported_only, unexplained_hold
+from lrwatch.analysis.arbitration import (
+    explained_away,
+    garbage_explains,
+    reported_only,
+    unexplained_hold,
+)
 from lrwatch.analysis.controller import Controller
 from lrwatch.analysis.guard import DetectorGuard, describe
 from lrwatch.analysis.plateau_judge import PlateauJudge
@@ -174,11 +179,12 @@ class RunMonitor:
         schedule = watch if isinstance(watch, ScheduleMotion) else None
         kinds = self.guard.active(series.detectors)
         kept = explained_away(findings, kinds, schedule, self._loss_kinds)
+        if self.hook_schedule is not None:  # exact, unlike a logged LR
+            schedule = self.hook_schedule
+        kept = [f for f in kept if not garbage_explains(f, schedule)]
         raised = self.raised.setdefault(metric, set())
         raised -= {f.kind for f in findings}
         raised |= {f.kind for f in kept}
-        if self.hook_schedule is not None:  # exact, unlike a logged LR
-            schedule = self.hook_schedule
         held = schedule is not None and schedule.moving
         for found in kept:
             found = replace(found, run=self.run, metric=metric)

@@ -13,12 +13,12 @@ verdicts out. The rules and where their numbers come from: docs/detectors.md, "D
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lrwatch.detectors._held import HeldLevel
 from lrwatch.detectors._robust import Q3_SIGMA, line_residuals, plain_median, run_together
 
 # A loss is up when it is RATIO times its best level, and more than SDS of its log noise
@@ -42,13 +42,6 @@ _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values
 _MATERIAL = 0.05
 _STRETCH = 64
 _CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
-# A level held up: the median of the last WIDE values against the lowest such median, each
-# refreshed every _EVERY values; significant by HELD_Z standard errors of that difference.
-WIDE = 32
-_EVERY = 8
-_MEMORY = 256  # a level held this long is the loss's level now (a concept shift's new one)
-HELD_Z = 6.0
-_IQR_SIGMA = 1.3489795003921634  # the interquartile range of a standard normal
 
 
 class Anchor:
@@ -57,17 +50,14 @@ class Anchor:
     __slots__ = (
         "_best",
         "_disabled",
-        "_held_at",
+        "_held",
         "_high_from",
         "_high_since",
-        "_lowest",
         "_recent",
-        "_seen",
         "_start",
         "_steps",
         "_stretch",
         "_tail",
-        "_wides",
     )
 
     def __init__(self) -> None:
@@ -80,11 +70,7 @@ class Anchor:
         self._stretch: list[float] = []  # its log values (the last _STRETCH)
         self._start = math.nan  # the log of the first value: where the run started
         self._disabled = False
-        self._seen = 0  # values so far
-        self._held_at = -_MEMORY  # the value (count) ``held`` last answered at
-        # (median, log noise) of the last WIDE values, every _EVERY values, for _MEMORY values
-        self._wides: deque[tuple[float, float]] = deque(maxlen=_MEMORY // _EVERY)
-        self._lowest = (math.inf, 0.0)  # the lowest of them (asked at every value)
+        self._held = HeldLevel(RATIO)  # its own values: it watches a loss that underflows to 0
 
     @property
     def best(self) -> float:
@@ -92,9 +78,9 @@ class Anchor:
         return math.exp(min(self._best, 700.0)) if self._best < math.inf else math.inf
 
     @property
-    def wide_best(self) -> float:
-        """The lowest median of ``WIDE`` values in a row the run has had (natural units)."""
-        return math.exp(min(self._lowest[0], 700.0)) if self._wides else math.inf
+    def held_lowest(self) -> float:
+        """The reference of the "held" rule (``_held.py``; natural units)."""
+        return self._held.lowest
 
     def level(self) -> float:
         if not self._tail:
@@ -103,6 +89,7 @@ class Anchor:
 
     def update(self, step: int, value: float) -> bool:
         """One finite value; whether the best level moved (only once ``_LEVEL`` values exist)."""
+        self._held.update(step, value)
         if self._disabled:
             return False
         if not value > 0:
@@ -116,9 +103,6 @@ class Anchor:
         self._recent.append(logv)
         self._tail.append(logv)
         self._steps.append(step)
-        self._seen += 1
-        if self._seen >= WIDE and self._seen % _EVERY == 0:
-            self._refresh_wide()
         if len(self._tail) >= _LEVEL or self._best == math.inf:
             level = plain_median(list(self._tail))
             if level < self._best:
@@ -130,10 +114,7 @@ class Anchor:
         """The loss settled at a new level (an episode ended there): that is the best now."""
         if self._tail:
             self._best = plain_median(list(self._tail))
-        if len(self._recent) >= WIDE:
-            self._wides.clear()
-            self._lowest = (math.inf, 0.0)
-            self._refresh_wide()
+        self._held.rebase()
         self._high_since = None
         self._stretch.clear()
 
@@ -201,43 +182,9 @@ class Anchor:
             return None
         return math.exp(min(v3 - self._best, 700.0)), self._steps[-2]
 
-    def _refresh_wide(self) -> None:
-        window = sorted(itertools.islice(reversed(self._recent), WIDE))
-        self._wides.append((window[WIDE // 2 - 1] / 2 + window[WIDE // 2] / 2, _iqr_sd(window)))
-        self._lowest = min(self._wides)
-
     def held(self) -> tuple[float, int] | None:
-        """(ratio to the lowest level, the step it rose at) if the median of the last
-        ``WIDE`` values is ``RATIO`` times the lowest median of ``WIDE`` values in the last
-        ``_MEMORY``, ``HELD_Z`` standard errors of that difference above it (the larger of the
-        two windows' noise, widened when values run together), and not decaying: a loss that
-        jumped and stays up, noisy. The per-value rules cannot see it when the noise puts
-        some of its values back under their bar (a convnet whose loss went from 0.12 to 0.5
-        after an LR x30, its batches from 0.01 to 2). A level held for ``_MEMORY`` values is
-        the loss's level from then on: a concept shift's new level is not compared forever."""
-        if self._disabled or self._seen < 2 * WIDE or self._seen - self._held_at < _MEMORY:
-            return None
-        lowest, lowest_noise = self._lowest  # (inf with none: no value clears the bar)
-        bar = lowest + math.log(RATIO)
-        if self._recent[-1] < bar:
-            return None  # (half the window must clear it: cheap, and most values do not)
-        window = list(itertools.islice(self._recent, len(self._recent) - WIDE, None))
-        if sum(v >= bar for v in window) * 2 < WIDE:
-            return None
-        ordered, half = sorted(window), WIDE // 2
-        level = ordered[half - 1] / 2 + ordered[half] / 2
-        if plain_median(window[half:]) < plain_median(window[:half]):
-            return None  # decaying: a concept shift the model is adapting to
-        if level < self._start and not self._material(level):
-            return None
-        noise = max(lowest_noise, _iqr_sd(ordered)) * run_together(self._recent)
-        se = 1.2533 * noise * math.sqrt(2.0 / WIDE)
-        if level - lowest < HELD_Z * se:
-            return None
-        mid = (lowest + level) / 2
-        first = next(i for i, v in enumerate(window) if v >= mid)
-        self._held_at = self._seen  # once: it opens no episode, and is not said again
-        return math.exp(min(level - lowest, 700.0)), self._steps[len(self._steps) - WIDE + first]
+        """(ratio, onset) of a loss held far above its lowest level: ``_held.py``."""
+        return self._held.held()
 
     def _material(self, level: float) -> bool:
         """Whether the rise from the best to ``level`` (logs) undoes ``_MATERIAL`` of the
@@ -257,25 +204,25 @@ class Anchor:
             return None
         if self._recent[-1] - self._best < math.log(2.0):
             return None  # tested when the newest value is twice the best: cheap, and a climb is
+        recent = list(self._recent)
         for window in _CLIMBS:
-            found = self._climbing(window, sigma, z)
+            if len(recent) < window:
+                break
+            found = self._climbing(recent[-window:], sigma, z)
             if found is not None:
                 return (*found, window)
         return None
 
-    def _climbing(self, window: int, sigma: float, z: float) -> tuple[float, int] | None:
-        if self._disabled or len(self._recent) < window:
-            return None
-        n = window // 4
-        # The last quarter's median must be twice the best, so half its values must be: in
-        # nearly every sample they are not, which costs no sort to see.
-        bar = self._best + math.log(2.0)
-        if sum(v >= bar for v in itertools.islice(reversed(self._recent), n)) * 2 < n:
-            return None
-        v = list(self._recent)[-window:]
-        first, last = plain_median(v[:n]), plain_median(v[3 * n :])
+    def _climbing(self, v: list[float], sigma: float, z: float) -> tuple[float, int] | None:
+        n = len(v) // 4
+        # The ends first, the last quarter's twice the best first of all: most windows fail
+        # these, before any more sorting.
+        last = plain_median(v[3 * n :])
+        if last - self._best < math.log(2.0):
+            return None  # back up to where it was is not a climb past anything
+        first = plain_median(v[:n])
         if last - first < math.log(2.0):
-            return None  # (the ends first: most windows fail here, before any more sorting)
+            return None
         m = [first, plain_median(v[n : 2 * n]), plain_median(v[2 * n : 3 * n]), last]
         if not m[0] < m[1] < m[2] < m[3]:
             return None
@@ -284,12 +231,10 @@ class Anchor:
         se = 1.2533 * max(_noise_around_trend(v, sigma), 0.01) / math.sqrt(n) * math.sqrt(2.0)
         if any(m[k + 1] - m[k] < z * se for k in range(3)):
             return None
-        if m[3] - self._best < math.log(2.0):
-            return None  # back up to where it was is not a climb past anything
         if m[3] < self._start and not self._material(m[3]):
             return None
         low = min(range(2 * n), key=v.__getitem__)  # the climb starts at its trough
-        return math.exp(min(m[3] - m[0], 700.0)), self._steps[len(self._steps) - window + low]
+        return math.exp(min(m[3] - m[0], 700.0)), self._steps[len(self._steps) - len(v) + low]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -301,9 +246,7 @@ class Anchor:
             "stretch": list(self._stretch),
             "start": self._start if math.isfinite(self._start) else None,
             "disabled": self._disabled,
-            "seen": self._seen,
-            "held_at": self._held_at,
-            "wides": [list(w) for w in self._wides],
+            "held": self._held.state(),
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -319,12 +262,9 @@ class Anchor:
         start = state["start"]
         self._start = math.nan if start is None else float(start)
         self._disabled = bool(state["disabled"])
-        self._seen = int(state.get("seen", len(self._recent)))
-        self._held_at = int(state.get("held_at", -_MEMORY))
-        self._wides = deque(
-            ((float(m), float(n)) for m, n in state.get("wides", [])), maxlen=_MEMORY // _EVERY
-        )
-        self._lowest = min(self._wides, default=(math.inf, 0.0))
+        self._held = HeldLevel(RATIO)  # (states before 0.2 kept none: it starts from here)
+        if "held" in state:
+            self._held.load(state["held"])
 
 
 def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
@@ -338,12 +278,6 @@ def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
     resid = line_residuals(v)
     spread = plain_median([abs(r) for r in resid]) / 0.6745
     return min(sigma, spread) * run_together(v)
-
-
-def _iqr_sd(ordered: Sequence[float]) -> float:
-    """The interquartile range of sorted ``ordered`` as a normal SD."""
-    n = len(ordered)
-    return (ordered[(3 * n) // 4] - ordered[n // 4]) / _IQR_SIGMA
 
 
 def log_spread(sorted_values: Sequence[float]) -> float | None:

@@ -48,12 +48,14 @@ def anchored(
     onset: int,
     anchor: Anchor,
     sigma: float | None,
+    after_garbage: bool = False,
 ) -> Finding:
     """An anchored rule's hit (``_anchor.py``): ``trigger`` is "anchored", "held", "rising" or
-    "climb", ``hit`` the rule's (factor, onset[, samples])."""
+    "climb", ``hit`` the rule's (factor, onset[, samples]); ``after_garbage``: a held level
+    within a window of the loss's return from garbage (the monitor weighs it)."""
     factor = hit[0]
-    if trigger == "held":  # the lowest level held for a window, and the one held now
-        best = anchor.wide_best
+    if trigger == "held":  # the lowest upper quartile of a window, and the one held now
+        best = anchor.held_lowest
         level = best * factor
     else:
         best, level = anchor.best, anchor.level()
@@ -74,6 +76,8 @@ def anchored(
         "ratio": json_float(factor),
         "log_noise": json_float(sigma if sigma is not None else math.nan),
     }
+    if trigger == "held":
+        detail["after_garbage"] = after_garbage
     return _divergence(step, f"loss {value:.4g} is {how}, since step {onset}", detail, onset)
 
 

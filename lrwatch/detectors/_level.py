@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from lrwatch.detectors._robust import Q3_SIGMA, run_together
 
+NOISE_MIN = 20  # accepted values before the window's log spread is trusted
 SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses
 _TINY = 1e-300  # ... and not zero when the level is
 
@@ -71,7 +72,7 @@ class RunningLevel:
         m, q3 = self.median(), self.quantile(0.75)
         return max(math.log(q3 / m) / Q3_SIGMA, math.log1p(SCALE_FLOOR))
 
-    def run_together(self, fewest: int) -> float:
+    def run_together(self, fewest: int = NOISE_MIN) -> float:
         """``run_together`` of the log values (1 with fewer than ``fewest``, or one not
         positive; a pass over the window: asked only of a value already far up)."""
         if len(self.order) < fewest or not min(self.order) > 0:

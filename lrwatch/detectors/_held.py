@@ -29,6 +29,7 @@ HELD_Z = 6.0  # standard errors of the difference of two quartiles
 _Q3_SE = 1.3626  # the standard error of a normal sample's upper quartile, in SDs / sqrt(n)
 _IQR_SIGMA = 1.3489795003921634  # the interquartile range of a standard normal
 _FLOOR = 1e-30
+_LOG_FLOOR = math.log(_FLOOR)
 _MATERIAL = 0.05  # below the start, the rise must undo this share of the progress
 
 
@@ -37,9 +38,9 @@ class HeldLevel:
 
     __slots__ = (
         "_held_at",
+        "_log_ratio",
         "_lowest",
         "_off",
-        "_ratio",
         "_recent",
         "_seen",
         "_start",
@@ -48,7 +49,7 @@ class HeldLevel:
     )
 
     def __init__(self, ratio: float) -> None:
-        self._ratio = ratio
+        self._log_ratio = math.log(ratio)
         self._recent: deque[float] = deque(maxlen=2 * WIDE)  # log values, floored
         self._steps: deque[int] = deque(maxlen=WIDE)
         self._seen = 0
@@ -70,7 +71,7 @@ class HeldLevel:
         if self._off or value < 0:
             self._off = True
             return
-        logv = math.log(max(value, _FLOOR))
+        logv = math.log(value) if value > _FLOOR else _LOG_FLOOR
         if self._seen == 0:
             self._start = logv
         self._recent.append(logv)
@@ -101,7 +102,7 @@ class HeldLevel:
         if self._off or self._seen < 2 * WIDE or self._seen - self._held_at < _MEMORY:
             return None
         lowest, noise = self._lowest  # (inf with none: no value clears the bar)
-        bar = lowest + math.log(self._ratio)
+        bar = lowest + self._log_ratio
         if self._recent[-1] < bar:
             return None  # (a quarter of the window must clear it: cheap, most values do not)
         window = list(itertools.islice(self._recent, WIDE, None))

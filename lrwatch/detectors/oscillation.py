@@ -217,13 +217,17 @@ class OscillationDetector:
         n, w = len(v), cfg.window
         if n < w + cfg.max_period:
             return None
-        recent = range(n - w, n)
-        tol = cfg.recurrence_tolerance * median(abs(v[i] - v[i - 1]) for i in recent)
+        values = list(v)  # (zipped slices: no deque indexing in the O(w x period) loop)
+        recent = values[n - w :]
+        tol = cfg.recurrence_tolerance * median(
+            abs(b - a) for a, b in zip(values[n - w - 1 : n - 1], recent, strict=True)
+        )
         if not 0 < tol < math.inf:
             return None
         best: tuple[int, float] | None = None
         for lag in range(2, cfg.max_period + 1):
-            recurring = sum(abs(v[i] - v[i - lag]) <= tol for i in recent) / w
+            earlier = values[n - w - lag : n - lag]
+            recurring = sum(abs(b - a) <= tol for a, b in zip(earlier, recent, strict=True)) / w
             if recurring >= cfg.min_recurring and (best is None or recurring > best[1]):
                 best = (lag, recurring)
         return best

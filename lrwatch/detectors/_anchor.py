@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lrwatch.detectors._held import HeldLevel
-from lrwatch.detectors._robust import Q3_SIGMA, line_residuals, plain_median, run_together
+from lrwatch.detectors._robust import (
+    Q3_SIGMA,
+    line_residuals,
+    plain_median,
+    run_together,
+    undoes_progress,
+)
 
 # A loss is up when it is RATIO times its best level, and more than SDS of its log noise
 # (PAST_START_SDS once it is past where the run started: a healthy loss does not go back there);
@@ -36,10 +42,8 @@ _LEVEL = 5  # values in the median that makes the best level
 _HIGH = 2
 _BURST = 5
 _BLATANT = 10.0  # a level this far above the best, and above the start, pages at once
-_HOLD = 20  # ... a smaller rise must hold (not decay) for this many values
-# ... and, unless it went past the start, undo this share of the progress in the loss's own
-# units: a loss that fell from 1 to 1e-4 and bounces to 1e-2 has lost 1 % of it, not 50 %.
-_MATERIAL = 0.05
+_HOLD = 20  # ... a smaller rise must hold (not decay) for this many values, and, unless it
+# went past the start, undo a material share of the progress (_robust.undoes_progress)
 _STRETCH = 64
 _CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
 
@@ -151,7 +155,7 @@ class Anchor:
             return None
         level = plain_median(self._stretch[-_LEVEL:])
         ratio = math.exp(min(level - self._best, 700.0))
-        if level < self._start and not self._material(level):
+        if level < self._start and not undoes_progress(self._start, self._best, level):
             return None
         if not (level - self._best >= math.log(_BLATANT) and level >= self._start):
             # Up a few times but not past where it started: a concept shift does that too,
@@ -185,14 +189,6 @@ class Anchor:
     def held(self) -> tuple[float, int] | None:
         """(ratio, onset) of a loss held far above its lowest level: ``_held.py``."""
         return self._held.held()
-
-    def _material(self, level: float) -> bool:
-        """Whether the rise from the best to ``level`` (logs) undoes ``_MATERIAL`` of the
-        progress from the start, in the loss's own units."""
-        if not math.isfinite(self._start) or self._start <= self._best:
-            return True
-        best, start = math.exp(self._best), math.exp(min(self._start, 700.0))
-        return math.exp(min(level, 700.0)) - best >= _MATERIAL * (start - best)
 
     def climbing(self, sigma: float, z: float) -> tuple[float, int, int] | None:
         """(factor, the step it started from, the window) if the last 16 or 64 values climb
@@ -231,7 +227,7 @@ class Anchor:
         se = 1.2533 * max(_noise_around_trend(v, sigma), 0.01) / math.sqrt(n) * math.sqrt(2.0)
         if any(m[k + 1] - m[k] < z * se for k in range(3)):
             return None
-        if m[3] < self._start and not self._material(m[3]):
+        if m[3] < self._start and not undoes_progress(self._start, self._best, m[3]):
             return None
         low = min(range(2 * n), key=v.__getitem__)  # the climb starts at its trough
         return math.exp(min(m[3] - m[0], 700.0)), self._steps[len(self._steps) - len(v) + low]

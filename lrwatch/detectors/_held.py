@@ -20,7 +20,7 @@ import math
 from collections import deque
 from typing import Any
 
-from lrwatch.detectors._robust import run_together
+from lrwatch.detectors._robust import run_together, undoes_progress
 
 WIDE = 32  # values in a window
 _EVERY = 8  # values between two windows kept as references
@@ -30,7 +30,6 @@ _Q3_SE = 1.3626  # the standard error of a normal sample's upper quartile, in SD
 _IQR_SIGMA = 1.3489795003921634  # the interquartile range of a standard normal
 _FLOOR = 1e-30
 _LOG_FLOOR = math.log(_FLOOR)
-_MATERIAL = 0.05  # below the start, the rise must undo this share of the progress
 
 
 class HeldLevel:
@@ -97,8 +96,8 @@ class HeldLevel:
         at) if that ratio is ``ratio`` or more, ``HELD_Z`` standard errors of the difference
         (the reference window's noise, widened when values run together: the noise of no
         change), not decaying (the later half's quartile not below the earlier half's), and,
-        below where the run started, undoing 5 % of its progress. Once per ``_MEMORY``
-        values: it opens no episode."""
+        below where the run started, undoing a material share of its progress
+        (``_robust.undoes_progress``). Once per ``_MEMORY`` values: it opens no episode."""
         if self._off or self._seen < 2 * WIDE or self._seen - self._held_at < _MEMORY:
             return None
         lowest, noise = self._lowest  # (inf with none: no value clears the bar)
@@ -110,7 +109,7 @@ class HeldLevel:
         level = _q3(ordered)
         if level < bar or _q3(sorted(window[half:])) < _q3(sorted(window[:half])):
             return None  # not up, or decaying: a concept shift the model is adapting to
-        if level < self._start and not self._material(level, lowest):
+        if level < self._start and not undoes_progress(self._start, lowest, level):
             return None
         se = _Q3_SE * noise * run_together(self._recent) * math.sqrt(2.0 / WIDE)
         if level - lowest < HELD_Z * se:
@@ -119,13 +118,6 @@ class HeldLevel:
         first = next(i for i, v in enumerate(window) if v >= mid)
         self._held_at = self._seen
         return math.exp(min(level - lowest, 700.0)), self._steps[first]
-
-    def _material(self, level: float, lowest: float) -> bool:
-        """Does the rise from ``lowest`` to ``level`` (logs) undo ``_MATERIAL`` of the progress
-        from the start, in the loss's own units? A loss that fell from 1 to 1e-4 and holds at
-        1e-3 has lost 0.1 % of it, not a divergence."""
-        start, low = math.exp(min(self._start, 700.0)), math.exp(lowest)
-        return math.exp(min(level, 700.0)) - low >= _MATERIAL * (start - low)
 
     def state(self) -> dict[str, Any]:
         return {

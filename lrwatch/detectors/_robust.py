@@ -26,6 +26,20 @@ def plain_median(xs: list[float]) -> float:
     return s[mid] if len(s) % 2 else s[mid - 1] / 2 + s[mid] / 2
 
 
+MATERIAL = 0.05  # the share of its progress a rise short of the run's start must undo
+
+
+def undoes_progress(start: float, low: float, level: float) -> bool:
+    """Whether a rise from ``low`` to ``level`` (logs) undoes ``MATERIAL`` of the progress from
+    ``start`` down to ``low``, in the loss's own units: a loss that fell from 1 to 1e-4 and
+    bounces to 1e-2 has lost 1 % of it, not 50 %. True when there was no progress to undo (or
+    no start). The anchored rules and the held rule ask it of a level below the start."""
+    if not math.isfinite(start) or start <= low:
+        return True
+    lowest, first = math.exp(low), math.exp(min(start, 700.0))
+    return math.exp(min(level, 700.0)) - lowest >= MATERIAL * (first - lowest)
+
+
 def line_residuals(values: Sequence[float]) -> list[float]:
     """What a least-squares straight line through ``values`` (at 0, 1, 2, ...) leaves."""
     n = len(values)

@@ -128,8 +128,8 @@ def _replayed(tmp_path: Path, records: list[dict[str, float]]) -> list[ReplayedF
 def test_an_lr_jump_that_leaves_a_noisy_loss_higher_for_good_is_paged(tmp_path: Path) -> None:
     """A convnet under AdamW, batch 32, LR x30 at step 198 (a fresh draw's run that every rule
     missed): its loss goes from 0.12 to 0.5 and stays, but its batches still reach 0.01 and 2,
-    so no stretch of values stays up. The median of 32 values holds 4x the lowest median the
-    run had; the logged LR rose just before: a page, and the LR cut."""
+    so no stretch of values stays up. The upper quartile of 32 values holds 4x the lowest such
+    quartile the run had; the logged LR rose just before: a page, and the LR cut."""
     records = curves.unseen_records("divergence", "digits_convnet_lr_jump_x30_adamw_s3408", 3000)
     loss = [r["loss"] for r in records]
     assert np.median(loss[250:400]) > 3 * np.median(loss[150:198]) and max(loss[250:]) > 1

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from lrwatch.config import Config
 from lrwatch.detectors import (
     Detector,
     DetectorsConfig,
@@ -21,6 +22,7 @@ from lrwatch.detectors import (
 )
 from lrwatch.detectors._anchor import RATIO as ANCHOR_RATIO
 from lrwatch.detectors._robust import run_together
+from lrwatch.offline.replay import replay
 from lrwatch.protocol.types import Role, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, first_nonfinite, resumed_trace, trace
@@ -256,10 +258,12 @@ def test_swings_the_loss_came_back_from_before_are_not_paged(run: str, metric: s
 
     cfg = GradNormConfig() if metric == "grad_norm" else DivergenceConfig()
     found = feed(DivergenceDetector(cfg), _corpus_series(run, metric))
-    # (A held level is the monitor's to weigh: it pages only after an LR rise, which none of
-    # these runs had; test_detection_unseen replays the concept shift through it.)
+    # A held level is the monitor's to weigh (it pages only after an LR rise, which none of
+    # these runs had, and drops one after garbage): the run replayed through it has none.
     held = [f for f in found if f.detail.get("trigger") == "held"]
     assert [f for f in found if f.kind == "divergence" and f not in held] == []
+    replayed = [r.finding for r in replay([_CORPUS / run], Config())]
+    assert [f for f in replayed if f.kind == "divergence"] == []
 
 
 def _ar_noise(seed: int, phi: float, sd: float, n: int = 5000) -> list[float]:
@@ -457,7 +461,7 @@ def test_state_round_trips_mid_spike(split: int) -> None:
 
 @pytest.mark.parametrize("split", [100, 205, 215, 219, 400])
 def test_state_round_trips_around_a_held_level(split: int) -> None:
-    """The held rule's windows (the lowest medians of the last 256 values) survive a restart:
+    """The held rule's windows (the upper quartiles of the last 256 values) survive a restart:
     a convnet's noisy loss held 4x up after an LR x30 is found at the same step."""
     run = curves.unseen_run("divergence", "digits_convnet_lr_jump_x30_adamw_s3408", 3000)
     curve = [v for _, v in run]

@@ -28,20 +28,25 @@ from lrwatch.detectors._robust import (
 )
 
 # A loss is up when it is RATIO times its best level, and more than SDS of its log noise
-# (PAST_START_SDS once it is past where the run started: a healthy loss does not go back there);
+# (PAST_START_SDS once it is past the highest level the run held, its start or above: a healthy
+# loss does not go back there);
 # before the noise is known, EARLY times. From noise simulations (docs/detectors.md).
 RATIO = 4.0
 SDS = 10.0
 PAST_START_SDS = 4.0
 EARLY = 10.0
 BURST_RISE = 3.0  # ... or twice in a row this much, ending EARLY times the best
-_LEVEL = 5  # values in the median that makes the best level
+_LEVEL = 5  # values in the median that makes a level (of a stretch up: the loss now)
+# ... and in the one that makes the best level and the peak, once _LEVEL exist: the best is the
+# lowest of many such medians, a lucky low, and a median of 16 values is less lucky than one of
+# 5 (in noise simulations 5 let the best sit far enough below the typical level to page noise).
+_BEST = 16
 # A stretch up is measured in steps: _HIGH values in a row, all up, over at least _BURST steps
 # (so 5 values of a log written every step: five garbage batches in a row are not enough; 2 of
 # one written every 50 steps, which have shown the loss up for 50 steps).
 _HIGH = 2
 _BURST = 5
-_BLATANT = 10.0  # a level this far above the best, and above the start, pages at once
+_BLATANT = 10.0  # a level this far above the best, and above the peak, pages at once
 _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values, and, unless it
 # went past the start, undo a material share of the progress (_robust.undoes_progress)
 _STRETCH = 64
@@ -57,6 +62,7 @@ class Anchor:
         "_held",
         "_high_from",
         "_high_since",
+        "_peak",
         "_recent",
         "_start",
         "_steps",
@@ -65,14 +71,20 @@ class Anchor:
     )
 
     def __init__(self) -> None:
-        self._recent: deque[float] = deque(maxlen=_CLIMBS[-1])  # log values
+        # The last _CLIMBS[-1] log values and their steps (or up to twice as many: lists trimmed
+        # in blocks, so that the tests slice them without copying a deque at every value).
+        self._recent: list[float] = []
         self._tail: deque[float] = deque(maxlen=_LEVEL)  # the last few: the level's median
-        self._steps: deque[int] = deque(maxlen=_CLIMBS[-1])
+        self._steps: list[int] = []
         self._best = math.inf
         self._high_since: int | None = None  # first step of the current stretch above the bar
         self._high_from = 0  # the step of the sample before it
         self._stretch: list[float] = []  # its log values (the last _STRETCH)
         self._start = math.nan  # the log of the first value: where the run started
+        # The highest level held before the stretch up in progress (from the start on): a
+        # loss that goes past it is doing what the run never did, while noise around a level
+        # (a run that made no progress from its start) goes back there all the time.
+        self._peak = math.nan
         self._disabled = False
         self._held = HeldLevel(RATIO)  # its own values: it watches a loss that underflows to 0
 
@@ -92,7 +104,8 @@ class Anchor:
         return math.exp(min(plain_median(list(self._tail)), 700.0))
 
     def update(self, step: int, value: float) -> bool:
-        """One finite value; whether the best level moved (only once ``_LEVEL`` values exist)."""
+        """One finite value; whether the best level (the median of the last ``_BEST``) moved
+        (only once ``_LEVEL`` values exist)."""
         self._held.update(step, value)
         if self._disabled:
             return False
@@ -102,13 +115,17 @@ class Anchor:
             self._tail.clear()
             return False
         if not math.isfinite(self._start):
-            self._start = math.log(value)  # a blow-up can start at the second value
+            self._start = self._peak = math.log(value)  # a blow-up can start at the second value
         logv = math.log(value)
         self._recent.append(logv)
         self._tail.append(logv)
         self._steps.append(step)
+        if len(self._recent) >= 2 * _CLIMBS[-1]:
+            del self._recent[: -_CLIMBS[-1]], self._steps[: -_CLIMBS[-1]]
         if len(self._tail) >= _LEVEL or self._best == math.inf:
-            level = plain_median(list(self._tail))
+            level = plain_median(self._recent[-_BEST:])
+            if level > self._peak and self._high_since is None:
+                self._peak = level
             if level < self._best:
                 self._best = level
                 return True
@@ -117,18 +134,18 @@ class Anchor:
     def rebase(self) -> None:
         """The loss settled at a new level (an episode ended there): that is the best now."""
         if self._tail:
-            self._best = plain_median(list(self._tail))
+            self._best = plain_median(self._recent[-_BEST:])
         self._held.rebase()
         self._high_since = None
         self._stretch.clear()
 
     def _bar(self, value: float, sigma: float | None) -> float:
-        """How far above the best (log) ``value`` must be to count as up: past the start,
+        """How far above the best (log) ``value`` must be to count as up: past the peak,
         ``RATIO`` or ``PAST_START_SDS`` of the noise; short of it, ``RATIO`` or ``SDS``;
         with no noise estimate yet, ``EARLY``."""
         if sigma is None:
             return math.log(EARLY)
-        sds = PAST_START_SDS if value >= self._start else SDS
+        sds = PAST_START_SDS if value >= self._peak else SDS
         return max(math.log(RATIO), sds * sigma)
 
     def above(self, sigma: float | None, widen: Callable[[], float]) -> tuple[float, int] | None:
@@ -157,7 +174,7 @@ class Anchor:
         ratio = math.exp(min(level - self._best, 700.0))
         if level < self._start and not undoes_progress(self._start, self._best, level):
             return None
-        if not (level - self._best >= math.log(_BLATANT) and level >= self._start):
+        if not (level - self._best >= math.log(_BLATANT) and level >= self._peak):
             # Up a few times but not past where it started: a concept shift does that too,
             # and then decays as the model adapts. Only a stretch that holds up is proof.
             s = self._stretch
@@ -181,7 +198,7 @@ class Anchor:
         # From the typical level before it (the median of up to 16 values), not from a lucky
         # low batch, nor from a few lucky ones in a row (a convnet at 0.005 whose batches
         # reach 0.02 read 0.0018, 0.0013, 0.009, 0.046: two 5x rises from a lucky low).
-        v1 = max(self._recent[-3], plain_median(list(self._recent)[-_CLIMBS[0] - 2 : -2]))
+        v1 = max(self._recent[-3], plain_median(self._recent[-_CLIMBS[0] - 2 : -2]))
         if v2 - v1 < rise:
             return None
         return math.exp(min(v3 - self._best, 700.0)), self._steps[-2]
@@ -200,7 +217,7 @@ class Anchor:
             return None
         if self._recent[-1] - self._best < math.log(2.0):
             return None  # tested when the newest value is twice the best: cheap, and a climb is
-        recent = list(self._recent)
+        recent = self._recent
         for window in _CLIMBS:
             if len(recent) < window:
                 break
@@ -234,21 +251,22 @@ class Anchor:
 
     def state(self) -> dict[str, Any]:
         return {
-            "recent": list(self._recent),
-            "steps": list(self._steps),
+            "recent": self._recent[-_CLIMBS[-1] :],
+            "steps": self._steps[-_CLIMBS[-1] :],
             "best": self._best if self._best < math.inf else None,
             "high_since": self._high_since,
             "high_from": self._high_from,
             "stretch": list(self._stretch),
             "start": self._start if math.isfinite(self._start) else None,
+            "peak": self._peak if math.isfinite(self._peak) else None,
             "disabled": self._disabled,
             "held": self._held.state(),
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self._recent = deque((float(v) for v in state["recent"]), maxlen=_CLIMBS[-1])
-        self._tail = deque(list(self._recent)[-_LEVEL:], maxlen=_LEVEL)
-        self._steps = deque((int(s) for s in state["steps"]), maxlen=_CLIMBS[-1])
+        self._recent = [float(v) for v in state["recent"]][-_CLIMBS[-1] :]
+        self._tail = deque(self._recent[-_LEVEL:], maxlen=_LEVEL)
+        self._steps = [int(s) for s in state["steps"]][-_CLIMBS[-1] :]
         best = state["best"]
         self._best = math.inf if best is None else float(best)
         high = state["high_since"]
@@ -257,6 +275,8 @@ class Anchor:
         self._stretch = [float(v) for v in state["stretch"]]
         start = state["start"]
         self._start = math.nan if start is None else float(start)
+        peak = state.get("peak", start)  # (states before 0.3 kept none: the start)
+        self._peak = math.nan if peak is None else float(peak)
         self._disabled = bool(state["disabled"])
         self._held = HeldLevel(RATIO)  # (states before 0.2 kept none: it starts from here)
         if "held" in state:
@@ -277,11 +297,12 @@ def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
 
 
 def log_spread(sorted_values: Sequence[float]) -> float | None:
-    """The upper-quartile spread of the logs of ``sorted_values`` (a robust log-space SD), or
-    None when they are too few or not all positive."""
+    """The quartile spread of the logs of ``sorted_values`` (a robust log-space SD), or None
+    when they are too few or not all positive. Two-sided, the larger of the upper and the
+    lower quartile's distance from the median: the rules measure rises from the best, the
+    series' lowest stretch, whose distance below its typical level is the lower tail's."""
     n = len(sorted_values)
     if n < 8 or not sorted_values[0] > 0:
         return None
-    m = sorted_values[n // 2]
-    q3 = sorted_values[(3 * n) // 4]
-    return math.log(q3 / m) / Q3_SIGMA
+    q1, m, q3 = sorted_values[n // 4], sorted_values[n // 2], sorted_values[(3 * n) // 4]
+    return max(math.log(q3 / m), math.log(m / q1)) / Q3_SIGMA

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from itertools import pairwise
+from itertools import pairwise, repeat
+from operator import le, sub
 from statistics import median
 from typing import Any, ClassVar
 
@@ -151,12 +152,13 @@ class OscillationDetector:
         kept, and ``_BURST_SDS`` of their log noise above it, with a neighbour up too (sqrt
         ``_BURST``: a burst lasts more than one batch)? The noise is read off the lower half
         (median / lower quartile), which the bursts themselves do not reach. O(1) for nearly
-        every sample: the median is taken only for a peak 3x a neighbour."""
+        every sample: the median is taken only for a peak 3x a neighbour (or the value
+        before them: a burst's top may span two values)."""
         v = self._values
         if len(v) < self.config.window:
             return False
         peak, after, before = v[-2], v[-1], v[-3]
-        if not (peak > after and peak >= before and peak > _BURST * min(after, before) > 0):
+        if not (peak > after and peak >= before and peak > _BURST * min(after, before, v[-4]) > 0):
             return False
         ordered = sorted(v)
         n = len(ordered)
@@ -227,7 +229,7 @@ class OscillationDetector:
         best: tuple[int, float] | None = None
         for lag in range(2, cfg.max_period + 1):
             earlier = values[n - w - lag : n - lag]
-            recurring = sum(abs(b - a) <= tol for a, b in zip(earlier, recent, strict=True)) / w
+            recurring = sum(map(le, map(abs, map(sub, recent, earlier)), repeat(tol))) / w
             if recurring >= cfg.min_recurring and (best is None or recurring > best[1]):
                 best = (lag, recurring)
         return best

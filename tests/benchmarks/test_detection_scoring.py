@@ -112,6 +112,19 @@ def test_splits_check_covers_the_unseen_test_half(tmp_path: Path) -> None:
     assert splits.main(["--check", "--reallogs", str(reallogs), "--unseen", str(copy)]) == 1
 
 
+_NUMBER = r"\d+(?:\.\d+)?"
+
+
+def _same_description(a: str, b: str) -> bool:
+    """The same text, its numbers equal to within 1 %: a full-batch run's LR is a multiple of
+    the stability edge, an eigenvalue computed in floating point, and one machine's BLAS
+    prints "lr 8.17" where another's prints "lr 8.18"."""
+    if re.sub(_NUMBER, "#", a) != re.sub(_NUMBER, "#", b):
+        return False
+    pairs = zip(re.findall(_NUMBER, a), re.findall(_NUMBER, b), strict=True)
+    return all(math.isclose(float(x), float(y), rel_tol=0.01) for x, y in pairs)
+
+
 def test_unseen_seed_offset_zero_is_the_committed_corpus_and_others_draw_afresh() -> None:
     def specs(offset: int) -> dict[str, str]:
         return {s.name: s.description for family in unseen.FAMILIES for s in family(offset)}
@@ -120,7 +133,9 @@ def test_unseen_seed_offset_zero_is_the_committed_corpus_and_others_draw_afresh(
         p.parent.name: json.loads(p.read_text())["description"]
         for p in splits.UNSEEN.glob("*/*/labels.json")
     }
-    assert specs(0) == committed  # the names carry the seeds, the descriptions the fault steps
+    drawn = specs(0)  # the names carry the seeds, the descriptions the fault steps
+    assert drawn.keys() == committed.keys()
+    assert all(_same_description(drawn[name], text) for name, text in committed.items())
     fresh = specs(1000)
     assert len(fresh) == len(committed)
     seedless = {n for n in committed if not re.search(r"_s\d+$", n)}  # full-batch GD, unnamed seed

@@ -315,16 +315,34 @@ def test_momentums_ringing_in_a_falling_loss_is_reported_not_cut(tmp_path: Path)
     cycles = [r for r in found if r.finding.kind == "oscillation"]
     assert cycles and "recurrence" in cycles[0].finding.detail  # what it saw is said ...
     assert [r.finding.step for r in found if r.decision and r.decision.action] == []  # ... no cut
-    assert cycles[0].decision is not None and "repeating cycle" in cycles[0].decision.reason
+    assert cycles[0].decision is not None and "a cycle below the run's start" in (
+        cycles[0].decision.reason
+    )
+
+
+def test_a_chance_alternation_in_a_falling_minibatch_loss_is_not_cut(tmp_path: Path) -> None:
+    """Nesterov SGD on a logistic regression, batch 128 (held-out draw 9000): its minibatch
+    noise alternated by chance, 27 of 29 changes flipping sign (lag-1 autocorrelation -0.85),
+    at step 252 while its loss went on falling (0.046 on average after, 0.049 before). The
+    cycle below where the run started is reported; the LR is not cut before the run stalls."""
+    records = curves.unseen_records(
+        "healthy", "breast_cancer_logistic_nesterov_constant_b128_s9329", 9000
+    )
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    found = replay([tmp_path], Config())
+    assert [r.finding.step for r in found if r.decision and r.decision.action] == []
 
 
 def test_a_loss_bouncing_off_the_stability_edge_is_still_cut() -> None:
     """Full-batch gradient descent at 1.5x the stability edge: a period-2 cycle that stops all
-    progress gets its cut."""
+    progress is reported at once (step 31) and gets its cut once the run is known to have
+    stopped (as a plateau: 15 steps could not tell a stall from noise)."""
     run = _DETECTION / "corpus" / "oscillation" / "blobs_20f_softmax_gd_1.5edge"
-    first = next(r for r in replay([run], Config()) if r.finding.kind == "oscillation")
-    assert first.decision is not None and first.decision.action is not None
-    assert first.decision.action.factor == pytest.approx(0.5)
+    found = replay([run], Config())
+    first = next(r for r in found if r.finding.kind == "oscillation")
+    assert first.decision is not None and "not known to have stopped" in first.decision.reason
+    cuts = [r.decision.action for r in found if r.decision and r.decision.action]
+    assert cuts and cuts[0].factor == pytest.approx(0.5)
 
 
 def test_a_cycle_that_holds_the_loss_above_its_start_is_cut(tmp_path: Path) -> None:

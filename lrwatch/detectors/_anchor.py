@@ -175,7 +175,7 @@ class Anchor:
         if level < self._start and not undoes_progress(self._start, self._best, level):
             return None
         if not (level - self._best >= math.log(_BLATANT) and level >= self._peak):
-            # Up a few times but not past where it started: a concept shift does that too,
+            # Up a few times but not past the peak: a concept shift does that too,
             # and then decays as the model adapts. Only a stretch that holds up is proof.
             s = self._stretch
             if len(s) < _HOLD or plain_median(s[len(s) // 2 :]) < plain_median(s[: len(s) // 2]):

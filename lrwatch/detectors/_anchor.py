@@ -14,7 +14,6 @@ verdicts out. The rules and where their numbers come from: docs/detectors.md, "D
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,14 +66,13 @@ class Anchor:
         "_start",
         "_steps",
         "_stretch",
-        "_tail",
     )
 
     def __init__(self) -> None:
         # The last _CLIMBS[-1] log values and their steps (or up to twice as many: lists trimmed
-        # in blocks, so that the tests slice them without copying a deque at every value).
+        # in blocks, so that the tests slice them without a copy at every value; the last _LEVEL
+        # of them make the level now).
         self._recent: list[float] = []
-        self._tail: deque[float] = deque(maxlen=_LEVEL)  # the last few: the level's median
         self._steps: list[int] = []
         self._best = math.inf
         self._high_since: int | None = None  # first step of the current stretch above the bar
@@ -99,9 +97,9 @@ class Anchor:
         return self._held.lowest
 
     def level(self) -> float:
-        if not self._tail:
+        if not self._recent:
             return math.nan
-        return math.exp(min(plain_median(list(self._tail)), 700.0))
+        return math.exp(min(plain_median(self._recent[-_LEVEL:]), 700.0))
 
     def update(self, step: int, value: float) -> bool:
         """One finite value; whether the best level (the median of the last ``_BEST``) moved
@@ -112,17 +110,15 @@ class Anchor:
         if not value > 0:
             self._disabled = True
             self._recent.clear()
-            self._tail.clear()
             return False
         if not math.isfinite(self._start):
             self._start = self._peak = math.log(value)  # a blow-up can start at the second value
         logv = math.log(value)
         self._recent.append(logv)
-        self._tail.append(logv)
         self._steps.append(step)
         if len(self._recent) >= 2 * _CLIMBS[-1]:
             del self._recent[: -_CLIMBS[-1]], self._steps[: -_CLIMBS[-1]]
-        if len(self._tail) >= _LEVEL or self._best == math.inf:
+        if len(self._recent) >= _LEVEL or self._best == math.inf:
             level = plain_median(self._recent[-_BEST:])
             if level > self._peak and self._high_since is None:
                 self._peak = level
@@ -133,7 +129,7 @@ class Anchor:
 
     def rebase(self) -> None:
         """The loss settled at a new level (an episode ended there): that is the best now."""
-        if self._tail:
+        if self._recent:
             self._best = plain_median(self._recent[-_BEST:])
         self._held.rebase()
         self._high_since = None
@@ -265,7 +261,6 @@ class Anchor:
 
     def load(self, state: dict[str, Any]) -> None:
         self._recent = [float(v) for v in state["recent"]][-_CLIMBS[-1] :]
-        self._tail = deque(self._recent[-_LEVEL:], maxlen=_LEVEL)
         self._steps = [int(s) for s in state["steps"]][-_CLIMBS[-1] :]
         best = state["best"]
         self._best = math.inf if best is None else float(best)

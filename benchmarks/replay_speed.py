@@ -88,6 +88,20 @@ through four detectors and the policy, pure Python), EventAccumulator's per scal
 also spare the anchored tests on noise, where a lucky best made every value "twice the best":
 noise 2.6x to 2.8-2.95x. The anchor's windows became lists trimmed in blocks, the level's
 median and the recurrence count lost their generality: same findings, too little to measure.
+2026-12-07, evening, on the rotating file: where the 1.8 s of the monitor goes. Read alone:
+0.5 s; the monitor with every detector replaced by a no-op: 0.3 s; the same detectors on the
+same values one at a time, each over its whole series: 0.86 s, but interleaved as the monitor
+runs them (the four of the loss, then the next scalar): 1.5 s. So half the detectors' time is
+the cost of alternating between them (caches), not their arithmetic. A replay that ran each
+detector over its series first and the policy after would be exact (detectors never see the
+controller), but the monitor reads detectors' states mid-stream (`active`, the schedule's
+`moving`, the plateau judge's re-checks): a second path beside the daemon's, for an estimated
+2.2x. Not done. Compiled with mypyc, the anchor's helper modules alone (`_robust`, `_anchor`,
+`_held`, `_level`, `_excursion`; 2 min to build) took the rotating file from 1.6x to 2.0x,
+noise 2.8x to 3.2x, curve 3.1x to 3.4x (best of 3, the two builds one after the other); the
+detector modules themselves do not compile (mypyc 2.4: pydantic config models in the same
+module fail in C, an internal error on the TensorBoard reader). Not adopted: it needs a C
+compiler at install, and what compiles still misses the target on the rotating file.
 """
 CONFIG = """\
 roles:

@@ -50,6 +50,11 @@ _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values, and
 # went past the start, undo a material share of the progress (_robust.undoes_progress)
 _STRETCH = 64
 _CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
+# The values before a stretch that say how much the loss's noise runs together (``memory``):
+# read off the stretch alone (15 steps of a 16-value window), an AR(0.95) wander's memory came
+# out anywhere from none to all, and a wander paged as a climb (docs/detectors.md).
+_MEMORY = 64
+_KEEP = _CLIMBS[-1] + _MEMORY  # the log values kept: the longest window and the values before
 
 
 class Anchor:
@@ -69,7 +74,7 @@ class Anchor:
     )
 
     def __init__(self) -> None:
-        # The last _CLIMBS[-1] log values and their steps (or up to twice as many: lists trimmed
+        # The last _KEEP log values and their steps (or up to twice as many: lists trimmed
         # in blocks, so that the tests slice them without a copy at every value; the last _LEVEL
         # of them make the level now).
         self._recent: list[float] = []
@@ -116,8 +121,8 @@ class Anchor:
         logv = math.log(value)
         self._recent.append(logv)
         self._steps.append(step)
-        if len(self._recent) >= 2 * _CLIMBS[-1]:
-            del self._recent[: -_CLIMBS[-1]], self._steps[: -_CLIMBS[-1]]
+        if len(self._recent) >= 2 * _KEEP:
+            del self._recent[:-_KEEP], self._steps[:-_KEEP]
         if len(self._recent) >= _LEVEL or self._best == math.inf:
             level = plain_median(self._recent[-_BEST:])
             if level > self._peak and self._high_since is None:
@@ -203,6 +208,15 @@ class Anchor:
         """(ratio, onset) of a loss held far above its lowest level: ``_held.py``."""
         return self._held.held()
 
+    def memory_before(self, last: int) -> float:
+        """``run_together`` of up to ``_MEMORY`` log values before the loss's last ``last``
+        (1 with fewer than 16). A wander's memory shows in the values before its swing up as
+        well as in the swing, and a short stretch alone cannot tell it: the rules widen their
+        bars by whichever of the two runs together more, so that a stretch the noise's own
+        memory explains proves no divergence."""
+        before = self._recent[-last - _MEMORY : -last] if last else self._recent[-_MEMORY:]
+        return run_together(before) if len(before) >= _CLIMBS[0] else 1.0
+
     def climbing(self, sigma: float, z: float) -> tuple[float, int, int] | None:
         """(factor, the step it started from, the window) if the last 16 or 64 values climb
         at a steady rate: the medians of the window's four quarters each ``z`` standard errors
@@ -237,7 +251,8 @@ class Anchor:
             return None
         # The standard error of a difference of two quarter medians; noise below 1 % is
         # quantisation.
-        se = 1.2533 * max(_noise_around_trend(v, sigma), 0.01) / math.sqrt(n) * math.sqrt(2.0)
+        noise = _noise_around_trend(v, sigma) * max(run_together(v), self.memory_before(len(v)))
+        se = 1.2533 * max(noise, 0.01) / math.sqrt(n) * math.sqrt(2.0)
         if any(m[k + 1] - m[k] < z * se for k in range(3)):
             return None
         if m[3] < self._start and not undoes_progress(self._start, self._best, m[3]):
@@ -247,8 +262,8 @@ class Anchor:
 
     def state(self) -> dict[str, Any]:
         return {
-            "recent": self._recent[-_CLIMBS[-1] :],
-            "steps": self._steps[-_CLIMBS[-1] :],
+            "recent": self._recent[-_KEEP:],
+            "steps": self._steps[-_KEEP:],
             "best": self._best if self._best < math.inf else None,
             "high_since": self._high_since,
             "high_from": self._high_from,
@@ -260,8 +275,8 @@ class Anchor:
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        self._recent = [float(v) for v in state["recent"]][-_CLIMBS[-1] :]
-        self._steps = [int(s) for s in state["steps"]][-_CLIMBS[-1] :]
+        self._recent = [float(v) for v in state["recent"]][-_KEEP:]
+        self._steps = [int(s) for s in state["steps"]][-_KEEP:]
         best = state["best"]
         self._best = math.inf if best is None else float(best)
         high = state["high_since"]
@@ -279,16 +294,16 @@ class Anchor:
 
 
 def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
-    """The noise of ``v`` (log values) around a straight line through them, as the SD of
-    independent values worth as much: a climb moves every value by the same amount, so the
-    window's spread would count the climb itself as noise, while a line's residuals do not (a
-    full-batch loss that multiplies by 1.25 a step has next to none); never more than
-    ``sigma``, the series' own noise, unless the residuals run together (``run_together``:
-    a wandering loss is not climbing because it went up for a while; without it, AR(0.95)
-    noise of log-SD 0.3 read as a steady climb in most simulated series)."""
+    """The noise of ``v`` (log values) around a straight line through them: a climb moves
+    every value by the same amount, so the window's spread would count the climb itself as
+    noise, while a line's residuals do not (a full-batch loss that multiplies by 1.25 a step
+    has next to none); never more than ``sigma``, the series' own noise. The caller widens it
+    by how much the values run together (``Anchor.memory_before``: a wandering loss is not climbing
+    because it went up for a while; without it, AR(0.95) noise of log-SD 0.3 read as a steady
+    climb in most simulated series)."""
     resid = line_residuals(v)
     spread = plain_median([abs(r) for r in resid]) / 0.6745
-    return min(sigma, spread) * run_together(v)
+    return min(sigma, spread)
 
 
 def log_spread(sorted_values: Sequence[float]) -> float | None:

@@ -281,9 +281,10 @@ class DivergenceDetector:
             if exc.length < 3 * patience and exc.decaying(level, patience):
                 return None
             typical = plain_median(exc.values)
-            # The window's spread, widened when its values run together: a loss that wanders
-            # (smoothed, or an RL loss) swings up for a while by itself.
-            spread = self._level.log_spread() * self._level.run_together()
+            # The window's spread, widened when its values (or those before the excursion)
+            # run together: a loss that wanders (smoothed, or an RL loss) swings up by itself.
+            memory = self._anchor.memory_before(len(exc.values))
+            spread = self._level.log_spread() * max(self._level.run_together(), memory)
             if math.log(typical / level) < cfg.confirm_z * spread:
                 return None
             if typical <= self._came_back_from(level):

@@ -50,7 +50,7 @@ _HOLD = 20  # ... a smaller rise must hold (not decay) for this many values, and
 # went past the start, undo a material share of the progress (_robust.undoes_progress)
 _STRETCH = 64
 _CLIMBS = (16, 64)  # the windows a steady climb is looked for in (values)
-# The values before a stretch that say how much the loss's noise runs together (``memory``):
+# The values before a stretch that say how much its noise runs together (``memory_before``):
 # read off the stretch alone (15 steps of a 16-value window), an AR(0.95) wander's memory came
 # out anywhere from none to all, and a wander paged as a climb (docs/detectors.md).
 _MEMORY = 64
@@ -298,9 +298,9 @@ def _noise_around_trend(v: Sequence[float], sigma: float) -> float:
     every value by the same amount, so the window's spread would count the climb itself as
     noise, while a line's residuals do not (a full-batch loss that multiplies by 1.25 a step
     has next to none); never more than ``sigma``, the series' own noise. The caller widens it
-    by how much the values run together (``Anchor.memory_before``: a wandering loss is not climbing
-    because it went up for a while; without it, AR(0.95) noise of log-SD 0.3 read as a steady
-    climb in most simulated series)."""
+    by how much the values run together (``Anchor.memory_before``): a wandering loss is not
+    climbing because it went up for a while; without it, AR(0.95) noise of log-SD 0.3 read as
+    a steady climb in most simulated series."""
     resid = line_residuals(v)
     spread = plain_median([abs(r) for r in resid]) / 0.6745
     return min(sigma, spread)

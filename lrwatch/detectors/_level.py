@@ -15,7 +15,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from lrwatch.detectors._robust import Q3_SIGMA, run_together
+from lrwatch.detectors._robust import Q3_SIGMA, run_together, sorted_median
 
 NOISE_MIN = 20  # accepted values before the window's log spread is trusted
 SCALE_FLOOR = 0.01  # the spread is at least 1 % of the level: flat (quantised) losses
@@ -61,10 +61,7 @@ class RunningLevel:
 
     def median(self) -> float:
         """``quantile(0.5)``, the same arithmetic without its generality: it runs at every value."""
-        s = self.sorted
-        n = len(s)
-        mid = n // 2
-        return s[mid] if n % 2 else s[mid - 1] * 0.5 + s[mid] * 0.5
+        return sorted_median(self.sorted)
 
     def spread(self) -> float:
         m = self.median()

@@ -21,7 +21,11 @@ def json_float(x: float) -> float | str:
 
 
 def plain_median(xs: list[float]) -> float:
-    s = sorted(xs)
+    return sorted_median(sorted(xs))
+
+
+def sorted_median(s: Sequence[float]) -> float:
+    """The median of ``s``, already sorted (a running window kept in order needs no sort)."""
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else s[mid - 1] / 2 + s[mid] / 2
 

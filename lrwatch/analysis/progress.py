@@ -2,9 +2,10 @@
 must answer yes to before lrwatch touches a healthy run's LR (plateau_judge.py asks).
 
 Over the last half of the stretch since the LR last changed (or the run began), did the loss
-improve by at least ``SHARE`` of what it improved since the start? A loss falling as a power
-law of the steps keeps passing, so a still-improving run is never cut; one that has truly
-stopped fails with confidence (``Z`` standard errors of its own noise). The loss is kept as
+improve by at least ``SHARE`` of what it improved since the start, or by anything at all?
+Stalled means neither, each with confidence (``Z`` standard errors of its own noise): a loss
+nearing an irreducible floor gains an ever smaller share of its progress, yet a gain known to
+be more than none is a run still learning, which is never cut. The loss is kept as
 medians of blocks of samples (log space), at a resolution that halves as the run grows: bounded
 memory, and one bad batch never moves a block. The reasoning and figures: docs/detectors.md,
 "Do no harm: when a plateau may be cut". Pure: no I/O, no clocks.
@@ -125,7 +126,10 @@ class Progress:
         gained, se, total = found
         need = SHARE * total if total > 0 else math.log1p(0.01)
         moved = _moved(gained)
-        if gained + Z * se < need:
+        slow = gained + Z * se < need
+        # A share alone is no stall: near an irreducible floor a learning run gains an ever
+        # smaller share. So also not known to have gained at all.
+        if slow and gained - Z * se <= 0.0:
             of = _share(gained, total)
             why = f"the loss {moved} over the last {horizon} steps ({of})"
             return Verdict(True, why, horizon)
@@ -145,6 +149,12 @@ class Progress:
             return Verdict(True, why, horizon)
         if _improves(gained, se, total):
             return Verdict(False, _still_improves(gained, total, horizon), horizon)
+        if slow:
+            why = (
+                f"the loss still improves, slowly: it {moved} over the last {horizon} steps "
+                f"({_share(gained, total)}; more than 0 by {Z:g} standard errors)"
+            )
+            return Verdict(False, why, horizon)
         bar = f"{SHARE:.0%} of its progress so far" if total > 0 else "1 %"
         why = (
             f"the loss {moved} over the last {horizon} steps: not known to have "

@@ -27,6 +27,19 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.3)
 PHIS = (0.0, 0.5, 0.8, 0.95)
 RUNS, LENGTH = 20, 5000
+# (log-noise SD, AR, heavy tails) of the cells also logged sparsely, every EVERY steps
+SPARSE = (
+    (0.3, 0.0, False),
+    (0.3, 0.0, True),
+    (0.5, 0.0, False),
+    (0.5, 0.0, True),
+    (0.3, 0.8, True),
+)
+EVERY = (1, 5, 50)
+
+
+def _sparse_name(sigma: float, phi: float, heavy: bool) -> str:
+    return f"SD {sigma:g}, AR {phi:g}, {'t3' if heavy else 'normal'}"
 
 
 def series(rng: np.random.Generator, sigma: float, phi: float, heavy: bool) -> np.ndarray:
@@ -86,6 +99,20 @@ def main() -> None:
         for sigma, hits in rows:
             cells = [f"{sum(h[which] for h in cell) / RUNS:.2f}" for cell in hits]
             lines.append(f"| {sigma:g} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "**Logged sparsely** (paged; the same series, each value standing for `every` steps: a "
+        "stretch up is measured in steps, so two values up can be enough)",
+        "",
+        "| logged every | " + " | ".join(_sparse_name(*cell) for cell in SPARSE) + " |",
+        "| --- " * (1 + len(SPARSE)) + "|",
+    ]
+    for every in EVERY:
+        cells = [
+            sum(found(series(rng, *cell), every)[0] for _ in range(RUNS)) / RUNS for cell in SPARSE
+        ]
+        lines.append(f"| {every} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        print("every", every, file=sys.stderr)
     for every in (1, 5):
         hits = [found(uniform(rng), every) for _ in range(RUNS)]
         lines += [

@@ -63,9 +63,11 @@ class Anchor:
     __slots__ = (
         "_best",
         "_disabled",
+        "_first_only",
         "_held",
         "_high_from",
         "_high_since",
+        "_lowest",
         "_peak",
         "_recent",
         "_start",
@@ -80,6 +82,10 @@ class Anchor:
         self._recent: list[float] = []
         self._steps: list[int] = []
         self._best = math.inf
+        # Whether the best is still the first value alone (no level of _LEVEL values has gone
+        # below it), and the lowest such level: see doubt_first.
+        self._first_only = True
+        self._lowest = math.inf
         self._high_since: int | None = None  # first step of the current stretch above the bar
         self._high_from = 0  # the step of the sample before it
         self._stretch: list[float] = []  # its log values (the last _STRETCH)
@@ -127,15 +133,28 @@ class Anchor:
             level = plain_median(self._recent[-_BEST:])
             if level > self._peak and self._high_since is None:
                 self._peak = level
+            if len(self._recent) >= _LEVEL and level < self._lowest:
+                self._lowest = level
             if level < self._best:
+                self._first_only = self._best == math.inf
                 self._best = level
                 return True
         return False
+
+    def doubt_first(self, sigma: float) -> None:
+        """With the noise known (``sigma``, log): a best that is still the first value alone
+        and lies within ``PAST_START_SDS`` noise SDs below the lowest level since was the
+        noise's luck (a run resumed mid-way, a noisy series), not a start the loss left: the
+        lowest level becomes the best. A loss that left its start at once for good stays many
+        SDs above it, and keeps it as its best."""
+        if self._first_only and self._lowest - self._best < PAST_START_SDS * sigma:
+            self._best, self._first_only = self._lowest, False
 
     def rebase(self) -> None:
         """The loss settled at a new level (an episode ended there): that is the best now."""
         if self._recent:
             self._best = plain_median(self._recent[-_BEST:])
+        self._first_only = False
         self._held.rebase()
         self._high_since = None
         self._stretch.clear()
@@ -270,6 +289,8 @@ class Anchor:
             "stretch": list(self._stretch),
             "start": self._start if math.isfinite(self._start) else None,
             "peak": self._peak if math.isfinite(self._peak) else None,
+            "first_only": self._first_only,
+            "lowest": self._lowest if self._lowest < math.inf else None,
             "disabled": self._disabled,
             "held": self._held.state(),
         }
@@ -288,6 +309,9 @@ class Anchor:
         peak = state.get("peak", start)  # (states before 0.3 kept none: the start)
         self._peak = math.nan if peak is None else float(peak)
         self._disabled = bool(state["disabled"])
+        self._first_only = bool(state.get("first_only", False))  # (older states: long asked)
+        lowest = state.get("lowest")
+        self._lowest = math.inf if lowest is None else float(lowest)
         self._held = HeldLevel(RATIO)  # (states before 0.2 kept none: it starts from here)
         if "held" in state:
             self._held.load(state["held"])

@@ -43,8 +43,7 @@ class DivergenceConfig(BaseModel):
     """Knobs of :class:`DivergenceDetector`; embedded in the daemon's config file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    # The anchored rules (not a knob): off for gradient norms, which grow for long stretches
-    # of healthy training.
+    # The anchored rules (not a knob): off for gradient norms, which grow long when healthy.
     anchored_rules: ClassVar[bool] = True
 
     enabled: bool = True
@@ -173,8 +172,9 @@ class DivergenceDetector:
         if not self.config.anchored_rules:
             return None
         sigma = log_spread(self._level.sorted) if len(self._level.sorted) >= NOISE_MIN else None
-        if sigma is not None and self._noise_at_best is not None:
-            sigma = max(sigma, self._noise_at_best)
+        if sigma is not None:
+            self._anchor.doubt_first(sigma)
+            sigma = max(sigma, self._noise_at_best or 0.0)
         hit: tuple[float, int] | tuple[float, int, int] | None
         trigger, hit = "anchored", self._anchor.above(sigma, self._level.run_together)
         if hit is None:

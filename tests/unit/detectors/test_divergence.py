@@ -298,11 +298,29 @@ def test_a_loss_with_a_long_lower_tail_is_not_paged_off_its_lucky_lows() -> None
     the typical level by chance, and a value near 1 reads "25x the best". Measured against the
     upper spread alone, that file's loss was paged 60 times in 40,000 values (each an LR
     x0.1); the bar now takes the lower spread too, and the best is a median of 16 values, not
-    5 (benchmarks/detection/noise.py: 0.10 of 5000-value series logged every 5 steps are still
-    paged, from 1.0)."""
+    5, and a lucky first value is the best only until the noise says it was luck (of 100
+    series of 5000 values logged every 5 steps, 7 are still paged, all within their first 20
+    values: docs/detectors.md, "Sparse logs")."""
     rng, detector = random.Random(0), DivergenceDetector()
     found = [detector.update(5 * i, rng.random()) for i in range(40_000)]  # every 5 steps
     assert [f for f in found if f is not None and f.kind == "divergence"] == []
+
+
+def test_a_lucky_low_first_value_is_not_the_best_for_good() -> None:
+    """A series seen from its middle (a run resumed from a checkpoint into a new log, a noisy
+    one): its first value is one draw of the noise, here 3 SDs low. Taken as the run's best
+    for good, it put every later pair of high values ten times "above the best": logged every
+    50 steps, 19 of 20 such series were paged after their noise was known; none now (before
+    it is known, a first value that low cannot be told from a start the loss left at once)."""
+    late = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        values = np.exp(0.5 * rng.standard_normal(2000))
+        values[0] = 0.2
+        detector = DivergenceDetector()
+        found = [(i, detector.update(50 * i, float(v))) for i, v in enumerate(values)]
+        late += any(f is not None and f.kind == "divergence" and i >= 20 for i, f in found)
+    assert late == 0
 
 
 def test_run_together_counts_autocorrelated_values_for_less() -> None:

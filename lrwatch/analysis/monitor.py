@@ -202,6 +202,8 @@ class RunMonitor:
                 decision = self.judge.decide(found, self.control, can_act)
             else:
                 decision = self.controller.decide(found, self.control, can_act=can_act)
+            if found.kind == "plateau" and self.judge.still_improves(found.step, self.control):
+                raised.discard("plateau")  # reported, but not ongoing (no alert)
             self._record(decision)
             outcome.decisions.append(decision)
 

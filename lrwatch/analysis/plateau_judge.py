@@ -62,6 +62,13 @@ class PlateauJudge:
             _memory(control)["cut"] = [found.step, factor, verdict.horizon]
         return decision
 
+    def still_improves(self, step: int, control: ControlState) -> bool:
+        """Whether the loss is known to improve at ``step`` (by more than its noise, since the
+        LR last changed): the plateau detector's fixed rate says flat, but the run is not on
+        a plateau, and lrwatch does not show it as one (``RunMonitor.active_kinds``)."""
+        since = self._since(step, control)
+        return self.progress.verdict(since, step, noise_floor=self.noise_floor).improving
+
     def spare_oscillation(self, found: Finding, control: ControlState) -> str | None:
         """Why the oscillation ``found`` is reported but not cut (None: it may be cut). Not
         while the loss still improves with confidence since the LR last changed: a loss that

@@ -40,6 +40,7 @@ class Verdict:
     stalled: bool
     why: str  # a reason a person can read, with the numbers
     horizon: int  # steps the improvement was measured over
+    improving: bool = False  # known to improve, by more than its noise: no plateau at all
 
 
 class Progress:
@@ -148,13 +149,13 @@ class Progress:
             )
             return Verdict(True, why, horizon)
         if _improves(gained, se, total):
-            return Verdict(False, _still_improves(gained, total, horizon), horizon)
+            return Verdict(False, _still_improves(gained, total, horizon), horizon, True)
         if slow:
             why = (
                 f"the loss still improves, slowly: it {moved} over the last {horizon} steps "
                 f"({_share(gained, total)}; more than 0 by {Z:g} standard errors)"
             )
-            return Verdict(False, why, horizon)
+            return Verdict(False, why, horizon, True)
         bar = f"{SHARE:.0%} of its progress so far" if total > 0 else "1 %"
         why = (
             f"the loss {moved} over the last {horizon} steps: not known to have "

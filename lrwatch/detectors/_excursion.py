@@ -40,9 +40,9 @@ class Excursion:
             values=[float(v) for v in state["values"]],
         )
 
-    def climbing(self, climb_ratio: float, confirm_z: float, log_spread: float) -> bool:
+    def climbing(self, climb_ratio: float, confirm_z: float, spread: float) -> bool:
         """Still climbing: the median of the later half ``climb_ratio`` above that of the
-        earlier half, significantly so given the window's ``log_spread``, and the peak in the
+        earlier half, significantly so given the window's log ``spread``, and the peak in the
         later half (a loss coming back from a huge bad batch also has a higher later half)."""
         v = self.values
         half = len(v) // 2
@@ -53,7 +53,7 @@ class Excursion:
             return False
         # The two medians' log difference has a standard error of about
         # 1.25 log-spread * sqrt(1/n1 + 1/n2).
-        se = 1.25 * log_spread * math.sqrt(1.0 / half + 1.0 / (len(v) - half))
+        se = 1.25 * spread * math.sqrt(1.0 / half + 1.0 / (len(v) - half))
         return math.log(late / early) >= confirm_z * se
 
     def decaying(self, level: float, patience: int) -> bool:

@@ -67,9 +67,11 @@ class RunningLevel:
         m = self.median()
         return max((self.quantile(0.75) - m) / Q3_SIGMA, SCALE_FLOOR * abs(m), _TINY)
 
-    def log_spread(self) -> float:
+    def upper_log_spread(self) -> float:
         """The upper-quartile spread of the log values (a positive level assumed); quantiles
-        commute with the log, so the log-quartiles are the quartiles' logs."""
+        commute with the log, so the log-quartiles are the quartiles' logs. One-sided, as the
+        running-level rules' z-scores are (the anchored rules' ``_anchor.log_spread`` is
+        two-sided)."""
         m, q3 = self.median(), self.quantile(0.75)
         return max(math.log(q3 / m) / Q3_SIGMA, math.log1p(SCALE_FLOOR))
 

@@ -284,7 +284,7 @@ class DivergenceDetector:
             # The window's spread, widened when its values (or those before the excursion)
             # run together: a loss that wanders (smoothed, or an RL loss) swings up by itself.
             memory = self._anchor.memory_before(len(exc.values))
-            spread = self._level.log_spread() * max(self._level.run_together(), memory)
+            spread = self._level.upper_log_spread() * max(self._level.run_together(), memory)
             if math.log(typical / level) < cfg.confirm_z * spread:
                 return None
             if typical <= self._came_back_from(level):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
 
 from benchmarks.rescue.tasks import regression
+from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.analysis.progress import Progress
+from lrwatch.config import Config
+from lrwatch.protocol.types import Sample
 from tests.unit.curves import _one_thread
 
 
@@ -67,14 +69,18 @@ def test_by_default_a_noise_floor_still_creeping_down_is_not_stalled() -> None:
     assert not stalled and "still improves" in why, why
 
 
-def _tenfold_fall_then(creep: float, steps: int = 40_000, seed: int = 0) -> Progress:
+def _tenfold_fall(creep: float, steps: int = 40_000, seed: int = 0) -> list[float]:
     """A long run's loss: a tenfold fall in its first few thousand steps, then ``creep`` (log
     units per step) down, with 5 % noise per step."""
     rng = np.random.default_rng(seed)
+    fall = 3.0 * (1 + 9 * np.exp(-np.arange(steps) / 500))
+    return list(fall * np.exp(-creep * np.arange(steps) + rng.normal(0, 0.05, steps)))
+
+
+def _tenfold_fall_then(creep: float) -> Progress:
     progress = Progress()
-    for t in range(steps):
-        fall = 3.0 * (1 + 9 * math.exp(-t / 500))
-        progress.update(t, fall * math.exp(-creep * t + rng.normal(0, 0.05)))
+    for t, value in enumerate(_tenfold_fall(creep)):
+        progress.update(t, value)
     return progress
 
 
@@ -93,3 +99,22 @@ def test_a_long_run_that_stopped_after_a_tenfold_fall_is_stalled() -> None:
     assert progress.first_step is not None
     verdict = progress.verdict(progress.first_step, 39_999)
     assert verdict.stalled, verdict.why
+
+
+def _watched(creep: float) -> tuple[list[str], set[str]]:
+    """(the kinds found, the kinds ongoing at the end) of the run's monitor."""
+    monitor = RunMonitor("a", Config().for_run("a"), assume_landed=True)
+    samples = [Sample("a", "loss", t, v, None) for t, v in enumerate(_tenfold_fall(creep))]
+    outcome = monitor.observe(samples, can_act=None)
+    return [f.kind for f in outcome.findings], monitor.active_kinds()
+
+
+def test_a_run_still_improving_is_not_shown_on_a_plateau() -> None:
+    """The plateau detector's fixed rate (2.5 % per 10 samples) calls a long run flat for most
+    of its life; its findings are reported, but as long as the loss is known to improve no
+    plateau is ongoing: ``lrwatch_finding_active{kind="plateau"}`` stays 0 and the on-call
+    alert LRWatchRunPlateaued does not fire on a healthy run."""
+    found, ongoing = _watched(creep=1e-6)
+    assert "plateau" in found and "plateau" not in ongoing
+    found, ongoing = _watched(creep=0.0)
+    assert "plateau" in found and "plateau" in ongoing

@@ -202,8 +202,10 @@ class RunMonitor:
                 decision = self.judge.decide(found, self.control, can_act)
             else:
                 decision = self.controller.decide(found, self.control, can_act=can_act)
-            if found.kind == "plateau" and self.judge.still_improves(found.step, self.control):
-                raised.discard("plateau")  # reported, but not ongoing (no alert)
+            if found.kind == "plateau" and self.judge.gaining(found.step, self.control):
+                # Reported, but not ongoing (no alert) until the detector's next finding or
+                # the judge's re-check says otherwise: a snapshot at this finding.
+                raised.discard("plateau")
             self._record(decision)
             outcome.decisions.append(decision)
 

@@ -62,12 +62,13 @@ class PlateauJudge:
             _memory(control)["cut"] = [found.step, factor, verdict.horizon]
         return decision
 
-    def still_improves(self, step: int, control: ControlState) -> bool:
-        """Whether the loss is known to improve at ``step`` (by more than its noise, since the
-        LR last changed): the plateau detector's fixed rate says flat, but the run is not on
-        a plateau, and lrwatch does not show it as one (``RunMonitor.active_kinds``)."""
+    def gaining(self, step: int, control: ControlState) -> bool:
+        """Whether the loss is known to gain at ``step`` (``Verdict.gaining``: by anything at
+        all over the last half of the stretch since the LR last changed, with confidence): the
+        plateau detector's fixed rate says flat, but the run is not on a plateau, and lrwatch
+        does not show it as one (``RunMonitor.active_kinds``)."""
         since = self._since(step, control)
-        return self.progress.verdict(since, step, noise_floor=self.noise_floor).improving
+        return self.progress.verdict(since, step, noise_floor=self.noise_floor).gaining
 
     def spare_oscillation(self, found: Finding, control: ControlState) -> str | None:
         """Why the oscillation ``found`` is reported but not cut (None: it may be cut). Not
@@ -82,9 +83,9 @@ class PlateauJudge:
         loss falling on; one healthy run in 25 of a fresh draw), while full-batch descent
         chaotic past the edge holds its loss at or above its start (0.93-0.99 from 0.69)."""
         step, since = found.step, self._since(found.step, control)
-        gaining = self.progress.improving(since, step)
-        if gaining is not None:
-            return gaining
+        improving = self.progress.improving(since, step)
+        if improving is not None:
+            return improving
         level = found.detail.get("level")
         if "regularity" in found.detail or not isinstance(level, float):  # (bursts)
             return None

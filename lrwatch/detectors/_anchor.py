@@ -64,6 +64,7 @@ class Anchor:
         "_best",
         "_disabled",
         "_first_only",
+        "_first_step",
         "_held",
         "_high_from",
         "_high_since",
@@ -83,8 +84,9 @@ class Anchor:
         self._steps: list[int] = []
         self._best = math.inf
         # Whether the best is still the first value alone (no level of _LEVEL values has gone
-        # below it), and the lowest such level: see doubt_first.
+        # below it), its step, and the lowest such level: see doubt_first.
         self._first_only = True
+        self._first_step = 0
         self._lowest = math.inf
         self._high_since: int | None = None  # first step of the current stretch above the bar
         self._high_from = 0  # the step of the sample before it
@@ -124,6 +126,7 @@ class Anchor:
             return False
         if not math.isfinite(self._start):
             self._start = self._peak = math.log(value)  # a blow-up can start at the second value
+            self._first_step = step
         logv = math.log(value)
         self._recent.append(logv)
         self._steps.append(step)
@@ -142,12 +145,19 @@ class Anchor:
         return False
 
     def doubt_first(self, sigma: float) -> None:
-        """With the noise known (``sigma``, log): a best that is still the first value alone
-        and lies within ``PAST_START_SDS`` noise SDs below the lowest level since was the
-        noise's luck (a run resumed mid-way, a noisy series), not a start the loss left: the
-        lowest level becomes the best. A loss that left its start at once for good stays many
-        SDs above it, and keeps it as its best."""
-        if self._first_only and self._lowest - self._best < PAST_START_SDS * sigma:
+        """Asked with the noise known (``sigma``, log). A series logged from the run's start
+        (its first step within two logging intervals of 0) keeps its first value as its best:
+        the loss at initialisation, which a loss may leave at once for good. In a series seen
+        from its middle (a run resumed into a new log, a rewind) the first value is one draw
+        of the noise: once it lies within ``PAST_START_SDS`` noise SDs below the lowest level
+        since (asked again at each value until then), the lowest level becomes the best."""
+        if not self._first_only:
+            return
+        steps = self._steps
+        interval = (steps[-1] - steps[0]) / max(1, len(steps) - 1)
+        if self._first_step <= 2 * interval:
+            self._first_only = False
+        elif self._lowest - self._best < PAST_START_SDS * sigma:
             self._best, self._first_only = self._lowest, False
 
     def rebase(self) -> None:
@@ -290,6 +300,7 @@ class Anchor:
             "start": self._start if math.isfinite(self._start) else None,
             "peak": self._peak if math.isfinite(self._peak) else None,
             "first_only": self._first_only,
+            "first_step": self._first_step,
             "lowest": self._lowest if self._lowest < math.inf else None,
             "disabled": self._disabled,
             "held": self._held.state(),
@@ -310,6 +321,7 @@ class Anchor:
         self._peak = math.nan if peak is None else float(peak)
         self._disabled = bool(state["disabled"])
         self._first_only = bool(state.get("first_only", False))  # (older states: long asked)
+        self._first_step = int(state.get("first_step", 0))
         lowest = state.get("lowest")
         self._lowest = math.inf if lowest is None else float(lowest)
         self._held = HeldLevel(RATIO)  # (states before 0.2 kept none: it starts from here)

@@ -43,7 +43,8 @@ class DivergenceConfig(BaseModel):
     """Knobs of :class:`DivergenceDetector`; embedded in the daemon's config file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    # The anchored rules (not a knob): off for gradient norms, which grow long when healthy.
+    # The anchored rules (not a knob): off for gradient norms, which grow for long stretches
+    # of healthy training.
     anchored_rules: ClassVar[bool] = True
 
     enabled: bool = True
@@ -354,8 +355,7 @@ class DivergenceDetector:
                 self._end_episode()
 
     def _end_episode(self) -> None:
-        self._diverging = False
-        self._calm = 0
+        self._diverging, self._calm = False, 0
         self._held.clear()
 
     # -- findings ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What a real ``lrwatch run`` daemon says about runs it cannot fully read, through
 ``lrwatch status``, /api/status and /metrics: a run without a recognised loss, records skipped
-as corrupt, run names that are markup or terminal escapes, a NaN loss, and a drift that the
-pipeline explained away (so never raised) while its detector still holds it."""
+as corrupt, run names that are markup or terminal escapes, a NaN loss, a drift that the
+pipeline explained away (so never raised) while its detector still holds it, and a plateau
+the detector calls on a loss still known to improve."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from typer.testing import CliRunner
 from lrwatch import cli, testing
 from lrwatch.sources.boundary import escape_name
 from lrwatch.testing import free_port
+from tests.unit.curves import tenfold_fall
 
 pytestmark = pytest.mark.slow
 
 CORPUS = Path(__file__).resolve().parents[2] / "benchmarks" / "detection" / "corpus"
 WEIRD = "we[/]ird"  # a directory `we[` holding `]ird`: markup to rich
 ESCAPE = "\x1b[31mred\x1b]0;owned\x07"  # a colour and a window title, in a directory name
+LONG = 12_000  # steps of the two long runs, one still learning slowly, one stopped
 
 
 def write(path: Path, records: list[dict[str, Any]], garbage: int = 0) -> None:
@@ -46,12 +49,17 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     sgdr = (CORPUS / "healthy" / "char_lm_sgdr_momentum_s0" / "metrics.jsonl").read_text()
     (root / "sgdr").mkdir()
     (root / "sgdr" / "metrics.jsonl").write_text("\n".join(sgdr.splitlines()[:401]) + "\n")
+    for run, creep in (("learning", 1e-6), ("stopped", 0.0)):
+        long = [{"step": i, "loss": v} for i, v in enumerate(tenfold_fall(creep, LONG))]
+        write(root / run / "metrics.jsonl", long)
     port, log = free_port(), tmp / "daemon.log"
     proc = testing.spawn(root, tmp / "state.sqlite", port, log, "--mode", "observe")
     try:
         testing.wait_ready(proc, port, log)
         testing.wait_for(
-            lambda: {r["last_step"] for r in testing.status(port)["runs"]} == {60, 29, 400},
+            lambda: (
+                {r["last_step"] for r in testing.status(port)["runs"]} == {60, 29, 400, LONG - 1}
+            ),
             20,
             "every run read to its end",
             show=lambda: testing.status(port),
@@ -152,3 +160,15 @@ def test_pause_and_resume_echo_a_markup_name_as_text(daemon: int) -> None:
         result = CliRunner().invoke(cli.app, [verb, WEIRD, "--port", str(daemon)])
         assert result.exit_code == 0, result.output
         assert result.output.strip() == f"{WEIRD} {verb}d"
+
+
+def test_a_plateau_on_a_loss_still_improving_is_reported_but_not_ongoing(daemon: int) -> None:
+    # A tenfold fall, then 2 % per 20,000 steps: the plateau detector's fixed rate calls it flat
+    # again and again, but the loss is known to improve, so no plateau is ongoing and the
+    # LRWatchRunPlateaued alert (lrwatch_finding_active{kind="plateau"} == 1) cannot fire. The
+    # same run stopped after its fall is shown on a plateau.
+    scraped = testing.scrape(daemon)
+    for run in ("learning", "stopped"):
+        assert scraped[f'lrwatch_findings_total{{kind="plateau",run="{run}"}}'] > 0
+    assert scraped.get('lrwatch_finding_active{kind="plateau",run="learning"}', 0) == 0
+    assert scraped['lrwatch_finding_active{kind="plateau",run="stopped"}'] == 1

@@ -455,3 +455,13 @@ def unseen_records(family: str, name: str, offset: int = 0) -> list[dict[str, fl
 
     (spec,) = [s for s in getattr(unseen, family)(offset) if s.name == name]
     return run(spec.build())
+
+
+def tenfold_fall(creep: float, steps: int = 40_000, seed: int = 0) -> list[float]:
+    """A long run's loss, simulated: a tenfold fall in its first few thousand steps, then
+    ``creep`` (log units per step) down, with 5 % noise per step. ``creep`` 1e-6 is a run
+    still learning slowly (2 % per 20,000 steps); 0, one that has stopped."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(steps)
+    fall = 3.0 * (1 + 9 * np.exp(-t / 500))
+    return [float(v) for v in fall * np.exp(-creep * t + rng.normal(0, 0.05, steps))]

@@ -12,7 +12,7 @@ from lrwatch.analysis.monitor import RunMonitor
 from lrwatch.analysis.progress import Progress
 from lrwatch.config import Config
 from lrwatch.protocol.types import Sample
-from tests.unit.curves import _one_thread
+from tests.unit.curves import _one_thread, tenfold_fall
 
 
 @functools.cache
@@ -69,17 +69,9 @@ def test_by_default_a_noise_floor_still_creeping_down_is_not_stalled() -> None:
     assert not stalled and "still improves" in why, why
 
 
-def _tenfold_fall(creep: float, steps: int = 40_000, seed: int = 0) -> list[float]:
-    """A long run's loss: a tenfold fall in its first few thousand steps, then ``creep`` (log
-    units per step) down, with 5 % noise per step."""
-    rng = np.random.default_rng(seed)
-    fall = 3.0 * (1 + 9 * np.exp(-np.arange(steps) / 500))
-    return list(fall * np.exp(-creep * np.arange(steps) + rng.normal(0, 0.05, steps)))
-
-
 def _tenfold_fall_then(creep: float) -> Progress:
     progress = Progress()
-    for t, value in enumerate(_tenfold_fall(creep)):
+    for t, value in enumerate(tenfold_fall(creep)):
         progress.update(t, value)
     return progress
 
@@ -104,7 +96,7 @@ def test_a_long_run_that_stopped_after_a_tenfold_fall_is_stalled() -> None:
 def _watched(creep: float) -> tuple[list[str], set[str]]:
     """(the kinds found, the kinds ongoing at the end) of the run's monitor."""
     monitor = RunMonitor("a", Config().for_run("a"), assume_landed=True)
-    samples = [Sample("a", "loss", t, v, None) for t, v in enumerate(_tenfold_fall(creep))]
+    samples = [Sample("a", "loss", t, v, None) for t, v in enumerate(tenfold_fall(creep))]
     outcome = monitor.observe(samples, can_act=None)
     return [f.kind for f in outcome.findings], monitor.active_kinds()
 

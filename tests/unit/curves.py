@@ -40,20 +40,27 @@ def first_nonfinite(values: Sequence[float]) -> int | None:
 Trace = list[tuple[Finding | None, str | None]]
 
 
-def trace(detector: Detector, values: Sequence[float], start: int = 0) -> Trace:
-    """What ``detector`` says after each value: (finding or None, active kind)."""
-    return [(detector.update(start + i, v), detector.active) for i, v in enumerate(values)]
+def trace(detector: Detector, values: Sequence[float], start: int = 0, every: int = 1) -> Trace:
+    """What ``detector`` says after each value, logged at steps ``start``, ``start+every``..:
+    (finding or None, active kind)."""
+    return [(detector.update(start + every * i, v), detector.active) for i, v in enumerate(values)]
 
 
-def resumed_trace(make: Callable[[], Detector], values: Sequence[float], split: int) -> Trace:
+def resumed_trace(
+    make: Callable[[], Detector],
+    values: Sequence[float],
+    split: int,
+    start: int = 0,
+    every: int = 1,
+) -> Trace:
     """The trace of a detector saved after ``split`` values, through JSON as the daemon's store
     keeps it, and loaded into a fresh one that sees the rest."""
     first = make()
-    head = trace(first, values[:split])
+    head = trace(first, values[:split], start, every)
     state = json.loads(json.dumps(first.state_dict()))
     second = make()
     second.load_state_dict(state)
-    return head + trace(second, values[split:], start=split)
+    return head + trace(second, values[split:], start + every * split, every)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from lrwatch.detectors import (
 from lrwatch.detectors._anchor import RATIO as ANCHOR_RATIO
 from lrwatch.detectors._robust import run_together
 from lrwatch.offline.replay import replay
-from lrwatch.protocol.types import Finding, Role, Severity
+from lrwatch.protocol.types import Role, Severity
 from tests.unit import curves
 from tests.unit.curves import feed, first_nonfinite, resumed_trace, trace
 
@@ -306,34 +306,31 @@ def test_a_loss_with_a_long_lower_tail_is_not_paged_off_its_lucky_lows() -> None
     assert [f for f in found if f is not None and f.kind == "divergence"] == []
 
 
-def _resumed(seed: int, first: float, start: int) -> list[tuple[int, float]]:
-    """A healthy loss seen from ``start`` on, logged every 50 steps: log-normal noise of SD 0.5
-    around 1, its first value ``first`` (0.2: three SDs low, a lucky draw)."""
+def _lucky_first(seed: int) -> list[float]:
+    """A healthy loss, log-normal noise of SD 0.5 around 1, whose first value is 0.2: three SDs
+    low, a lucky draw."""
     values = np.exp(0.5 * np.random.default_rng(seed).standard_normal(2000))
-    values[0] = first
-    return [(start + 50 * i, float(v)) for i, v in enumerate(values)]
+    values[0] = 0.2
+    return [float(v) for v in values]
 
 
-def _late_pages(points: list[tuple[int, float]], state_at: int | None = None) -> bool:
-    """Whether ``points`` are paged once the noise is known (after 20 values); ``state_at``:
-    the detector is saved and restored there, as across a daemon restart."""
-    detector, late = DivergenceDetector(), False
-    for i, (step, value) in enumerate(points):
-        if i == state_at:
-            saved, detector = detector.state_dict(), DivergenceDetector()
-            detector.load_state_dict(json.loads(json.dumps(saved)))
-        found = detector.update(step, value)
-        late |= found is not None and found.kind == "divergence" and i >= 20
-    return late
+def _paged_once_noise_known(seen: curves.Trace) -> bool:
+    """Paged after the first 20 values, when the detector knows the noise."""
+    return any(f is not None and f.kind == "divergence" for f, _ in seen[20:])
 
 
 def test_a_resumed_runs_lucky_low_first_value_is_not_its_best_for_good() -> None:
-    """A run resumed from a checkpoint at step 50,000 into a new log (or rewound): its first
-    value is one draw of the noise, here 3 SDs low. Taken as the run's best for good, it put
-    every later pair of high values ten times "above the best": 19 of 20 such series were
-    paged after their noise was known; none now, across a restart before the doubt too."""
-    assert not any(_late_pages(_resumed(seed, 0.2, 50_000)) for seed in range(20))
-    assert not any(_late_pages(_resumed(seed, 0.2, 50_000), state_at=10) for seed in range(20))
+    """A run resumed from a checkpoint at step 50,000 into a new log (or rewound), logged every
+    50 steps: its first value is one draw of the noise, here 3 SDs low. Taken as the run's best
+    for good, it put every later pair of high values ten times "above the best": 19 of 20 such
+    series were paged after their noise was known; none now, across a restart before the
+    doubt too."""
+    resumed = {"start": 50_000, "every": 50}
+    for seed in range(20):
+        values = _lucky_first(seed)
+        assert not _paged_once_noise_known(trace(DivergenceDetector(), values, **resumed))
+        restarted = resumed_trace(DivergenceDetector, values, 10, **resumed)
+        assert not _paged_once_noise_known(restarted)
 
 
 def test_a_runs_first_value_logged_at_its_start_stays_its_best() -> None:
@@ -346,13 +343,8 @@ def test_a_runs_first_value_logged_at_its_start_stays_its_best() -> None:
     log[1800:] = math.log(27.6)
     values = np.exp(log + 0.3 * rng.standard_normal(3000))
     values[0] = 2.3
-    detector = DivergenceDetector()
-    found = [i for i, v in enumerate(values) if _is_divergence(detector.update(i, float(v)))]
+    found = [f.step for f in feed(DivergenceDetector(), list(values)) if f.kind == "divergence"]
     assert found and 800 < found[0] < 1900
-
-
-def _is_divergence(found: Finding | None) -> bool:
-    return found is not None and found.kind == "divergence"
 
 
 def test_run_together_counts_autocorrelated_values_for_less() -> None:

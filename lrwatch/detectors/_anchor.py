@@ -84,7 +84,8 @@ class Anchor:
         self._steps: list[int] = []
         self._best = math.inf
         # Whether the best is still the first value alone (no level of _LEVEL values has gone
-        # below it), its step, and the lowest such level: see doubt_first.
+        # below it, no doubt settled it), its step, and the lowest level meanwhile: see
+        # doubt_first.
         self._first_only = True
         self._first_step = 0
         self._lowest = math.inf
@@ -136,8 +137,8 @@ class Anchor:
             level = plain_median(self._recent[-_BEST:])
             if level > self._peak and self._high_since is None:
                 self._peak = level
-            if len(self._recent) >= _LEVEL and level < self._lowest:
-                self._lowest = level
+            if self._first_only and len(self._recent) >= _LEVEL and level < self._lowest:
+                self._lowest = level  # (read by doubt_first only, while the flag holds)
             if level < self._best:
                 self._first_only = self._best == math.inf
                 self._best = level

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
-import re
 import tomllib
 import typing
 from enum import StrEnum
@@ -24,7 +23,7 @@ from lrwatch import plugins
 from lrwatch.analysis.policy import PolicyConfig
 from lrwatch.detectors import DetectorsConfig
 from lrwatch.plugins import PluginProblem
-from lrwatch.protocol.types import Role
+from lrwatch.roles import RolesConfig
 from lrwatch.sinks.notify import NOTIFIERS, NotifierSettings
 
 DEFAULT_METRICS_PORT = 9708
@@ -38,131 +37,6 @@ class Mode(StrEnum):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RolesConfig(_Strict):
-    """Which metric names play which role. The first name present in a run wins.
-
-    The defaults are the names the common frameworks write natively: Hugging Face (``loss``,
-    ``eval_loss``, ``train/loss``, ``eval/loss``, ``learning_rate``, ``grad_norm``), Lightning
-    (``train_loss_step``, ``lr-AdamW``), Keras (``epoch_loss``, ``train/epoch_loss``,
-    ``validation/epoch_loss``, ``epoch_learning_rate``), detectron2 (``total_loss``), llm.c
-    (``trl``, ``tel``, ``norm``), nanoGPT and text logs (``train_loss``, ``val_loss``), OLMo
-    (``train/CrossEntropyLoss``, ``optim/total_grad_norm``), DeiT (``train_lr``), YOLO
-    (``lr/pg0``, ``x/lr0``), Stable-Baselines3 (``train/loss``, ``train/learning_rate``).
-
-    ``infer``: when a run logs none of the ``loss`` (or ``val_loss``) names, the first metric
-    whose name contains "loss" takes the role (see ``infer_role`` and
-    ``RunMonitor.inferred_roles``).
-
-    ``rl_markers``: a run that logs a metric with one of these words in its name (an episode
-    reward or return) is a reinforcement-learning run, whose losses are reported but not acted
-    on (see ``marks_rl``); ``[]`` lets lrwatch act on them.
-    """
-
-    loss: tuple[str, ...] = (
-        "loss",
-        "train/loss",
-        "train_loss",
-        "Loss/train",
-        "loss/train",
-        "train_loss_step",
-        "training_loss",
-        "total_loss",
-        "trl",
-        "train/epoch_loss",
-        "epoch_loss",
-        "train/CrossEntropyLoss",
-    )
-    val_loss: tuple[str, ...] = (
-        "val/loss",
-        "val_loss",
-        "Loss/val",
-        "loss/val",
-        "eval_loss",
-        "eval/loss",
-        "validation/epoch_loss",
-        "val_loss_epoch",
-        "valid_loss",
-        "validation_loss",
-        "tel",
-        "eval/CrossEntropyLoss",
-    )
-    grad_norm: tuple[str, ...] = (
-        "grad_norm",
-        "train/grad_norm",
-        "gradient_norm",
-        "grad/norm",
-        "norm",
-        "optim/total_grad_norm",
-        "total_grad_norm",
-    )
-    lr: tuple[str, ...] = (
-        "lr",
-        "train/lr",
-        "learning_rate",
-        "train/learning_rate",
-        "lr-SGD",
-        "lr-Adam",
-        "lr-AdamW",
-        "lr-RMSprop",
-        "lr-Adagrad",
-        "lr-Adamax",
-        "lr-NAdam",
-        "lr-RAdam",
-        "train/epoch_learning_rate",
-        "epoch_learning_rate",
-        "train_lr",
-        "optim/learning_rate_group0",
-        "lr/pg0",
-        "x/lr0",
-    )
-    infer: bool = True
-    rl_markers: tuple[str, ...] = ("reward", "rew", "return")
-
-    def role_of(self, metric: str) -> Role | None:
-        for role in Role:
-            if metric in getattr(self, role.value):
-                return role
-        return None
-
-    def infer_role(self, metric: str) -> Role | None:
-        """The role a metric named nowhere above would take by its name alone: a name that
-        says it is a loss (contains "loss", or is an error to minimise: ``rmse``, ``mse``,
-        ``mae``, ``nll``, ``logloss``, ``perplexity``, as CatBoost's ``learn/RMSE`` and
-        XGBoost's ``validation_0-logloss``) is a validation loss when it also names a held-out
-        split (``val``, ``valid``, ``validation``, ``eval``, ``test``), else the training loss.
-        Only the last ``/`` part counts: StyleGAN's ``Loss/G/loss`` is one, its
-        ``Loss/scores/fake`` (a logit) is not."""
-        if not self.infer or loss_word(metric) is None:
-            return None
-        words = set(_WORDS.split(metric.lower()))
-        return Role.VAL_LOSS if words & _HELD_OUT else Role.LOSS
-
-    def marks_rl(self, metric: str) -> bool:
-        """Whether ``metric`` is an episode reward or return (SB3's ``rollout/ep_rew_mean``,
-        CleanRL's ``charts/episodic_return``, ``episode_reward``): the mark of an RL run. There a
-        loss is no objective to minimise: a value loss grows as the returns do, a policy loss
-        has no floor, and a cut LR would not help."""
-        return bool(self.rl_markers) and not set(_WORDS.split(metric.lower())).isdisjoint(
-            self.rl_markers
-        )
-
-
-_WORDS = re.compile(r"[^a-z]+")
-_HELD_OUT = frozenset({"val", "valid", "validation", "eval", "test", "dev"})
-# Words that name an error to minimise, as gradient-boosting and regression logs write them.
-_ERRORS = ("rmse", "mse", "mae", "nll", "logloss", "mlogloss", "perplexity", "ppl")
-
-
-def loss_word(metric: str) -> str | None:
-    """What in the last ``/`` part of ``metric`` says it is a loss: "loss" anywhere in it, or
-    one of its words an error to minimise; None when nothing does."""
-    last = metric.lower().rpartition("/")[2]
-    if "loss" in last:
-        return "loss"
-    words = set(_WORDS.split(last))
-    return next((w for w in _ERRORS if w in words), None)
 
 
 class RunOverride(_Strict):

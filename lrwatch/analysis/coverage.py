@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lrwatch.analysis.monitor import RunMonitor
-from lrwatch.config import loss_word
 from lrwatch.protocol.types import Role
+from lrwatch.roles import loss_word
 
 MAX_NAMES = 8  # metric names listed in a message; the rest are counted
 ROLE_HINT = "name the loss in a config file (--config): roles: {loss: [NAME, loss]}"

@@ -3,8 +3,9 @@
 A line gives a record in one of these shapes, tried in this order: a user regex with named groups
 (as Katib's stdout collector takes one; when given, only it is used), a dict line (the Hugging
 Face Trainer's ``{'loss': 2.31, ...}``, or JSON), build-nanogpt's ``<step> <split> <value>``, or a
-step marker (``step 100``, ``iter 100:``, ``step 1/19560 |``, ``[100]``, ...) followed by
-``key=value``, ``key: value`` or ``key value`` pairs. Lines that match nothing are skipped and
+step marker (``step 100``, ``iter 100:``, ``step 1/19560 |``, ``[100]``, an epoch and the
+iteration within it, ...) followed by ``key=value``, ``key: value`` or ``key value`` pairs; under
+an ``Epoch 3/10`` line, Keras' finished progress bar. Lines that match nothing are skipped and
 counted; a file none of whose first lines gives a record is reported once as not a training log.
 Each shape's details and the naming of metrics: docs/formats.md.
 """
@@ -31,10 +32,18 @@ _NUM = (
     r"|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
 )
 _KEY = r"[A-Za-z_][\w./\-]*"
+# An epoch and the iteration within it, tried before the markers below: mmdetection's
+# "Epoch [1][50/7330]", mmengine's "Epoch(train) [1][ 50/7330]", fairseq's "epoch 001:  100 / 1000",
+# Ignite's "Epoch[1] Iteration[5/1000]". The step counts iterations across epochs.
+_EPOCH_ITER = re.compile(
+    r"\bepoch\b(?:\(train\))?\s*\[?\s*(\d+)\s*(?:\]\s*(?:iter(?:ation)?\s*)?\[|:)"
+    r"\s*(\d+)\s*/\s*(\d+)\s*\]?\s*:?",
+    re.IGNORECASE,
+)
 _STEP_MARKERS = tuple(
     re.compile(pattern, re.IGNORECASE)
     for pattern in (
-        r"\b(?:step|iter|iters|iteration)\b\s*[=:]?\s*(\d+)(?:\s*/\s*\d+)?\s*:?",
+        r"\b(?:step|iter|iters|iteration)\b(?:\(train\))?\s*[=:\[]?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?\s*:?",
         r"(?:^|\s)s:(\d+)\b",  # llm.c main.log
         r"\bepoch\b\s*[=:]?\s*(\d+)(?:\s*/\s*\d+)?\s*:?",
         r"^\s*\[\s*(\d+)\s*\]",
@@ -54,6 +63,24 @@ _DICT_STEP_KEYS = ("step", "global_step", "iteration", "iter", "epoch")
 _SPLIT_LINE = re.compile(rf"(\d+)\s+([A-Za-z]\w*)\s+({_NUM})\s*")  # build-nanogpt
 _SPLIT_LOSSES = {"train": "train_loss", "val": "val_loss"}
 _SUMMARY_KEY = "train_runtime"
+# Keras' progress bar under its "Epoch 3/10" line: "6/6 ━━━━━━ 0s 7ms/step - loss: 0.68 - ..."
+# (Keras 3), "6/6 [======] - 0s 7ms/step - loss: 0.68" (tf.keras). Only the finished bar (6/6)
+# holds the epoch's metrics; a running one holds the mean of its first batches.
+_PROGRESS = re.compile(r"(\d+)/(\d+)\s+(?:━|\[[=>.]|-\s)")
+# Terminal control in a captured stdout: colours (ESC [ ... m) and the backspaces a progress bar
+# redraws itself with.
+_TERMINAL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x08+")
+
+
+def _counter(values: dict[str, float]) -> int | None:
+    """The step a line's own update counter gives (fairseq's ``num_updates``, ``global_step``),
+    taken out of its metrics: a count of updates is finer than an epoch and exact."""
+    for key in list(values):
+        if key == "global_step" or key.endswith("num_updates"):
+            value = values.pop(key)
+            if value.is_integer() and value >= 0:
+                return int(value)
+    return None
 
 
 def _number(text: str) -> float:
@@ -86,7 +113,8 @@ class TextConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     globs: tuple[str, ...] = Field(
-        default=("*.log", "*.txt"), description="file-name patterns (fnmatch) read as text logs"
+        default=("*.log", "*.txt", "*.out"),
+        description="file-name patterns (fnmatch) read as text logs (*.out: Slurm's, nohup's)",
     )
     pattern: str | None = Field(
         default=None,
@@ -132,6 +160,7 @@ class TextReader(TailedReader):
         self._skipped = 0
         self._counted = 0  # dict lines (or pattern matches without a step group) so far
         self._step: int | None = None  # the step indented continuation lines belong to
+        self._epoch_base: int | None = None  # the file's first epoch number: 0 or 1 (_EPOCH_ITER)
         self._unrecognised = False
 
     @property
@@ -149,6 +178,7 @@ class TextReader(TailedReader):
             "records": self._records,
             "counted": self._counted,
             "step": self._step,
+            "epoch_base": self._epoch_base,
             "unrecognised": self._unrecognised,
         }
 
@@ -157,12 +187,14 @@ class TextReader(TailedReader):
             value = state.get(key, 0)
             if type(value) is not int or value < 0:
                 raise ValueError(f"text state: {key} must be a non-negative int, got {value!r}")
-        step = state.get("step")
+        step, base = state.get("step"), state.get("epoch_base")
         if step is not None and type(step) is not int:
             raise ValueError(f"text state: step must be an int or None, got {step!r}")
+        if base not in (None, 0, 1):
+            raise ValueError(f"text state: epoch_base must be 0, 1 or None, got {base!r}")
         self.tail.load_state_dict(state)
         self._lines, self._records = state.get("lines", 0), state.get("records", 0)
-        self._counted, self._step = state.get("counted", 0), step
+        self._counted, self._step, self._epoch_base = state.get("counted", 0), step, base
         self._unrecognised = bool(state.get("unrecognised", False))
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
@@ -171,10 +203,13 @@ class TextReader(TailedReader):
             return self._no_newline(data, MAX_LINE_BYTES)
         if self.tail.offset == 0:  # a fresh start (new file, truncation)
             self._lines = self._records = self._counted = 0
-            self._step, self._unrecognised = None, False
+            self._step, self._epoch_base, self._unrecognised = None, None, False
         if self._unrecognised:
             return end, 0
-        for line in data[:end].decode("utf-8", "replace").splitlines():
+        text = data[:end].decode("utf-8", "replace")
+        if "\x1b" in text or "\x08" in text:
+            text = _TERMINAL.sub("", text)
+        for line in text.splitlines():
             if not line or line.isspace():
                 continue
             self._lines += 1
@@ -199,15 +234,22 @@ class TextReader(TailedReader):
             name = _SPLIT_LOSSES.get(split.group(2), split.group(2))
             out.add(int(split.group(1)), None, {name: _number(split.group(3))})
             return True
+        epoch = _EPOCH_ITER.search(line)
+        if epoch is not None:
+            number, i, n = (int(g) for g in epoch.groups())
+            if self._epoch_base is None:
+                self._epoch_base = 0 if number == 0 else 1
+            return self._marked(max(0, number - self._epoch_base) * n + i, line, epoch.end(), out)
         for marker in _STEP_MARKERS:
             match = marker.search(line)
             if match is not None:
-                self._step = int(match.group(1))
-                values = _pairs(line[match.end() :])
-                if values:
-                    out.add(self._step, None, values)
-                    return True
-                return False
+                return self._marked(int(match.group(1)), line, match.end(), out)
+        if self._step is not None and (bar := _PROGRESS.match(stripped)) is not None:
+            # Keras: belongs to the epoch above, once finished
+            values = _pairs(stripped[bar.end() :]) if bar[1] == bar[2] else {}
+            if values:
+                out.add(self._step, None, values)
+            return bool(values)
         if line[0] in " \t" and self._step is not None:  # under a marker line (OLMo)
             values = _pairs(stripped, spaced=False)
             if values:
@@ -216,6 +258,17 @@ class TextReader(TailedReader):
             return False
         self._step = None
         return False
+
+    def _marked(self, step: int, line: str, end: int, out: Batch) -> bool:
+        """The pairs after a step marker ending at ``end``, at ``step`` unless a counter of
+        updates among them says otherwise."""
+        values = _pairs(line[end:])
+        self._step = _counter(values) if values else None
+        if self._step is None:
+            self._step = step
+        if values:
+            out.add(self._step, None, values)
+        return bool(values)
 
     def _dict(self, line: str, out: Batch) -> bool:
         pairs = _DICT_PAIR.findall(line)

@@ -130,6 +130,26 @@ def keras_layout(out: Path) -> None:
         writer.close()
 
 
+def keras_stdout(out: Path) -> None:
+    """Keras 3's ``fit`` (torch backend), its progress bars on stdout (the caller sends stdout to
+    a file): a full batch per epoch, a small LR for 6 epochs, then ``LR`` (a scheduler callback),
+    so that the loss falls before it grows to inf and NaN. ``out`` gets its History as JSON."""
+    import os
+
+    os.environ["KERAS_BACKEND"] = "torch"
+    import keras
+
+    x, y = (t.numpy() for t in _data())
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e-4), loss="mse")
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: 1e-4 if epoch < 6 else LR)
+    keras.utils.set_random_seed(0)
+    history = model.fit(
+        x, y, epochs=14, batch_size=64, validation_data=(x, y), callbacks=[schedule], verbose=1
+    )
+    out.write_text(json.dumps(history.history))
+
+
 def diverging(n: int) -> list[float]:
     """A loss that falls for a while, then grows geometrically to inf and NaN."""
     values = [2.0 / (1 + 0.2 * i) for i in range(n // 2)]
@@ -226,6 +246,65 @@ def copied_formats(root: Path) -> dict[str, str]:
         + [f"{i},0.5,{v},0.5,{v * 1.1}" for i, v in enumerate(losses)],
     )
     runs["keras_csv"] = "loss"
+    # Megatron-LM training_log (megatron/training/training.py): one " | "-separated line per
+    # log interval, losses and the LR printed with {:.6E} (so NaN is "NAN").
+    write(
+        "megatron/train.log",
+        [
+            f" [2024-05-01 10:00:{i % 60:02d}] iteration {10 * (i + 1):8d}/{10 * STEPS:8d} | "
+            f"consumed samples: {2560 * (i + 1):12d} | elapsed time per iteration (ms): 812.3 | "
+            f"learning rate: {LR:.6E} | global batch size:   256 | lm loss: {v:.6E} | "
+            "loss scale: 1.0 | grad norm: 1.234 | number of skipped iterations:   0 | "
+            "number of nan iterations:   0 |"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["megatron"] = "lm_loss"
+    # mmdetection 2.x TextLoggerHook: "Epoch [e][i/n]\t" then ", "-separated pairs, behind the
+    # logging module's prefix; four lines an epoch of 200 iterations, ten epochs.
+    write(
+        "mmdet/20240501_100000.log",
+        [
+            f"2024-05-01 10:00:00,000 - mmdet - INFO - Epoch [{i // 4 + 1}][{50 * (i % 4 + 1)}/200]"
+            f"\tlr: 2.000e-02, eta: 1 day, 2:03:04, time: 0.512, data_time: 0.050, memory: 3000, "
+            f"loss_cls: {v / 2:.4f}, loss_bbox: {v / 2:.4f}, loss: {v:.4f}"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["mmdet"] = "loss"
+    # mmengine LoggerHook: "Epoch(train)  [e][ i/n]" then double-space-separated pairs.
+    write(
+        "mmengine/20240501_100000.log",
+        [
+            f"05/01 10:00:00 - mmengine - INFO - "
+            f"Epoch(train)  [{i // 4 + 1}][{50 * (i % 4 + 1):3d}/200]  "
+            "base_lr: 2.0000e-02 lr: 2.0000e-02  eta: 1 day, 0:48:16  time: 0.4852  "
+            f"data_time: 0.0126  memory: 3463  loss: {v:.4f}  loss_cls: {v / 2:.4f}"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["mmengine"] = "loss"
+    # fairseq's simple progress bar (fairseq/logging/progress_bar.py) under its logging prefix:
+    # "epoch 001:    100 / 1000 loss=..., num_updates=100, ..."; three epochs of 15 updates.
+    write(
+        "fairseq/train.log",
+        [
+            f"2024-05-01 10:00:00 | INFO | train_inner | epoch {i // 15 + 1:03d}:     "
+            f"{i % 15 + 1} / 15 loss={v:.3f}, nll_loss={v:.3f}, ppl=727.5, wps=12345.6, ups=3.1, "
+            f"wpb=4000, bsz=128, num_updates={i + 1}, lr={LR}, gnorm=3.321, train_wall=30, wall=35"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["fairseq"] = "loss"
+    # PyTorch Ignite's examples (examples/mnist/mnist.py): "Epoch[e] Iteration[i/n] Loss: {:.2f}".
+    write(
+        "ignite/train.log",
+        [
+            f"Epoch[{i // 10 + 1}] Iteration[{i % 10 + 1}/10] Loss: {v:.2f}"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["ignite"] = "Loss"
     return runs
 
 
@@ -235,6 +314,10 @@ def _llmc(value: float) -> str:
 
 if __name__ == "__main__":
     kind, where = sys.argv[1], Path(sys.argv[2])
-    {"hugging_face": hugging_face, "lightning": lightning, "keras_layout": keras_layout}[kind](
-        where
-    )
+    jobs = {
+        "hugging_face": hugging_face,
+        "lightning": lightning,
+        "keras_layout": keras_layout,
+        "keras_stdout": keras_stdout,
+    }
+    jobs[kind](where)

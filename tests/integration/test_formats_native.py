@@ -6,6 +6,7 @@ that diverges; ``lrwatch replay`` and a live ``lrwatch run`` both find it, on th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sqlite3
@@ -22,9 +23,16 @@ from lrwatch.testing import free_port
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("lightning")
+if importlib.util.find_spec("keras") is None:  # (imported here it would want TensorFlow)
+    pytest.skip("keras is not installed", allow_module_level=True)
 
 JOBS = "tests.integration.formats_jobs"
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _keras_history(root: Path) -> Path:
+    """Where the Keras job leaves its History: beside the replayed logs, not among them."""
+    return root.parent / f"{root.name}_keras_history.json"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +42,17 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
 
     root = tmp_path_factory.mktemp("native")
     (root / "hf_stdout").mkdir()
-    with (root / "hf_stdout" / "train.log").open("wb") as stdout:
+    (root / "keras_stdout").mkdir()
+    history = _keras_history(root)
+    keras_log = (root / "keras_stdout" / "train.log").open("wb")
+    with (root / "hf_stdout" / "train.log").open("wb") as stdout, keras_log:
         jobs = [
+            subprocess.Popen(
+                [sys.executable, "-m", JOBS, "keras_stdout", str(history)],
+                cwd=REPO,
+                stdout=keras_log,
+                stderr=subprocess.DEVNULL,
+            ),
             subprocess.Popen(
                 [sys.executable, "-m", JOBS, "hugging_face", str(root / "hf")],
                 cwd=REPO,
@@ -62,6 +79,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         "lightning/csv/version_0": "train_loss_step",
         "lightning/tb/version_0": "train_loss_step",
         "keras/fit": "train/epoch_loss",  # train/ and validation/ are one run
+        "keras_stdout": "loss",  # Keras 3's progress bars
         **copied_formats(root),
     }
     return root, runs
@@ -78,6 +96,24 @@ def test_the_library_files_are_where_the_runs_say(made: tuple[Path, dict[str, st
     assert list(root.glob("keras/fit/validation/events.out.tfevents.*"))
 
 
+def test_keras_stdout_gives_each_epochs_own_metrics(made: tuple[Path, dict[str, str]]) -> None:
+    """The finished bar of each epoch, not a running one: the values Keras' History holds."""
+    from lrwatch.sources.text import TextReader
+
+    root, _ = made
+    history = json.loads(_keras_history(root).read_text())
+    batch = TextReader(root / "keras_stdout" / "train.log", "r").read()
+    read: dict[str, dict[int, float]] = {}
+    for step, values in zip(batch.steps, batch.values, strict=True):
+        for name, value in values.items():
+            read.setdefault(name, {}).setdefault(step, value)  # a repeat of a step is dropped
+    for name in ("loss", "val_loss"):
+        epochs = range(1, len(history[name]) + 1)
+        assert list(read[name]) == list(epochs)
+        for got, want in zip(read[name].values(), history[name], strict=True):
+            assert got == pytest.approx(want, rel=1e-4), name  # printed with 4 decimals
+
+
 def test_replay_finds_each_divergence_with_no_config(made: tuple[Path, dict[str, str]]) -> None:
     root, runs = made
     out = subprocess.run(
@@ -88,7 +124,12 @@ def test_replay_finds_each_divergence_with_no_config(made: tuple[Path, dict[str,
     )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    found = {(r["run"], r["metric"]) for r in rows if r["kind"] == "divergence"}
+    # A page (critical), not a warning: each loss is known by its name, not guessed.
+    found = {
+        (r["run"], r["metric"])
+        for r in rows
+        if r["kind"] == "divergence" and r["severity"] == "critical"
+    }
     missing = {run: loss for run, loss in runs.items() if (run, loss) not in found}
     assert not missing, f"no divergence on the loss of {missing}; found {sorted(found)}"
     # The validation curve of the Keras run is its own series, a validation loss.

@@ -99,12 +99,13 @@ def test_the_cycle_check_sees_a_cycle() -> None:
 
 
 # What each stage may import (docs/architecture.md, "may import"): the flow goes one way.
-# "lrwatch" is the package itself (its __version__); config and plugins are read by every stage.
+# "lrwatch" is the package itself (its __version__); config (with roles) and plugins are read by
+# every stage.
 LAYERS = {
     "protocol": set(),
     "sources": {"protocol", "plugins"},
     "detectors": {"protocol", "plugins"},
-    "analysis": {"protocol", "detectors", "plugins", "config"},
+    "analysis": {"protocol", "detectors", "plugins", "config", "roles"},
     "sinks": {"protocol", "analysis", "sources", "plugins", "lrwatch"},
     "offline": {"protocol", "sources", "detectors", "analysis", "plugins", "config"},
     "daemon": {

@@ -8,8 +8,9 @@ import math
 import pytest
 
 from lrwatch.analysis.monitor import RunMonitor
-from lrwatch.config import Config, RolesConfig
+from lrwatch.config import Config
 from lrwatch.protocol.types import Role, Sample, Severity
+from lrwatch.roles import RolesConfig
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,15 @@ from lrwatch.protocol.types import Role, Sample, Severity
         ("epoch_learning_rate", Role.LR),
         ("norm", Role.GRAD_NORM),  # llm.c
         ("optim/total_grad_norm", Role.GRAD_NORM),
+        ("lm loss", Role.LOSS),  # Megatron-LM's TensorBoard
+        ("lm_loss", Role.LOSS),  # ... and its stdout, read
+        ("learning-rate", Role.LR),
+        ("grad-norm", Role.GRAD_NORM),
+        ("lm loss validation", Role.VAL_LOSS),
+        ("train/lm_loss", Role.LOSS),  # GPT-NeoX
+        ("reduced_train_loss", Role.LOSS),  # NeMo
+        ("gnorm", Role.GRAD_NORM),  # fairseq
+        ("Loss", Role.LOSS),  # Ignite's examples
         ("accuracy", None),
     ],
 )

@@ -184,8 +184,82 @@ def test_state_dict_round_trip(path: Path) -> None:
     again.load_state_dict(reader.state_dict())
     append(path, "    lr=0.1\n{'loss': 0.5}\n")
     assert points(again) == [("lr", 1, 0.1), ("loss", 2, 0.5)]
+    # The first epoch's number (0 or 1) carries over too: epoch 1 of a file counted from 0.
+    append(path, "Epoch [0][10/10] loss: 2.0\n")
+    again.read()
+    resumed = TextReader(path, "r")
+    resumed.load_state_dict(again.state_dict())
+    append(path, "Epoch [1][10/10] loss: 1.0\n")
+    assert points(resumed) == [("loss", 20, 1.0)]
+    with pytest.raises(ValueError, match="epoch_base"):
+        again.load_state_dict({**again.state_dict(), "epoch_base": 7})
     with pytest.raises(ValueError, match="step"):
         again.load_state_dict({**reader.state_dict(), "step": "x"})
+
+
+def test_keras_progress_bars_give_each_epochs_finished_bar(path: Path) -> None:
+    # Keras 3 (bold and colour codes, the bar redrawn after \r and backspaces) and tf.keras 2;
+    # a running bar holds the mean of the epoch's first batches, only a finished one (6/6)
+    # the epoch's metrics, at the step of the "Epoch k/N" line above it.
+    bar = "\x1b[32m━━━━━━━━━━\x1b[0m"
+    append(
+        path,
+        "Epoch 1/2\n"
+        f"\r\x1b[1m1/6\x1b[0m {bar} \x1b[1m0s\x1b[0m 12ms/step - loss: 0.7297\x08\x08\x08\x08"
+        f"\r\x1b[1m6/6\x1b[0m {bar} \x1b[1m0s\x1b[0m 7ms/step - accuracy: 0.5260 - loss: 0.6841"
+        " - val_accuracy: 0.6406 - val_loss: 0.6056\n"
+        "05/01 10:00:00 - a date is no progress bar\n"
+        "Epoch 2/2\n"
+        "  1/6 [====>.........................] - ETA: 0s - loss: 0.7000\x08\x08\x08\r"
+        "6/6 [==============================] - 0s 7ms/step - loss: 0.6269 - val_loss: 0.5641\n"
+        "6/6 - 0s - 4ms/step - loss: 0.5000\n",  # (verbose=2: a repeat of step 2, dropped later)
+    )
+    reader = TextReader(path, "r")
+    assert points(reader) == [
+        ("accuracy", 1, 0.526),
+        ("loss", 1, 0.6841),
+        ("val_accuracy", 1, 0.6406),
+        ("val_loss", 1, 0.6056),
+        ("loss", 2, 0.6269),
+        ("val_loss", 2, 0.5641),
+        ("loss", 2, 0.5),
+    ]
+    # the two epoch lines, the running bars and the date line
+    assert reader.stats["skipped_lines"] == 5
+
+
+def test_an_epoch_and_the_iteration_within_it_count_iterations(path: Path) -> None:
+    # mmdetection 2.x, mmengine, Ignite: the iteration restarts every epoch, the step does not.
+    append(
+        path,
+        "2024-05-01 10:00:00,000 - mmdet - INFO - Epoch [1][50/200]\tlr: 2.000e-02, loss: 1.9\n"
+        "2024-05-01 10:00:00,000 - mmdet - INFO - Epoch [2][50/200]\tlr: 2.000e-02, loss: 1.8\n"
+        "05/01 10:00:00 - mmengine - INFO - Epoch(train)  [3][ 50/200]  lr: 2.0e-02  loss: 1.7\n"
+        "Epoch[3] Iteration[100/200] Loss: 1.65\n"
+        "05/01 10:00:00 - mmengine - INFO - Iter(train) [  950/90000]  lr: 2.0e-02  loss: 1.6\n",
+    )
+    assert [(m, s) for m, s, _ in points(TextReader(path, "r"))] == [
+        ("lr", 50), ("loss", 50), ("lr", 250), ("loss", 250),
+        ("lr", 450), ("loss", 450), ("Loss", 500), ("lr", 950), ("loss", 950),
+    ]  # fmt: skip
+
+
+def test_epochs_counted_from_0_and_an_update_counter(tmp_path: Path) -> None:
+    zero = tmp_path / "zero.log"
+    append(zero, "Epoch [0][10/10] loss: 2.0\nEpoch [1][10/10] loss: 1.0\n")
+    assert [s for _, s, _ in points(TextReader(zero, "r"))] == [10, 20]
+    # fairseq: its num_updates is exact where an epoch's length varies, and no metric.
+    fairseq = tmp_path / "fairseq.log"
+    append(
+        fairseq,
+        "2024-05-01 | INFO | train_inner | epoch 002:     3 / 15 loss=9.71, num_updates=18, "
+        "lr=0.0005, gnorm=3.3\n"
+        "2024-05-01 | INFO | train | epoch 002 | loss 9.6 | num_updates 30 | lr 0.0005\n",
+    )
+    assert points(TextReader(fairseq, "r")) == [
+        ("loss", 18, 9.71), ("lr", 18, 0.0005), ("gnorm", 18, 3.3),
+        ("loss", 30, 9.6), ("lr", 30, 0.0005),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -194,6 +268,7 @@ def test_state_dict_round_trip(path: Path) -> None:
         ("train.log", True),
         ("log.txt", True),
         ("loss_log.txt", True),
+        ("slurm-4242.out", True),
         ("README.txt", False),
         ("requirements.txt", False),
         ("LICENSE.txt", False),
@@ -205,8 +280,8 @@ def test_claims(name: str, claimed: bool) -> None:
 
 
 def test_globs_are_configurable() -> None:
-    source = TextSource(TextConfig(globs=("*.out",)))
-    assert source.claims(PurePath("job.out")) and not source.claims(PurePath("train.log"))
+    source = TextSource(TextConfig(globs=("*.stdout",)))
+    assert source.claims(PurePath("job.stdout")) and not source.claims(PurePath("train.log"))
 
 
 def test_transformers_5_quotes_its_numbers(path: Path) -> None:

@@ -63,6 +63,12 @@ _DICT_STEP_KEYS = ("step", "global_step", "iteration", "iter", "epoch")
 _SPLIT_LINE = re.compile(rf"(\d+)\s+([A-Za-z]\w*)\s+({_NUM})\s*")  # build-nanogpt
 _SPLIT_LOSSES = {"train": "train_loss", "val": "val_loss"}
 _SUMMARY_KEY = "train_runtime"
+# A dict after a logging prefix ending in "| ": fairseq's --log-format json,
+# "2024-05-01 10:00:00 | INFO | train_inner | {"epoch": 1, "loss": "9.71", "num_updates": "100"}".
+_LOGGED_DICT = re.compile(r"\|\s*$")
+# fairseq's simple format prints a validation's metrics under the training's names:
+# "epoch 001 | valid on 'valid' subset | loss 9.56 | ... | num_updates 1000".
+_SUBSET = re.compile(r"\bvalid on '(\w+)' subset\b")
 # Keras' progress bar under its "Epoch 3/10" line: "6/6 ━━━━━━ 0s 7ms/step - loss: 0.68 - ..."
 # (Keras 3), "6/6 [======] - 0s 7ms/step - loss: 0.68" (tf.keras). Only the finished bar (6/6)
 # holds the epoch's metrics; a running one holds the mean of its first batches.
@@ -95,6 +101,9 @@ def _name(key: str) -> str:
 def _pairs(text: str, *, spaced: bool = True) -> dict[str, float]:
     """The metrics in what follows a step marker (see the module docstring)."""
     found: dict[str, float] = {}
+    subset = _SUBSET.search(text)
+    if subset is not None:  # fairseq's validation: named as its JSON format names them
+        return {f"{subset[1]}_{k}": v for k, v in _pairs(text[subset.end() :]).items()}
     for segment in _SEGMENTS.split(text):
         assigned = False
         for match in _ASSIGNED.finditer(segment):
@@ -227,8 +236,10 @@ class TextReader(TailedReader):
         if self._pattern is not None:
             return self._matched(line, out)
         stripped = line.strip()
-        if stripped[0] == "{" and stripped[-1] == "}":
-            return self._dict(stripped, out)
+        if stripped[-1] == "}":
+            brace = stripped.find("{")
+            if brace == 0 or (brace > 0 and _LOGGED_DICT.search(stripped, 0, brace)):
+                return self._dict(stripped[brace:], out)
         split = _SPLIT_LINE.fullmatch(stripped)
         if split is not None:
             name = _SPLIT_LOSSES.get(split.group(2), split.group(2))
@@ -278,8 +289,8 @@ class TextReader(TailedReader):
         # The step: a step-like key written as a bare integer ('epoch': 3, not 'epoch': 0.5,
         # nor transformers 5's quoted 'epoch': '1', which is a float it printed short).
         integers = {key for key, quote, value in pairs if not quote and _INT.fullmatch(value)}
-        step = None
-        for key in _DICT_STEP_KEYS:
+        step = _counter(values)
+        for key in _DICT_STEP_KEYS if step is None else ():
             if key in integers:
                 step = int(values.pop(key))
                 break

@@ -262,6 +262,27 @@ def test_epochs_counted_from_0_and_an_update_counter(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_fairseq_validation_and_json_lines(path: Path) -> None:
+    # The simple format prints a validation under the training's names; --log-format json
+    # prints dicts behind the logging prefix, the numbers quoted, the epoch not.
+    append(
+        path,
+        "2024-05-01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 9.562 | "
+        "ppl 548.7 | num_updates 1000\n"
+        '2024-05-01 | INFO | train_inner | {"epoch": 1, "loss": "14.232", "num_updates": "1100"}\n'
+        '2024-05-01 | INFO | valid | {"epoch": 1, "valid_loss": "9.5", '
+        '"valid_num_updates": "1200"}\n'
+        "2024-05-01 | INFO | fairseq_cli.train | config: {'lr': 0.1}\n",  # no logged dict
+    )
+    reader = TextReader(path, "r")
+    assert points(reader) == [
+        ("valid_loss", 1000, 9.562), ("valid_ppl", 1000, 548.7),
+        ("epoch", 1100, 1.0), ("loss", 1100, 14.232),
+        ("epoch", 1200, 1.0), ("valid_loss", 1200, 9.5),
+    ]  # fmt: skip
+    assert reader.stats["skipped_lines"] == 1
+
+
 @pytest.mark.parametrize(
     ("name", "claimed"),
     [

@@ -54,6 +54,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +215,23 @@ def stability_edge(split: data.Split, classes: int) -> float:
     Past it, gradient descent cannot settle; on a non-separable logistic loss it settles into a
     period-2 cycle instead of diverging (Meng et al. 2024)."""
     x, y, _, _ = split
-    loss_fn = bce if classes == 2 else ce
+    return fitted_edge(x, y, bce if classes == 2 else ce, 1 if classes == 2 else classes)
+
+
+def fitted_edge(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    outputs: int,
+    *,
+    max_iter: int = 500,
+    rounds: int = 1,
+) -> float:
+    """2 / lambda_max of ``loss_fn``'s Hessian at the optimum of a linear model with
+    ``outputs`` outputs, fitted by L-BFGS (``rounds`` runs of ``max_iter`` iterations)."""
     torch.manual_seed(0)
-    model = nn.Linear(x.shape[1], 1 if classes == 2 else classes)
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+    model = nn.Linear(x.shape[1], outputs)
+    opt = torch.optim.LBFGS(model.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -225,7 +239,8 @@ def stability_edge(split: data.Split, classes: int) -> float:
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
-    opt.step(closure)  # type: ignore[no-untyped-call]
+    for _ in range(rounds):
+        opt.step(closure)  # type: ignore[no-untyped-call]
     flat = torch.cat([model.weight.detach().flatten(), model.bias.detach()])
     n_w = model.weight.numel()
 
@@ -1143,6 +1158,24 @@ def write(spec: Spec, out: Path) -> tuple[str, dict[str, Any]]:
             f.write(json.dumps(r, separators=(",", ":")) + "\n")  # NaN/Infinity as lrwatch reads
     (directory / "labels.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
     return lbl, facts
+
+
+def generate_draw(
+    families: tuple[Callable[[int], Iterator[Spec]], ...],
+    default_out: Path,
+    argv: list[str] | None,
+    description: str,
+) -> None:
+    """``generate`` for a generator whose families take a seed offset (unseen.py,
+    families.py): ``--seed-offset N`` makes a fresh draw (new inits, batches and fault steps)."""
+    seeds = argparse.ArgumentParser(add_help=False)
+    seeds.add_argument(
+        "--seed-offset", type=int, default=0,
+        help="add this to every run's seed: a fresh draw (new inits, batches and fault steps)",
+    )  # fmt: skip
+    offset = seeds.parse_known_args(argv)[0].seed_offset
+    drawn = tuple(partial(family, offset) for family in families)
+    generate(drawn, default_out, argv, description, parents=[seeds])
 
 
 def generate(

@@ -11,7 +11,8 @@ committed small PyTorch runs, tuned on in the past), and the **unseen real runs*
 frozen test halves (unseen.py: committed real PyTorch runs of model families the development
 corpus never had, split by splits.py); with ``--draw DIR``, a **fresh draw** of the unseen
 generator with new seeds (``unseen.py --seed-offset N --out DIR``: new inits, batches and fault
-steps, never committed), a column each. Before anything is scored,
+steps, never committed), or of families.py (model families, optimizers and fault mechanics
+neither unseen.py nor the development corpus has), a column each. Before anything is scored,
 ``splits.py --check`` must pass: a frozen half that changed since it was committed is not
 reported. Tune on the tune columns; the test columns are the figures to quote.
 
@@ -449,7 +450,7 @@ def spike_scores(runs: list[Run], scores: Scores) -> None:
         spikes = r.lrwatch_steps("spike")
         near = max(20, 2 * _log_every(r))  # a sparse log sees the spike a sample later
         seen += any(any(abs(s - at) <= near for s in spikes) for at in r.labels["spikes_at"])
-    paged = sum(bool(r.lrwatch_steps("divergence")) for r in spiky)
+    paged = sum(bool(r.lrwatch_steps("divergence", severity="critical")) for r in spiky)
     scores.add(
         "healthy runs with injected bad batches: reported as spike / paged",
         lrwatch=f"{seen} / {paged} of {len(spiky)}" if spiky else "—",
@@ -560,7 +561,8 @@ def markdown(
     command = "python -m benchmarks.detection.score" + "".join(f" --draw {d}" for d in draws)
     drawn = (
         " after drawing each DIR with `python -m benchmarks.detection.unseen --seed-offset N "
-        "--out DIR` (N: the offset its run names' seeds carry, 300 + N and up)"
+        "--out DIR` or `python -m benchmarks.detection.families --seed-offset N --out DIR` "
+        "(N: the offset its run names' seeds carry)"
         if draws
         else ""
     )
@@ -734,7 +736,7 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         action="append",
         default=[],
-        help="also score a fresh draw of the unseen corpus (unseen.py --seed-offset N --out DIR), "
+        help="also score a fresh draw (unseen.py or families.py --seed-offset N --out DIR), "
         "a column of its own: runs no rule was ever tuned on; repeatable",
     )
     args = parser.parse_args(argv)
@@ -772,7 +774,7 @@ def main(argv: list[str] | None = None) -> None:
         what = f"{splits.UNSEEN.name}/ (unseen.py), real PyTorch runs of new families, {half} half"
         corpora[-1].about = about(runs, what)
     for path, rep, runs in zip(args.draw, replays[4:], loaded[4:], strict=True):
-        what = f"unseen.py drawn afresh into {path} (seed offset in the run names)"
+        what = f"drawn afresh into {path} by unseen.py or families.py (seed offsets in run names)"
         corpora.append(Corpus(f"fresh draw {path.name}", runs, rep.seconds, about(runs, what)))
     corpora[0].about = about(loaded[0], "synthetic.py --split tune (seeds 0..)")
     corpora[1].about = about(loaded[1], "synthetic.py --split test (seeds 100000..)")

@@ -21,10 +21,8 @@ splits.py deals the runs into a tune and a frozen test half.
 
 from __future__ import annotations
 
-import argparse
 import random
 from collections.abc import Callable, Iterator
-from functools import partial
 
 import torch
 from torch import nn
@@ -40,7 +38,7 @@ from benchmarks.detection.corpus import (
     ce,
     columns,
     corrupt_inputs,
-    generate,
+    generate_draw,
     mse,
     stability_edge,
 )
@@ -419,14 +417,7 @@ FAMILIES = (healthy, divergence, oscillation, plateau)
 
 
 def main(argv: list[str] | None = None) -> None:
-    seeds = argparse.ArgumentParser(add_help=False)
-    seeds.add_argument(
-        "--seed-offset", type=int, default=0,
-        help="add this to every run's seed: a fresh draw (new inits, batches and fault steps)",
-    )  # fmt: skip
-    offset = seeds.parse_known_args(argv)[0].seed_offset
-    families = tuple(partial(family, offset) for family in FAMILIES)
-    generate(families, UNSEEN, argv, __doc__.splitlines()[0], parents=[seeds])
+    generate_draw(FAMILIES, UNSEEN, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

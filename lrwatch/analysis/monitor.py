@@ -190,7 +190,8 @@ class RunMonitor:
             found = replace(found, run=self.run, metric=metric)
             doubt = self._doubt(series, metric, found) or unexplained_hold(found, schedule)
             if doubt is not None and found.severity is Severity.CRITICAL:
-                found = replace(found, severity=Severity.WARNING)  # a doubt does not page
+                found = replace(found, severity=Severity.WARNING)  # a doubt does not page,
+                raised.discard(found.kind)  # ... nor show as ongoing (the alert would page)
             outcome.findings.append(found)
             why_not = reported_only(found, doubt, held)
             if why_not is None and found.kind == "oscillation":
@@ -278,17 +279,27 @@ class RunMonitor:
             self.hook_schedule.update(step, lr)
 
     def _doubt(self, series: Series, metric: str, found: Finding) -> str | None:
-        """Why ``found`` on ``metric`` is reported (as a warning) but not acted on: its role was
-        only guessed from its name (a GAN's discriminator loss is no loss to minimise), or it
-        is the loss of an RL run (``RolesConfig.marks_rl``). A non-finite RL loss is no doubt:
-        NaN weights are broken whatever the objective."""
+        """Why ``found`` on ``metric`` is reported (as a warning, not ongoing) but not acted on:
+        its role was only guessed from its name (a GAN's discriminator loss is no loss to
+        minimise), it is the loss of an RL run (``RolesConfig.marks_rl``), or it is a gradient
+        norm's rise while the loss kept falling (``Progress.fell_since``). A non-finite value is
+        no doubt: NaN weights are broken whatever the objective."""
         for role, name in self.inferred_roles.items():
             if name == metric:
                 return (
                     f"its {role.value} role was inferred from the name {metric!r}; name it "
                     f"under roles.{role.value} in the config to let lrwatch act on it"
                 )
-        if series.role not in (Role.LOSS, Role.VAL_LOSS) or found.detail.get("nonfinite"):
+        if found.detail.get("nonfinite"):
+            return None
+        if series.role is Role.GRAD_NORM and found.kind == "divergence":
+            onset = found.onset_step if found.onset_step is not None else found.step
+            if self.progress.fell_since(onset):
+                return (
+                    f"the loss kept falling since the gradient norm rose at step {onset}: a "
+                    "model starting to learn grows its gradient norm"
+                )
+        if series.role not in (Role.LOSS, Role.VAL_LOSS):
             return None
         roles = self.settings.roles
         marker = next((name for name in self.series if roles.marks_rl(name)), None)

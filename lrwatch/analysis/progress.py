@@ -33,6 +33,10 @@ NOISE_PRECISION = 0.5
 _MAX_BLOCKS = 256
 _RECENT = 256
 _MIN_BLOCKS = 4  # in each of the two windows compared
+# fell_since: the values before a step that make the level the loss fell from, and the fewest
+# values since that say where it went.
+_FELL_BEFORE = 16
+_FELL_AFTER = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Progress:
     def __init__(self) -> None:
         self._blocks: list[tuple[int, float]] = []  # (last step, median log value)
         self._recent: deque[float] = deque(maxlen=_RECENT)  # the last raw log values: noise
+        self._recent_steps: deque[int] = deque(maxlen=_RECENT)  # ... and their steps
         self._pending: list[float] = []
         self._size = 1  # samples per block
         self._usable = True  # False once a value <= 0 is seen: no log, no judgement
@@ -64,6 +69,7 @@ class Progress:
         if self._first is None:
             self._first = self._pending[-1]
         self._recent.append(self._pending[-1])
+        self._recent_steps.append(step)
         if len(self._pending) < self._size:
             return
         self._blocks.append((step, plain_median(self._pending)))
@@ -173,6 +179,23 @@ class Progress:
             return None
         return _still_improves(gained, total, max(1, (now - since) // 2))
 
+    def fell_since(self, step: int) -> bool:
+        """Whether the loss fell from ``step`` on, with confidence: the median of its values
+        since (at least ``_FELL_AFTER``) is ``Z`` standard errors below the median of the
+        ``_FELL_BEFORE`` before. A gradient norm that grows meanwhile is a model starting to
+        learn (embeddings leaving zero, a net leaving its initial plateau), not a step past the
+        stability edge, which sends the loss up within a few steps. A loss that only holds
+        proves nothing either way: it has not fallen."""
+        steps, values = list(self._recent_steps), list(self._recent)
+        since = next((i for i, s in enumerate(steps) if s >= step), len(steps))
+        before, after = values[max(0, since - _FELL_BEFORE) : since], values[since:]
+        if len(before) < _FELL_AFTER or len(after) < _FELL_AFTER:
+            return False
+        level = plain_median(before)
+        sigma = plain_median([abs(v - level) for v in before]) / 0.6745
+        se = 1.2533 * sigma * math.sqrt(1 / len(before) + 1 / len(after))
+        return level - plain_median(after) > Z * se
+
     def helped(self, cut_at: int, now: int) -> tuple[bool, str]:
         """Did progress resume after a cut at ``cut_at``: is the loss over the second half of
         [cut_at, now] lower than before the cut? A cut after which the loss is no lower is
@@ -193,6 +216,7 @@ class Progress:
             "size": self._size,
             "usable": self._usable,
             "recent": list(self._recent),
+            "recent_steps": list(self._recent_steps),
             "first": self._first,
         }
 
@@ -204,6 +228,11 @@ class Progress:
         self._size = int(state["size"])
         self._usable = bool(state["usable"])
         self._recent = deque((float(v) for v in state["recent"]), maxlen=_RECENT)
+        # (states before 0.3 kept no steps: their values count as before any step asked)
+        steps = state.get("recent_steps", [-1] * len(self._recent))
+        self._recent_steps = deque((int(s) for s in steps), maxlen=_RECENT)
+        if len(self._recent_steps) != len(self._recent):
+            raise ValueError("progress state: recent and recent_steps differ in length")
         first = state.get("first")  # (kept since 0.2; earlier states start from here)
         self._first = None if first is None else float(first)
 

@@ -111,3 +111,24 @@ def test_a_run_still_improving_is_not_shown_on_a_plateau() -> None:
     assert "plateau" in found and "plateau" not in ongoing
     found, ongoing = _watched(creep=0.0)
     assert "plateau" in found and "plateau" in ongoing
+
+
+def test_fell_since_needs_a_fall_beyond_the_noise_and_keeps_its_steps() -> None:
+    progress = Progress()
+    noise = np.random.default_rng(0).normal(0, 0.01, 40)
+    for step in range(20):  # a level, then 2 % a step down
+        progress.update(10 * step, 4.0 * np.exp(noise[step]))
+    for step in range(20, 26):
+        progress.update(10 * step, 4.0 * np.exp(noise[step] - 0.02 * (step - 19)))
+    assert progress.fell_since(200)
+    level = Progress()
+    for step in range(26):
+        level.update(10 * step, 4.0 * np.exp(noise[step]))
+    assert not level.fell_since(200)  # a loss that holds has not fallen
+    assert not progress.fell_since(250)  # one value since says nothing
+    again = Progress()
+    again.load_state_dict(progress.state_dict())
+    assert again.fell_since(200)
+    old = {k: v for k, v in progress.state_dict().items() if k != "recent_steps"}
+    again.load_state_dict(old)  # (states before 0.3: every value before any step asked)
+    assert not again.fell_since(200)

@@ -33,8 +33,8 @@ from lrwatch.protocol.types import Finding, Role, Severity
 
 _EVERY = 32  # the recurrence test runs on every 32nd sample
 # A burst: a local peak _BURST times the median of the values around it and _BURST_SDS of their
-# (lower-half) log noise; _BURSTS of them in a row, at intervals within a factor _REGULAR of one
-# another and each at most 4 max_period steps, are a relaxation cycle.
+# log noise (from second differences); _BURSTS of them in a row, at intervals within a factor
+# _REGULAR of one another and each at most 4 max_period steps, are a relaxation cycle.
 _BURST = 3.0
 _BURST_SDS = 6.0
 _BURSTS = 5
@@ -150,25 +150,22 @@ class OscillationDetector:
     def _peak_bursts(self) -> bool:
         """Is the value before the last a local peak ``_BURST`` times the median of the values
         kept, and ``_BURST_SDS`` of their log noise above it, with a neighbour up too (sqrt
-        ``_BURST``: a burst lasts more than one batch)? The noise is read off the lower half
-        (median / lower quartile), which the bursts themselves do not reach. O(1) for nearly
-        every sample: the median is taken only for a peak 3x a neighbour (or the value
-        before them: a burst's top may span two values)."""
+        ``_BURST``: a burst lasts more than one batch)? The noise is read off second
+        differences (``_log_noise``), which the smooth settle and decay between bursts do not
+        inflate. O(1) for nearly every sample: the median is taken only for a peak 3x a
+        neighbour (or the value before them: a burst's top may span two values)."""
         v = self._values
         if len(v) < self.config.window:
             return False
         peak, after, before = v[-2], v[-1], v[-3]
         if not (peak > after and peak >= before and peak > _BURST * min(after, before, v[-4]) > 0):
             return False
-        ordered = sorted(v)
-        n = len(ordered)
-        mid, low = ordered[n // 2], ordered[n // 4]
-        if not 0 < low <= mid:
+        if not min(v) > 0:
             return False
+        mid = median(v)
         if max(after, before) < math.sqrt(_BURST) * mid:
             return False  # one value up: a bad batch, which a burst of the weights is not
-        noise = math.log(mid / low) / 0.6745
-        return math.log(peak / mid) >= max(math.log(_BURST), _BURST_SDS * noise)
+        return math.log(peak / mid) >= max(math.log(_BURST), _BURST_SDS * _log_noise(v))
 
     def _stats(self) -> tuple[float, float, float, float, int, str] | None:
         """(flip fraction, the pattern's measure, swing, level, period, pattern) if a cycle
@@ -329,3 +326,13 @@ class OscillationDetector:
         self._active = bool(state["active"])
         self._quiet = int(state["quiet"])
         self._bursts = deque((int(b) for b in state.get("bursts", [])), maxlen=_BURSTS)  # v2: none
+
+
+def _log_noise(values: deque[float]) -> float:
+    """The noise SD of positive ``values`` in log space, from the median absolute second
+    difference (an SD of sqrt(6) sigma for i.i.d. noise): a smooth stretch, the decay of a
+    relaxation after a burst or a settled loss, adds nothing to it, unlike the spread of the
+    values themselves, and the few bursts among them do not move the median."""
+    logs = [math.log(x) for x in values]
+    d2 = [abs(a - 2.0 * b + c) for a, b, c in zip(logs, logs[1:], logs[2:], strict=False)]
+    return median(d2) / (0.6745 * math.sqrt(6.0)) if d2 else math.inf

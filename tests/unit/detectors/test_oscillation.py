@@ -138,6 +138,17 @@ def test_gd_relaxing_past_the_edge_is_found_by_its_regular_bursts() -> None:
     assert "bursts and settles" in found[0].reason
 
 
+def test_bursts_with_a_long_decay_between_them_are_a_cycle() -> None:
+    # The same relaxation with less time settled (as a fresh draw's seed has it): the loss
+    # falls back from each burst over 12 steps and sits 3. Read as noise, the values' own
+    # spread hid the bursts for good; their second differences hold none: there is none.
+    fall = [max(0.228, 0.52 * 0.925**k) for k in range(12)]
+    cycle = fall + [0.228] * 3 + [0.229, 0.242, 0.374, 1.099, 2.268]
+    found = feed(OscillationDetector(), [0.6] + cycle * 25)
+    assert found and found[0].step < 200
+    assert found[0].detail["period"] == len(cycle)
+
+
 def test_a_bad_batch_each_epoch_is_no_burst() -> None:
     # A smooth loss with one garbage batch (30x) every 20 steps, as a corrupt shard read every
     # epoch gives: each is one value up, which a relaxing step size's bursts are not.

@@ -81,11 +81,12 @@ def anchored(
     return _divergence(step, f"loss {value:.4g} is {how}, since step {onset}", detail, onset)
 
 
-def warmup(step: int, value: float, low: float, rises: int, since: int) -> Finding:
-    """A blow-up before a running level could form: ``rises`` in a row since step ``since``."""
+def warmup(step: int, value: float, low: float, of: str, rises: int, since: int) -> Finding:
+    """A blow-up before a running level could form: ``rises`` in a row since step ``since``,
+    to ``value``, measured from ``low``, the loss's ``of`` (its lowest value, or its median)."""
     reason = (
         f"loss {value:.4g} has risen {rises} times in a row since step "
-        f"{since}, to {value / low:.3g}x its lowest value {low:.4g}, before a "
+        f"{since}, to {value / low:.3g}x its {of} {low:.4g}, before a "
         "running level could form"
     )
     detail = {

@@ -206,17 +206,17 @@ class DivergenceDetector:
             self._calm_down()  # only a loss that stopped climbing calms an episode down
         self._prev = value
         low, self._low = self._low, min(self._low, value)
-        cfg = self.config
+        # A loss underflowed to 0 (overconfident logits) has no lowest value: its median then.
+        ref, of = (self._level.median(), "median") if low == 0 else (low, "lowest value")
         if (
             self._diverging
-            or not cfg.warmup_rises
-            or self._rise_len < cfg.warmup_rises
-            or not 0 < low < math.inf
-            or value < cfg.min_ratio**2 * max(low, self._level.median())
+            or not 0 < self.config.warmup_rises <= self._rise_len
+            or not 0 < ref < math.inf
+            or value < self.config.min_ratio**2 * max(ref, self._level.median())
         ):
             return None
         self._diverging, self._calm = True, 0
-        return findings.warmup(step, value, low, self._rise_len, self._rise_start)
+        return findings.warmup(step, value, ref, of, self._rise_len, self._rise_start)
 
     def _maybe_start(self, step: int, value: float) -> Finding | None:
         z = self._z_above(value, self._level.median(), 1.0)

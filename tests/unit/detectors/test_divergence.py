@@ -60,6 +60,25 @@ def test_an_lr_jump_diverges_at_the_jump_long_before_nan(seed: int) -> None:
     json.dumps(finding.detail, allow_nan=False)
 
 
+def test_a_blow_up_after_the_loss_underflowed_to_zero_pages_before_the_nan() -> None:
+    # A real run (unseen.py's draw 16000): Nesterov at 600x a sane LR on a wine MLP. Its first
+    # update makes the logits so confident that the next two batches' cross-entropy is exactly
+    # 0; then every step multiplies the loss by ~1000, to NaN at step 15. With 0 for its lowest
+    # value the warm-up rule had nothing to measure from, and the loss was paged at the NaN.
+    from benchmarks.detection import unseen
+    from benchmarks.detection._harness import run
+
+    spec = next(
+        s for s in unseen.divergence(16000) if s.name == "wine_13_16_3_lr_too_high_nesterov_s16432"
+    )
+    with curves._one_thread():
+        curve = [row["loss"] for row in run(spec.build())]
+    assert curve[1:3] == [0.0, 0.0] and first_nonfinite(curve) == 15
+    found = feed(DivergenceDetector(), curve)
+    assert found[0].step <= 6 and not found[0].detail["nonfinite"]
+    assert "its median" in found[0].reason
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_warmup_to_a_peak_lr_far_too_high_is_caught_as_it_starts(seed: int) -> None:
     curve = curves.blowup(seed, peak_lr=3.0, warmup=300)

@@ -1165,9 +1165,11 @@ def generate_draw(
     default_out: Path,
     argv: list[str] | None,
     description: str,
+    generator: str,
 ) -> None:
     """``generate`` for a generator whose families take a seed offset (unseen.py,
-    families.py): ``--seed-offset N`` makes a fresh draw (new inits, batches and fault steps)."""
+    families.py): ``--seed-offset N`` makes a fresh draw (new inits, batches and fault steps),
+    stamped with the ``generator`` and offset that made it (``GENERATOR``, read by score.py)."""
     seeds = argparse.ArgumentParser(add_help=False)
     seeds.add_argument(
         "--seed-offset", type=int, default=0,
@@ -1175,7 +1177,8 @@ def generate_draw(
     )  # fmt: skip
     offset = seeds.parse_known_args(argv)[0].seed_offset
     drawn = tuple(partial(family, offset) for family in families)
-    generate(drawn, default_out, argv, description, parents=[seeds])
+    stamp = f"{generator} --seed-offset {offset}"
+    generate(drawn, default_out, argv, description, parents=[seeds], stamp=stamp)
 
 
 def generate(
@@ -1184,17 +1187,21 @@ def generate(
     argv: list[str] | None = None,
     description: str = "",
     parents: Sequence[argparse.ArgumentParser] = (),
+    stamp: str = "",
 ) -> None:
     """The command line of a corpus generator (this one, unseen.py): write every run of
     ``families`` (``--only``: those whose name contains it) under ``--out``, printing each
     run's label, onset and any relabel as it goes. ``parents``: the caller's own options (read
-    by the caller), so ``--help`` lists them too."""
+    by the caller), so ``--help`` lists them too; ``stamp``, if any, goes in ``GENERATOR``."""
     parser = argparse.ArgumentParser(description=description, parents=list(parents))
     parser.add_argument("--out", type=Path, default=default_out)
     parser.add_argument("--only", default="", help="generate only runs whose name contains this")
     args = parser.parse_args(argv)
     if not args.only and args.out.exists():
         shutil.rmtree(args.out)
+    if stamp:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "GENERATOR").write_text(stamp + "\n")
     started = time.perf_counter()
     counts: dict[str, int] = {}
     for family in families:

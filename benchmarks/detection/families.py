@@ -808,7 +808,7 @@ FAMILIES = (healthy, divergence, oscillation, plateau)
 
 
 def main(argv: list[str] | None = None) -> None:
-    generate_draw(FAMILIES, Path("/tmp/families"), argv, __doc__.splitlines()[0])
+    generate_draw(FAMILIES, Path("/tmp/families"), argv, __doc__.splitlines()[0], "families.py")
 
 
 if __name__ == "__main__":

@@ -774,7 +774,9 @@ def main(argv: list[str] | None = None) -> None:
         what = f"{splits.UNSEEN.name}/ (unseen.py), real PyTorch runs of new families, {half} half"
         corpora[-1].about = about(runs, what)
     for path, rep, runs in zip(args.draw, replays[4:], loaded[4:], strict=True):
-        what = f"drawn afresh into {path} by unseen.py or families.py (seed offsets in run names)"
+        stamp = path / "GENERATOR"  # (draws made before it existed are unseen.py's)
+        made = stamp.read_text().strip() if stamp.exists() else "unseen.py"
+        what = f"{made}, drawn afresh into {path} (the offset is in the run names' seeds)"
         corpora.append(Corpus(f"fresh draw {path.name}", runs, rep.seconds, about(runs, what)))
     corpora[0].about = about(loaded[0], "synthetic.py --split tune (seeds 0..)")
     corpora[1].about = about(loaded[1], "synthetic.py --split test (seeds 100000..)")

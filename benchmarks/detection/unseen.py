@@ -417,7 +417,7 @@ FAMILIES = (healthy, divergence, oscillation, plateau)
 
 
 def main(argv: list[str] | None = None) -> None:
-    generate_draw(FAMILIES, UNSEEN, argv, __doc__.splitlines()[0])
+    generate_draw(FAMILIES, UNSEEN, argv, __doc__.splitlines()[0], "unseen.py")
 
 
 if __name__ == "__main__":

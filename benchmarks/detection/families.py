@@ -349,18 +349,20 @@ def pinball(out: torch.Tensor, y: torch.Tensor, q: float = 0.9) -> torch.Tensor:
     return torch.maximum(q * r, (q - 1) * r).mean()
 
 
+_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adamax": torch.optim.Adamax,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "adadelta": torch.optim.Adadelta,
+}
+
+
 def optimizer(name: str, params: object, lr: float) -> torch.optim.Optimizer:
-    """adamax, nadam, radam, adadelta, and the other corpora's optimizers."""
-    p = params
-    if name == "adamax":
-        return torch.optim.Adamax(p, lr=lr)  # type: ignore[arg-type]
-    if name == "nadam":
-        return torch.optim.NAdam(p, lr=lr)  # type: ignore[arg-type]
-    if name == "radam":
-        return torch.optim.RAdam(p, lr=lr)  # type: ignore[arg-type]
-    if name == "adadelta":
-        return torch.optim.Adadelta(p, lr=lr)  # type: ignore[arg-type]
-    return um.optimizer(name, params, lr)
+    """adamax, nadam, radam, adadelta (plain), and the other corpora's optimizers."""
+    made = _OPTIMIZERS.get(name)
+    if made is None:
+        return um.optimizer(name, params, lr)
+    return made(params, lr=lr)  # type: ignore[call-arg]
 
 
 def edge_of(split: data.Split, loss_fn: LossFn, outputs: int) -> float:
@@ -577,6 +579,24 @@ def full_batch_edge(family: str, seed: int) -> float:
     return edge_of((x, y, *p.val), p.loss_fn, 1 if family.startswith("huber") else 5)
 
 
+def at_edge(
+    label: str, family: str, frac: float, seed: int, *, steps: int, val_every: int,
+    grad: bool = True,
+) -> Spec:  # fmt: skip
+    """Full-batch gradient descent at ``frac`` times ``family``'s stability edge: below it a
+    healthy run, past it (on a loss whose gradient is bounded far out) an oscillation."""
+    edge = full_batch_edge(family, seed)
+    return Spec(
+        label,
+        f"{family.replace(':', '_data')}_gd_{frac:g}edge_s{seed}",
+        f"{family} {model_name(family)}, full-batch GD at {frac:g}x the stability edge "
+        f"(lr {frac * edge:.3g})",
+        job(family, opt="sgd", lr=frac * edge, batch=None, steps=steps, seed=seed,
+            val_every=val_every, grad=grad),
+        facts(family, "sgd", "constant", None, seed, edge_lr=edge, edge_fraction=frac),
+    )  # fmt: skip
+
+
 # -- the runs ----------------------------------------------------------------------------------
 
 # (family, optimizer, lr, schedule, batch, steps, garbage batches)
@@ -625,16 +645,7 @@ def healthy(offset: int = 0) -> Iterator[Spec]:
     # Full batch below the edge: the counterparts of the oscillating runs.
     for i, (family, frac) in enumerate([("huber_linear:1", 0.8), ("softmax_ls:0", 0.9)]):
         seed = SEED0 + offset + 30 + i
-        edge = full_batch_edge(family, seed)
-        yield Spec(
-            "healthy",
-            f"{family.replace(':', '_data')}_gd_{frac:g}edge_s{seed}",
-            f"{family} {model_name(family)}, full-batch GD at {frac:g}x the stability edge "
-            f"(lr {frac * edge:.3g})",
-            job(family, opt="sgd", lr=frac * edge, batch=None, steps=500, seed=seed,
-                val_every=10),
-            facts(family, "sgd", "constant", None, seed, edge_lr=edge, edge_fraction=frac),
-        )  # fmt: skip
+        yield at_edge("healthy", family, frac, seed, steps=500, val_every=10)
 
 
 # (family, optimizer, lr, schedule, batch, LR factor)
@@ -746,16 +757,9 @@ def oscillation(offset: int = 0) -> Iterator[Spec]:
     Huber loss, the label-smoothed softmax): it can neither settle nor run away."""
     for i, (family, frac) in enumerate(OSCILLATING):
         seed = SEED0 + offset + 150 + i
-        edge = full_batch_edge(family, seed)
-        yield Spec(
-            "oscillation",
-            f"{family.replace(':', '_data')}_gd_{frac:g}edge_s{seed}",
-            f"{family} {model_name(family)}, full-batch GD at {frac:g}x the stability edge "
-            f"(lr {frac * edge:.3g})",
-            job(family, opt="sgd", lr=frac * edge, batch=None, steps=600, seed=seed,
-                grad=i % 2 == 0, val_every=10 if i % 3 == 1 else 0),
-            facts(family, "sgd", "constant", None, seed, edge_lr=edge, edge_fraction=frac),
-        )  # fmt: skip
+        val_every = 10 if i % 3 == 1 else 0
+        yield at_edge("oscillation", family, frac, seed, steps=600, val_every=val_every,
+                      grad=i % 2 == 0)  # fmt: skip
 
 
 # (family, optimizer, lr, batch, steps, earliest and latest collapse step)

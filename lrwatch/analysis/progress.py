@@ -116,7 +116,7 @@ class Progress:
         # Blocks that run together (a momentum run's loss wanders for longer than a block)
         # are worth fewer independent ones: a bump is one bump, not many small gains.
         together = run_together(self._window(mid - span / 4, now))
-        se = 1.2533 * sigma * together * math.sqrt(1 / len(then) + 1 / len(recent))
+        se = together * _median_gap_se(sigma, len(then), len(recent))
         start = plain_median([v for _, v in self._blocks[:_MIN_BLOCKS]])
         level = plain_median(recent)
         return plain_median(then) - level, se, start - level
@@ -193,7 +193,7 @@ class Progress:
             return False
         level = plain_median(before)
         sigma = plain_median([abs(v - level) for v in before]) / 0.6745
-        se = 1.2533 * sigma * math.sqrt(1 / len(before) + 1 / len(after))
+        se = _median_gap_se(sigma, len(before), len(after))
         return level - plain_median(after) > Z * se
 
     def helped(self, cut_at: int, now: int) -> tuple[bool, str]:
@@ -235,6 +235,12 @@ class Progress:
             raise ValueError("progress state: recent and recent_steps differ in length")
         first = state.get("first")  # (kept since 0.2; earlier states start from here)
         self._first = None if first is None else float(first)
+
+
+def _median_gap_se(sigma: float, n: int, m: int) -> float:
+    """The standard error of the difference of the medians of ``n`` and ``m`` values of noise
+    SD ``sigma`` (a median's is 1.2533 sigma / sqrt(n) for normal noise)."""
+    return 1.2533 * sigma * math.sqrt(1 / n + 1 / m)
 
 
 def _share(gained: float, total: float) -> str:

@@ -276,14 +276,18 @@ class PlateauDetector:
         )
 
     def state_dict(self) -> dict[str, Any]:
+        # Everything the prefix sums are built from, from where they start: a resumed detector
+        # adds the same floats in the same order, so its slopes equal the uninterrupted one's
+        # to the last bit, and a window on the edge of its bar is judged the same.
         size = len(self._values)
-        kept = range(max(0, self._n - self._cap), self._n)
+        kept = range(self._base, self._n)
         return {
             "detector": "plateau",
-            "version": 3,
+            "version": 4,
             "n": self._n,
             "values": [self._values[i % size] for i in kept],
             "steps": [self._steps[i % size] for i in kept],
+            "d2": [self._d2[i % size] for i in kept],
             "since": self._since,
             "found_once": self._found_once,
             "active": self._active,
@@ -292,18 +296,25 @@ class PlateauDetector:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         found = (state.get("detector"), state.get("version"))
-        if found not in (("plateau", 2), ("plateau", 3)):
-            raise ValueError(f"not a plateau detector state (version 2 or 3): {found!r}")
-        size = len(self._values)
-        values = [float(v) for v in state["values"]][-self._cap :]
-        steps = [int(s) for s in state["steps"]][-self._cap :]
+        if found not in (("plateau", 2), ("plateau", 3), ("plateau", 4)):
+            raise ValueError(f"not a plateau detector state (version 2 to 4): {found!r}")
+        size, current = len(self._values), state.get("version") == 4
+        keep = size - 1 if current else self._cap  # (2, 3: the last max_window samples)
+        values = [float(v) for v in state["values"]][-keep:]
+        steps = [int(s) for s in state["steps"]][-keep:]
+        saved = [float(q) for q in state["d2"]][-keep:] if current else None
         self._n = int(state["n"])
         first = self._n - len(values)
+        if first < 0 or (saved is not None and len(saved) != len(values)):
+            raise ValueError("plateau state: n, values and d2 do not agree")
         for k, (v, s) in enumerate(zip(values, steps, strict=True)):
             i = first + k
             d2 = v - 2.0 * values[k - 1] + values[k - 2] if k >= 2 else 0.0
-            self._values[i % size], self._steps[i % size], self._d2[i % size] = v, s, d2 * d2
-        self._rebuild()
+            self._values[i % size], self._steps[i % size] = v, s
+            self._d2[i % size] = d2 * d2 if saved is None else saved[k]
+        self._base = first
+        for i in range(first, self._n):
+            self._prefix(i, i % size)
         self._since = int(state["since"])
         self._found_once = bool(state["found_once"])
         self._active = bool(state["active"])

@@ -256,6 +256,15 @@ def test_state_round_trips_through_json(xs: list[float], data: st.DataObject) ->
     assert resumed_trace(lambda: PlateauDetector(small), xs, split) == expected
 
 
+def test_a_resumed_detector_computes_the_same_slope_to_the_last_bit() -> None:
+    # Found by hypothesis: its prefix sums restarted elsewhere after a resume, and the slope
+    # of the finding at 33 differed in the 13th digit.
+    xs = [0.0] * 24 + [1.0] * 9 + [1.0039053094905805]
+    assert resumed_trace(lambda: PlateauDetector(small), xs, 25) == trace(
+        PlateauDetector(small), xs
+    )
+
+
 @pytest.mark.parametrize("split", [40, 249, 250, 400, 600])
 def test_state_round_trips_on_a_real_saddle(split: int) -> None:
     curve = curves.saddle(0)

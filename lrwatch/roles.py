@@ -24,7 +24,8 @@ class RolesConfig(BaseModel):
     (``lr/pg0``, ``x/lr0``), Stable-Baselines3 (``train/loss``, ``train/learning_rate``),
     Megatron-LM (``lm loss``, ``learning-rate``, ``grad-norm``, ``lm loss validation``; printed:
     ``lm_loss``), GPT-NeoX (``train/lm_loss``), NeMo (``reduced_train_loss``), fairseq
-    (``gnorm``), Ignite's examples (``Loss``).
+    (``gnorm``), Ignite's and PyTorch's examples and timm (``Loss``, ``LR``), OpenNMT-py
+    (``xent``), LitGPT (``loss train``: ``loss_train``).
 
     ``infer``: when a run logs none of the ``loss`` (or ``val_loss``) names, the first metric
     whose name contains "loss" takes the role (see ``infer_role`` and
@@ -55,6 +56,8 @@ class RolesConfig(BaseModel):
         "lm_loss",
         "train/lm_loss",
         "reduced_train_loss",
+        "xent",
+        "loss_train",
     )
     val_loss: tuple[str, ...] = (
         "val/loss",
@@ -103,6 +106,7 @@ class RolesConfig(BaseModel):
         "lr/pg0",
         "x/lr0",
         "learning-rate",
+        "LR",
     )
     infer: bool = True
     rl_markers: tuple[str, ...] = ("reward", "rew", "return")

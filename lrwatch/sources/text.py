@@ -4,8 +4,9 @@ A line gives a record in one of these shapes, tried in this order: a user regex 
 (as Katib's stdout collector takes one; when given, only it is used), a dict line (the Hugging
 Face Trainer's ``{'loss': 2.31, ...}``, or JSON), build-nanogpt's ``<step> <split> <value>``, or a
 step marker (``step 100``, ``iter 100:``, ``step 1/19560 |``, ``[100]``, an epoch and the
-iteration within it, ...) followed by ``key=value``, ``key: value`` or ``key value`` pairs; under
-an ``Epoch 3/10`` line, Keras' finished progress bar. Lines that match nothing are skipped and
+iteration within it, a progress bar that names its epoch, ...) followed by ``key=value``,
+``key: value`` or ``key value`` pairs; under an ``Epoch 3/10`` line, Keras' finished progress
+bar; a row of a table under its header line (fastai's). Lines that match nothing are skipped and
 counted; a file none of whose first lines gives a record is reported once as not a training log.
 Each shape's details and the naming of metrics: docs/formats.md.
 """
@@ -34,18 +35,28 @@ _NUM = (
 _KEY = r"[A-Za-z_][\w./\-]*"
 # An epoch and the iteration within it, tried before the markers below: mmdetection's
 # "Epoch [1][50/7330]", mmengine's "Epoch(train) [1][ 50/7330]", fairseq's "epoch 001:  100 / 1000",
-# Ignite's "Epoch[1] Iteration[5/1000]". The step counts iterations across epochs.
+# Ignite's "Epoch[1] Iteration[5/1000]", PyTorch's ImageNet example "Epoch: [0][ 10/5005]", its
+# MNIST example "Train Epoch: 1 [640/60000 (1%)]" (samples, not iterations), its language model
+# "| epoch   1 |   200/ 2983 batches |", timm's "Train: 0 [  50/1251 (  4%)]", and a progress bar
+# whose description names the epoch: tqdm's "Epoch 3/10:  45%|####5     | 450/1000 [...]"
+# (Lightning's TQDMProgressBar), rich's "Epoch 0/9  ━━━━━━ 450/1000". The step counts
+# iterations (in the log's own unit) across epochs.
 _EPOCH_ITER = re.compile(
-    r"\bepoch\b(?:\(train\))?\s*\[?\s*(\d+)\s*(?:\]\s*(?:iter(?:ation)?\s*)?\[|:)"
+    r"(?:\bepoch\b(?:\(train\))?|^\s*train\b)\s*:?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*"
+    r"(?:\]\s*(?:iter(?:ation)?\s*)?\[|\[|:\s*\d+%\|[^|]*\||:|\||[━╸╺─]+)"
     r"\s*(\d+)\s*/\s*(\d+)\s*\]?\s*:?",
     re.IGNORECASE,
 )
 _STEP_MARKERS = tuple(
     re.compile(pattern, re.IGNORECASE)
     for pattern in (
-        r"\b(?:step|iter|iters|iteration)\b(?:\(train\))?\s*[=:\[]?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?\s*:?",
+        # (DeepSpeed's pipeline engine: "steps: 10 loss: 2.3456 iter time (s): ...")
+        r"\b(?:step|steps|iter|iters|iteration)\b(?:\(train\))?\s*[=:\[]?\s*(\d+)"
+        r"(?:\s*/\s*\d+)?\s*\]?\s*:?",
         r"(?:^|\s)s:(\d+)\b",  # llm.c main.log
-        r"\bepoch\b\s*[=:]?\s*(\d+)(?:\s*/\s*\d+)?\s*:?",
+        r"^\s*\d+\|(\d+)\|",  # torchtune's progress bar: "<epoch>|<step>|Loss: 1.404: ..."
+        # (PaddleOCR: "epoch: [1/500], global_step: 10, ...", the counter taking the step)
+        r"\bepoch\b\s*[=:]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?\s*:?",
         r"^\s*\[\s*(\d+)\s*\]",
     )
 )
@@ -55,7 +66,8 @@ _ASSIGNED = re.compile(
 )
 # key value, at the start of a segment ("train loss 11.0093", "loss     nan (+nanz)")
 _SPACED = re.compile(rf"[\s\-]*({_KEY}(?:\s+{_KEY})?)\s+({_NUM})", re.IGNORECASE)
-_SEGMENTS = re.compile(r"[|;]|,(?!\d{3}(?!\d))")
+# (a tab: PyTorch's ImageNet example prints "Time  0.512 ( 0.601)\tLoss 6.9e+00 (6.9e+00)\t...")
+_SEGMENTS = re.compile(r"[|;\t]|,(?!\d{3}(?!\d))")
 # a quoted value is a number too: transformers 5 prints {'loss': '319.2', 'epoch': '1'}
 _DICT_PAIR = re.compile(rf"""['"]([^'"]+)['"]\s*:\s*(['"]?)({_NUM})\2""", re.IGNORECASE)
 _INT = re.compile(r"[-+]?\d+")
@@ -76,6 +88,16 @@ _PROGRESS = re.compile(r"(\d+)/(\d+)\s+(?:━|\[[=>.]|-\s)")
 # Terminal control in a captured stdout: colours (ESC [ ... m) and the backspaces a progress bar
 # redraws itself with.
 _TERMINAL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x08+")
+# A progress bar (tqdm's "45%|####5  |", rich's "━━━") redraws as it advances, its metrics (the
+# postfix) still the last batch's until the job sets the new ones: a draw that repeats the last
+# draw's metrics at a new count is stale, not a record.
+_BAR = re.compile(r"\d%\||━")
+# A table printed row by row under a header line (fastai's "epoch  train_loss  valid_loss  time"
+# then "0  0.523419  0.391521  00:05"): the header names the columns, the first one the step.
+_HEADER = re.compile(
+    r"\s*(?:epoch|step|iter|iteration)(?:\s+[A-Za-z_][\w./\-]*){2,}\s*", re.IGNORECASE
+)
+_CELL = re.compile(rf"{_NUM}|#na#|\d+:\d\d(?::\d\d)?", re.IGNORECASE)
 
 
 def _counter(values: dict[str, float]) -> int | None:
@@ -87,6 +109,15 @@ def _counter(values: dict[str, float]) -> int | None:
             if value.is_integer() and value >= 0:
                 return int(value)
     return None
+
+
+def _same(values: dict[str, float], drawn: dict[str, float] | None) -> bool:
+    """Whether a bar's metrics are the last draw's (NaN the same as NaN)."""
+    return (
+        drawn is not None
+        and values.keys() == drawn.keys()
+        and all(v == drawn[k] or (v != v and drawn[k] != drawn[k]) for k, v in values.items())
+    )
 
 
 def _number(text: str) -> float:
@@ -170,6 +201,8 @@ class TextReader(TailedReader):
         self._counted = 0  # dict lines (or pattern matches without a step group) so far
         self._step: int | None = None  # the step indented continuation lines belong to
         self._epoch_base: int | None = None  # the file's first epoch number: 0 or 1 (_EPOCH_ITER)
+        self._drawn: dict[str, float] | None = None  # the last progress bar's metrics (_BAR)
+        self._columns: list[str] | None = None  # the header of the table being printed (_HEADER)
         self._unrecognised = False
 
     @property
@@ -188,6 +221,8 @@ class TextReader(TailedReader):
             "counted": self._counted,
             "step": self._step,
             "epoch_base": self._epoch_base,
+            "drawn": self._drawn,
+            "columns": self._columns,
             "unrecognised": self._unrecognised,
         }
 
@@ -201,9 +236,20 @@ class TextReader(TailedReader):
             raise ValueError(f"text state: step must be an int or None, got {step!r}")
         if base not in (None, 0, 1):
             raise ValueError(f"text state: epoch_base must be 0, 1 or None, got {base!r}")
+        drawn, columns = state.get("drawn"), state.get("columns")
+        if drawn is not None and not (
+            isinstance(drawn, dict)
+            and all(isinstance(k, str) and type(v) is float for k, v in drawn.items())
+        ):
+            raise ValueError(f"text state: drawn must be a dict of floats or None, got {drawn!r}")
+        if columns is not None and not (
+            isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+        ):
+            raise ValueError(f"text state: columns must be a list of names or None: {columns!r}")
         self.tail.load_state_dict(state)
         self._lines, self._records = state.get("lines", 0), state.get("records", 0)
         self._counted, self._step, self._epoch_base = state.get("counted", 0), step, base
+        self._drawn, self._columns = drawn, columns
         self._unrecognised = bool(state.get("unrecognised", False))
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
@@ -213,6 +259,7 @@ class TextReader(TailedReader):
         if self.tail.offset == 0:  # a fresh start (new file, truncation)
             self._lines = self._records = self._counted = 0
             self._step, self._epoch_base, self._unrecognised = None, None, False
+            self._drawn = self._columns = None
         if self._unrecognised:
             return end, 0
         text = data[:end].decode("utf-8", "replace")
@@ -250,7 +297,14 @@ class TextReader(TailedReader):
             number, i, n = (int(g) for g in epoch.groups())
             if self._epoch_base is None:
                 self._epoch_base = 0 if number == 0 else 1
-            return self._marked(max(0, number - self._epoch_base) * n + i, line, epoch.end(), out)
+            step = max(0, number - self._epoch_base) * n + i
+            if _BAR.search(line, epoch.start(), epoch.end()) is None:
+                return self._marked(step, line, epoch.end(), out)
+            values = _pairs(line[epoch.end() :])
+            stale, self._drawn = _same(values, self._drawn), values or self._drawn
+            if not values or stale:
+                return bool(values)  # a stale draw (see _BAR) still is a line of the log
+            return self._marked(step, line, epoch.end(), out)
         for marker in _STEP_MARKERS:
             match = marker.search(line)
             if match is not None:
@@ -268,7 +322,27 @@ class TextReader(TailedReader):
                 return True
             return False
         self._step = None
-        return False
+        return self._table(stripped, out)
+
+    def _table(self, line: str, out: Batch) -> bool:
+        """A row of the table under the last header line (see _HEADER); or a header."""
+        cells = line.split()
+        if _HEADER.fullmatch(line) is not None:
+            self._columns = cells
+            return False
+        columns = self._columns
+        if columns is None or len(cells) != len(columns) or not cells[0].isdigit():
+            return False
+        if not all(_CELL.fullmatch(cell) for cell in cells):
+            return False
+        values = {
+            name: _number(cell)
+            for name, cell in zip(columns[1:], cells[1:], strict=True)
+            if ":" not in cell and cell.lower() != "#na#"
+        }
+        if values:
+            out.add(int(cells[0]), None, values)
+        return bool(values)
 
     def _marked(self, step: int, line: str, end: int, out: Batch) -> bool:
         """The pairs after a step marker ending at ``end``, at ``step`` unless a counter of

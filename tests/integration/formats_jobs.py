@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,12 @@ def hugging_face(out: Path) -> None:
 
 
 def lightning(out: Path) -> None:
-    """Lightning: CSVLogger (train_loss_step/_epoch, sparse rows), TensorBoardLogger, and
-    LearningRateMonitor (lr-SGD)."""
+    """Lightning: CSVLogger (train_loss_step/_epoch, sparse rows), TensorBoardLogger,
+    LearningRateMonitor (lr-SGD), and TQDMProgressBar on stdout (the caller sends stdout to a
+    file; with ``rich`` installed, Lightning's default bar prints only at the end)."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     class Lit(L.LightningModule):
@@ -75,7 +77,7 @@ def lightning(out: Path) -> None:
         def training_step(self, batch: Any, _: int) -> torch.Tensor:
             x, y = batch
             loss = torch.nn.functional.mse_loss(self.net(x), y)
-            self.log("train_loss", loss, on_step=True, on_epoch=True)
+            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
             return loss
 
         def validation_step(self, batch: Any, _: int) -> None:
@@ -90,10 +92,9 @@ def lightning(out: Path) -> None:
     trainer = L.Trainer(
         max_epochs=STEPS // len(loader),
         logger=[CSVLogger(out, name="csv"), TensorBoardLogger(out, name="tb")],
-        callbacks=[LearningRateMonitor(logging_interval="step")],
+        callbacks=[LearningRateMonitor(logging_interval="step"), TQDMProgressBar()],
         log_every_n_steps=1,
         enable_checkpointing=False,
-        enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
     )
@@ -148,6 +149,31 @@ def keras_stdout(out: Path) -> None:
         x, y, epochs=14, batch_size=64, validation_data=(x, y), callbacks=[schedule], verbose=1
     )
     out.write_text(json.dumps(history.history))
+
+
+def tqdm_loop(out: Path) -> None:
+    """A plain training loop under tqdm, as scripts write one: a bar per epoch described
+    ``Epoch e/E``, the loss set as its postfix; tqdm draws on stderr (the caller sends it to a
+    file, as Slurm's ``slurm-N.out`` gets both streams). ``out`` gets the losses as JSON."""
+    import torch
+    from tqdm import tqdm
+
+    x, y = _data()
+    net = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=LR)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    epochs, losses = STEPS // len(loader), []
+    for epoch in range(1, epochs + 1):
+        bar = tqdm(loader, desc=f"Epoch {epoch}/{epochs}")
+        for xb, yb in bar:
+            loss = torch.nn.functional.mse_loss(net(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            time.sleep(0.11)  # a step as slow as tqdm's redraw interval (see docs/formats.md)
+            bar.set_postfix(loss=loss.item())
+            losses.append(loss.item())
+    out.write_text(json.dumps(losses))
 
 
 def diverging(n: int) -> list[float]:
@@ -305,6 +331,102 @@ def copied_formats(root: Path) -> dict[str, str]:
         ],
     )
     runs["ignite"] = "Loss"
+    # pytorch/examples imagenet/main.py: ProgressMeter's tab-separated "name value (mean)";
+    # ten iterations an epoch, counted from 0.
+    write(
+        "torch_imagenet/train.log",
+        [
+            f"Epoch: [{i // 10}][{i % 10:2d}/10]\tTime  0.512 ( 0.601)\tData  0.010 ( 0.020)\t"
+            f"Loss {v:.4e} ({v:.4e})\tAcc@1   0.00 (  0.00)\tAcc@5   0.78 (  0.50)"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["torch_imagenet"] = "Loss"
+    # pytorch/examples mnist/main.py: the count within the epoch is of samples (64 a batch).
+    write(
+        "torch_mnist/train.log",
+        [
+            f"Train Epoch: {i // 10 + 1} [{64 * (i % 10)}/640 ({10 * (i % 10):.0f}%)]\t"
+            f"Loss: {v:.6f}"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["torch_mnist"] = "Loss"
+    # pytorch/examples word_language_model/main.py
+    write(
+        "torch_wlm/train.log",
+        [
+            f"| epoch {i // 10 + 1:3d} | {200 * (i % 10 + 1):5d}/ 2000 batches | lr 20.00 | "
+            f"ms/batch 45.61 | loss {v:5.2f} | ppl {math.exp(min(v, 700.0)):8.2f}"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["torch_wlm"] = "loss"
+    # timm train.py: "Train: {epoch} [{update_idx:>4d}/{updates_per_epoch} ({percent:>3.0f}%)]"
+    write(
+        "timm/train.log",
+        [
+            f"Train: {i // 10} [{i % 10:4d}/10 ({10 * (i % 10):3d}%)]  Loss: {v:#.3g} ({v:#.3g})  "
+            "Time: 0.312s,  820.45/s  (0.318s,  805.12/s)  LR: 1.000e-03  Data: 0.010 (0.012)"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["timm"] = "Loss"
+    # torchtune's recipes: the bar's description "{epoch + 1}|{global_step}|Loss: {loss}".
+    write(
+        "torchtune/train.log",
+        [
+            f"\r{i // 10 + 1}|{i + 1}|Loss: {v}:  {10 * (i % 10 + 1)}%|#         | "
+            f"{i % 10 + 1}/10 [00:01<00:09,  1.02it/s]"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["torchtune"] = "Loss"
+    # PaddleOCR's train loop (ppocr/utils/logging): the epoch over the epochs, its global step.
+    write(
+        "paddleocr/train.log",
+        [
+            f"[2024/05/01 10:00:00] ppocr INFO: epoch: [{i // 10 + 1}/500], global_step: {i + 1}, "
+            f"lr: 0.001000, loss: {v:.6f}, avg_reader_cost: 0.01 s, avg_batch_cost: 0.2 s, "
+            "avg_samples: 8.0, ips: 40.0 samples/s, eta: 1:00:00"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["paddleocr"] = "loss"
+    # DeepSpeed's pipeline engine (runtime/pipe/engine.py), beside its step line.
+    write(
+        "deepspeed/train.log",
+        [
+            line
+            for i, v in enumerate(losses)
+            for line in (
+                f"[2024-05-01 10:00:00,000] [INFO] [logging.py:96:log_dist] [Rank 0] "
+                f"step={i + 1}, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]",
+                f"steps: {i + 1} loss: {v:0.4f} iter time (s): 0.500 samples/sec: 64.000",
+            )
+        ],
+    )
+    runs["deepspeed"] = "loss"
+    # fastai's console table (fastprogress): a header, then a row an epoch, bars between.
+    write(
+        "fastai/train.log",
+        ["epoch     train_loss  valid_loss  accuracy  time    "]
+        + [
+            f"{i:<10}{v:<12.6f}{v * 1.1:<12.6f}{0.5:<10.6f}00:05     " for i, v in enumerate(losses)
+        ],
+    )
+    runs["fastai"] = "train_loss"
+    # OpenNMT-py's report (onmt/utils/statistics.py): xent is its training loss.
+    write(
+        "opennmt/train.log",
+        [
+            f"[2024-05-01 10:00:00,000 INFO] Step {10 * (i + 1)}/100000; acc: 10.20; "
+            f"ppl: {math.exp(min(v, 700.0)):.2f}; xent: {v:.2f}; lr: 0.00100; sents:    1234; "
+            "bsz: 1000/1200/ 30; 8000/9000 tok/s;     10 sec"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["opennmt"] = "xent"
     return runs
 
 
@@ -319,5 +441,6 @@ if __name__ == "__main__":
         "lightning": lightning,
         "keras_layout": keras_layout,
         "keras_stdout": keras_stdout,
+        "tqdm_loop": tqdm_loop,
     }
     jobs[kind](where)

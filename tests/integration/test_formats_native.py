@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import sqlite3
 import subprocess
@@ -35,6 +36,11 @@ def _keras_history(root: Path) -> Path:
     return root.parent / f"{root.name}_keras_history.json"
 
 
+def _tqdm_losses(root: Path) -> Path:
+    """Where the tqdm job leaves its losses: beside the replayed logs, not among them."""
+    return root.parent / f"{root.name}_tqdm_losses.json"
+
+
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Every format's diverging run under one directory, and {run: the loss metric}."""
@@ -43,9 +49,18 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     root = tmp_path_factory.mktemp("native")
     (root / "hf_stdout").mkdir()
     (root / "keras_stdout").mkdir()
+    (root / "lightning_stdout").mkdir()
+    (root / "tqdm_stdout").mkdir()
     history = _keras_history(root)
     keras_log = (root / "keras_stdout" / "train.log").open("wb")
-    with (root / "hf_stdout" / "train.log").open("wb") as stdout, keras_log:
+    lightning_log = (root / "lightning_stdout" / "train.log").open("wb")
+    tqdm_log = (root / "tqdm_stdout" / "slurm-4242.out").open("wb")
+    with (
+        (root / "hf_stdout" / "train.log").open("wb") as stdout,
+        keras_log,
+        lightning_log,
+        tqdm_log,
+    ):
         jobs = [
             subprocess.Popen(
                 [sys.executable, "-m", JOBS, "keras_stdout", str(history)],
@@ -59,14 +74,23 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
                 stdout=stdout,
                 stderr=subprocess.DEVNULL,
             ),
-            *(
-                subprocess.Popen(
-                    [sys.executable, "-m", JOBS, kind, str(root / name)],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                for kind, name in (("lightning", "lightning"), ("keras_layout", "keras/fit"))
+            subprocess.Popen(
+                [sys.executable, "-m", JOBS, "lightning", str(root / "lightning")],
+                cwd=REPO,
+                stdout=lightning_log,
+                stderr=subprocess.DEVNULL,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", JOBS, "tqdm_loop", str(_tqdm_losses(root))],
+                cwd=REPO,
+                stdout=tqdm_log,
+                stderr=subprocess.STDOUT,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", JOBS, "keras_layout", str(root / "keras/fit")],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             ),
         ]
         for job in jobs:
@@ -80,6 +104,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         "lightning/tb/version_0": "train_loss_step",
         "keras/fit": "train/epoch_loss",  # train/ and validation/ are one run
         "keras_stdout": "loss",  # Keras 3's progress bars
+        "lightning_stdout": "train_loss_step",  # Lightning's TQDMProgressBar
+        "tqdm_stdout": "loss",  # a loop's own tqdm bar, its postfix
         **copied_formats(root),
     }
     return root, runs
@@ -112,6 +138,25 @@ def test_keras_stdout_gives_each_epochs_own_metrics(made: tuple[Path, dict[str, 
         assert list(read[name]) == list(epochs)
         for got, want in zip(read[name].values(), history[name], strict=True):
             assert got == pytest.approx(want, rel=1e-4), name  # printed with 4 decimals
+
+
+def test_a_tqdm_bar_gives_each_batchs_loss_at_its_count(made: tuple[Path, dict[str, str]]) -> None:
+    """tqdm draws the bar as it advances with the last batch's postfix, then again with the
+    new one: each loss is read once, at the count it was first drawn at, counted across the
+    epochs' bars."""
+    from lrwatch.sources.text import TextReader
+
+    root, _ = made
+    losses = json.loads(_tqdm_losses(root).read_text())
+    text = (root / "tqdm_stdout" / "slurm-4242.out").read_text()
+    assert "Epoch 1/5:" in text and "%|" in text
+    batch = TextReader(root / "tqdm_stdout" / "slurm-4242.out", "r").read()
+    read = [(step, values["loss"]) for step, values in zip(batch.steps, batch.values, strict=True)]
+    finite = [(b, v) for b, v in enumerate(losses) if math.isfinite(v)]
+    # (a value drawn again unchanged, inf after inf, is stale: dropped)
+    assert len(finite) > 8
+    assert read[: len(finite)] == [(b, pytest.approx(v, rel=5e-3)) for b, v in finite]
+    assert "%|" in (root / "lightning_stdout" / "train.log").read_text()
 
 
 def test_replay_finds_each_divergence_with_no_config(made: tuple[Path, dict[str, str]]) -> None:

@@ -244,6 +244,90 @@ def test_an_epoch_and_the_iteration_within_it_count_iterations(path: Path) -> No
     ]  # fmt: skip
 
 
+def test_pytorch_examples_timm_and_paddleocr_count_iterations_across_epochs(path: Path) -> None:
+    # Each line as its source prints it; the iteration restarts every epoch, the step does not.
+    append(
+        path,
+        # pytorch/examples imagenet/main.py: ProgressMeter, tab-separated "name value (mean)"
+        "Epoch: [1][ 10/200]\tTime  0.512 ( 0.601)\tLoss 6.9077e+00 (6.9100e+00)\n"
+        # timm train.py
+        "Train: 1 [  20/200 ( 10%)]  Loss: 6.912 (6.93)  Time: 0.312s,  820.45/s  LR: 1.000e-03\n"
+        # pytorch/examples word_language_model/main.py
+        "| epoch   1 |    30/  200 batches | lr 20.00 | ms/batch 45.61 | loss  7.63 | ppl  2050\n"
+        # pytorch/examples mnist/main.py: its count is of samples
+        "Train Epoch: 1 [640/60000 (1%)]\tLoss: 2.276\n"
+        # PaddleOCR: the epoch over the epochs, its global step the step
+        "[2024/05/01 10:00:00] ppocr INFO: epoch: [2/500], global_step: 410, lr: 0.001000, "
+        "loss: 2.345, avg_reader_cost: 0.01 s\n",
+    )
+    assert [(m, s) for m, s, _ in points(TextReader(path, "r"))] == [
+        ("Time", 10), ("Loss", 10),
+        ("Loss", 20), ("Time", 20), ("LR", 20),
+        ("lr", 30), ("ms/batch", 30), ("loss", 30), ("ppl", 30),
+        ("Loss", 640),
+        ("lr", 410), ("loss", 410), ("avg_reader_cost", 410),
+    ]  # fmt: skip
+
+
+def test_progress_bars_read_each_value_at_the_count_it_was_first_drawn(path: Path) -> None:
+    # tqdm redraws its bar as it advances, the postfix still the last batch's until the job
+    # sets the new one (a stale draw); Lightning's TQDMProgressBar resets it every epoch.
+    def tqdm(epoch: str, n: int, postfix: str) -> str:
+        return f"\r{epoch}:  {100 * n // 4}%|##   | {n}/4 [00:00<00:00, 9.1it/s{postfix}]"
+
+    append(
+        path,
+        tqdm("Epoch 0", 0, "")
+        + tqdm("Epoch 0", 1, "")
+        + tqdm("Epoch 0", 1, ", v_num=0, train_loss_step=2.5")
+        + tqdm("Epoch 0", 2, ", v_num=0, train_loss_step=2.5")  # stale
+        + tqdm("Epoch 0", 2, ", v_num=0, train_loss_step=2.4")
+        + tqdm("Epoch 0", 4, ", v_num=0, train_loss_step=nan")
+        + tqdm("Epoch 0", 4, ", v_num=0, train_loss_step=nan, val_loss=2.2")
+        + tqdm("Epoch 0", 0, ", v_num=0, train_loss_step=nan, val_loss=2.2")  # the reset
+        + tqdm("Epoch 1", 1, ", v_num=0, train_loss_step=nan, val_loss=2.2")  # stale
+        + "\n"
+        # rich's bar (Lightning's RichProgressBar); torchtune's bar is a step marker.
+        + "Epoch 2/9  ━━━━━━━━━━━━ 3/4 0:00:01 • 0:00:01 9.10it/s v_num: 0 train_loss_step: 2.1\n"
+        + "\r1|13|Loss: 1.404:  25%|##5       | 13/52 [00:01<00:03, 9.1it/s]\n",
+    )
+    got = [(m, s, v) for m, s, v in points(TextReader(path, "r")) if m != "v_num"]
+    assert repr(got) == repr([  # (by repr: a NaN is no NaN's equal)
+        ("train_loss_step", 1, 2.5),
+        ("train_loss_step", 2, 2.4),
+        ("train_loss_step", 4, math.nan),
+        ("train_loss_step", 4, math.nan),
+        ("val_loss", 4, 2.2),
+        ("train_loss_step", 11, 2.1),  # (epoch 2 - 0) x 4 + 3
+        ("Loss", 13, 1.404),
+    ])  # fmt: skip
+
+
+def test_a_table_printed_row_by_row_under_its_header(path: Path) -> None:
+    # fastai's console output: the header, then a row per epoch (a progress bar between them)
+    append(
+        path,
+        "epoch     train_loss  valid_loss  accuracy  time    \n"
+        "0         0.523419    0.391521    0.830000  00:05     \n"
+        "\r[██████----] 60.00% [3/5 00:03<00:02 0.4321]\n"
+        "1         0.312345    #na#        0.850000  00:05     \n"
+        "2 images seen in 5 s\n",  # not a row: not all numbers
+    )
+    reader = TextReader(path, "r")
+    assert points(reader) == [
+        ("train_loss", 0, 0.523419), ("valid_loss", 0, 0.391521), ("accuracy", 0, 0.83),
+        ("train_loss", 1, 0.312345), ("accuracy", 1, 0.85),
+    ]  # fmt: skip
+    resumed = TextReader(path, "r")  # the header carries over a restart
+    resumed.load_state_dict(reader.state_dict())
+    append(path, "2         0.2         0.3         0.9       00:05     \n")
+    assert points(resumed) == [("train_loss", 2, 0.2), ("valid_loss", 2, 0.3), ("accuracy", 2, 0.9)]
+    with pytest.raises(ValueError, match="columns"):
+        resumed.load_state_dict({**reader.state_dict(), "columns": "epoch loss"})
+    with pytest.raises(ValueError, match="drawn"):
+        resumed.load_state_dict({**reader.state_dict(), "drawn": {"loss": "1"}})
+
+
 def test_epochs_counted_from_0_and_an_update_counter(tmp_path: Path) -> None:
     zero = tmp_path / "zero.log"
     append(zero, "Epoch [0][10/10] loss: 2.0\nEpoch [1][10/10] loss: 1.0\n")

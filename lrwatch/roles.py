@@ -23,9 +23,9 @@ class RolesConfig(BaseModel):
     (``train/CrossEntropyLoss``, ``optim/total_grad_norm``), DeiT (``train_lr``), YOLO
     (``lr/pg0``, ``x/lr0``), Stable-Baselines3 (``train/loss``, ``train/learning_rate``),
     Megatron-LM (``lm loss``, ``learning-rate``, ``grad-norm``, ``lm loss validation``; printed:
-    ``lm_loss``), GPT-NeoX (``train/lm_loss``), NeMo (``reduced_train_loss``), fairseq
-    (``gnorm``), Ignite's and PyTorch's examples and timm (``Loss``, ``LR``), OpenNMT-py
-    (``xent``), LitGPT (``loss train``: ``loss_train``).
+    ``lm_loss``, ``lm_loss_validation``), GPT-NeoX (``train/lm_loss``), NeMo
+    (``reduced_train_loss``), fairseq (``gnorm``), Ignite's and PyTorch's examples and timm
+    (``Loss``, ``LR``), OpenNMT-py (``xent``), LitGPT (``loss train``: ``loss_train``).
 
     ``infer``: when a run logs none of the ``loss`` (or ``val_loss``) names, the first metric
     whose name contains "loss" takes the role (see ``infer_role`` and
@@ -73,6 +73,7 @@ class RolesConfig(BaseModel):
         "tel",
         "eval/CrossEntropyLoss",
         "lm loss validation",
+        "lm_loss_validation",
         "validation/lm_loss",
     )
     grad_norm: tuple[str, ...] = (

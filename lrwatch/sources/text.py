@@ -81,6 +81,11 @@ _LOGGED_DICT = re.compile(r"\|\s*$")
 # fairseq's simple format prints a validation's metrics under the training's names:
 # "epoch 001 | valid on 'valid' subset | loss 9.56 | ... | num_updates 1000".
 _SUBSET = re.compile(r"\bvalid on '(\w+)' subset\b")
+# Megatron-LM's validation: " validation loss at iteration 1000 on validation set | lm loss value:
+# 5.37E+00 | lm loss PPL: 2.15E+02 |", named as its TensorBoard tags name them ("lm loss
+# validation": lm_loss_validation), so they do not land in the training loss.
+_MEGATRON_VALID = re.compile(r"validation loss at iteration\s+(\d+)")
+_MEGATRON_VALUE = re.compile(rf"({_KEY}(?: {_KEY})*) value:\s*({_NUM})", re.IGNORECASE)
 # Keras' progress bar under its "Epoch 3/10" line: "6/6 ━━━━━━ 0s 7ms/step - loss: 0.68 - ..."
 # (Keras 3), "6/6 [======] - 0s 7ms/step - loss: 0.68" (tf.keras). Only the finished bar (6/6)
 # holds the epoch's metrics; a running one holds the mean of its first batches.
@@ -292,6 +297,12 @@ class TextReader(TailedReader):
             name = _SPLIT_LOSSES.get(split.group(2), split.group(2))
             out.add(int(split.group(1)), None, {name: _number(split.group(3))})
             return True
+        if "validation loss at" in line and (valid := _MEGATRON_VALID.search(line)) is not None:
+            named = _MEGATRON_VALUE.findall(line, valid.end())
+            values = {f"{_name(key)}_validation": _number(value) for key, value in named}
+            if values:
+                out.add(int(valid[1]), None, values)
+            return bool(values)
         epoch = _EPOCH_ITER.search(line)
         if epoch is not None:
             number, i, n = (int(g) for g in epoch.groups())

@@ -273,16 +273,28 @@ def copied_formats(root: Path) -> dict[str, str]:
     )
     runs["keras_csv"] = "loss"
     # Megatron-LM training_log (megatron/training/training.py): one " | "-separated line per
-    # log interval, losses and the LR printed with {:.6E} (so NaN is "NAN").
+    # log interval, losses and the LR printed with {:.6E} (so NaN is "NAN"); every fourth, a
+    # validation (evaluate_and_print_results), its loss below the training loss.
     write(
         "megatron/train.log",
         [
-            f" [2024-05-01 10:00:{i % 60:02d}] iteration {10 * (i + 1):8d}/{10 * STEPS:8d} | "
-            f"consumed samples: {2560 * (i + 1):12d} | elapsed time per iteration (ms): 812.3 | "
-            f"learning rate: {LR:.6E} | global batch size:   256 | lm loss: {v:.6E} | "
-            "loss scale: 1.0 | grad norm: 1.234 | number of skipped iterations:   0 | "
-            "number of nan iterations:   0 |"
+            line
             for i, v in enumerate(losses)
+            for line in (
+                f" [2024-05-01 10:00:{i % 60:02d}] iteration {10 * (i + 1):8d}/{10 * STEPS:8d} | "
+                f"consumed samples: {2560 * (i + 1):12d} | elapsed time per iteration (ms): "
+                f"812.3 | learning rate: {LR:.6E} | global batch size:   256 | lm loss: {v:.6E} | "
+                "loss scale: 1.0 | grad norm: 1.234 | number of skipped iterations:   0 | "
+                "number of nan iterations:   0 |",
+                *(
+                    [
+                        f" validation loss at iteration {10 * (i + 1)} on validation set | "
+                        f"lm loss value: {v / 2:.6E} | lm loss PPL: 1.000000E+03 | "
+                    ]
+                    if i % 4 == 3
+                    else []
+                ),
+            )
         ],
     )
     runs["megatron"] = "lm_loss"

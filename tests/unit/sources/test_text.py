@@ -303,6 +303,26 @@ def test_progress_bars_read_each_value_at_the_count_it_was_first_drawn(path: Pat
     ])  # fmt: skip
 
 
+def test_megatron_validation_lines_are_named_as_its_tensorboard_tags(path: Path) -> None:
+    # megatron/training/training.py, evaluate_and_print_results: "{key} value: {:.6E} | {key}
+    # PPL: {:.6E} | " per loss, after " validation loss at iteration N[ on validation set] | "
+    append(
+        path,
+        " [2024-05-01 10:00:00] iteration      100/  500000 | learning rate: 3.000000E-04 | "
+        "lm loss: 7.123456E+00 | grad norm: 1.234 |\n"
+        " validation loss at iteration 100 on validation set | lm loss value: 7.012345E+00 | "
+        "lm loss PPL: 1.110000E+03 | \n",
+    )
+    assert points(TextReader(path, "r")) == [
+        ("learning_rate", 100, 3e-4), ("lm_loss", 100, 7.123456), ("grad_norm", 100, 1.234),
+        ("lm_loss_validation", 100, 7.012345),
+    ]  # fmt: skip
+    from lrwatch.protocol.types import Role
+    from lrwatch.roles import RolesConfig
+
+    assert RolesConfig().role_of("lm_loss_validation") is Role.VAL_LOSS
+
+
 def test_a_table_printed_row_by_row_under_its_header(path: Path) -> None:
     # fastai's console output: the header, then a row per epoch (a progress bar between them)
     append(

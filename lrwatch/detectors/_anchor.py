@@ -107,8 +107,8 @@ class Anchor:
 
     @property
     def held_lowest(self) -> float:
-        """The reference of the "held" rule (``_held.py``; natural units)."""
-        return self._held.lowest
+        """The lowest level the "held" rule's last hit was measured from (``_held.py``)."""
+        return self._held.reference
 
     def level(self) -> float:
         if not self._recent:

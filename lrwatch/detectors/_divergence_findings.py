@@ -54,7 +54,7 @@ def anchored(
     "climb", ``hit`` the rule's (factor, onset[, samples]); ``after_garbage``: a held level
     within a window of the loss's return from garbage (the monitor weighs it)."""
     factor = hit[0]
-    if trigger == "held":  # the lowest upper quartile of a window, and the one held now
+    if trigger == "held":  # the lowest level of a window (its median or upper quartile), and now
         best = anchor.held_lowest
         level = best * factor
     else:

@@ -79,6 +79,30 @@ def test_a_blow_up_after_the_loss_underflowed_to_zero_pages_before_the_nan() -> 
     assert "its median" in found[0].reason
 
 
+def test_a_net_that_an_lr_jump_killed_is_paged_though_its_noise_collapsed() -> None:
+    # A real run (families.py's draw 2000, held out): a conv1d classifier under SGD with
+    # momentum, LR x10 at step 181. The net dies: every batch's loss is ln 4, chance for four
+    # classes, for 350 steps. Before the jump its batches ranged 0.05-0.7 (median 0.33), so
+    # the upper quartiles of windows rose only 3.2x; their medians rose 4.6x.
+    from benchmarks.detection import families
+    from benchmarks.detection._harness import run
+
+    spec = next(
+        s for s in families.divergence(2000) if s.name == "conv1d_lr_jump_x10_momentum_b32_s2804"
+    )
+    with curves._one_thread():
+        curve = [row["loss"] for row in run(spec.build())]
+    assert statistics.median(curve[100:180]) < 0.4
+    assert abs(statistics.median(curve[260:]) - math.log(4)) < 0.05
+    assert statistics.pstdev(curve[260:]) < 0.1  # (its noise before: a log-spread of ~0.6)
+    found = feed(DivergenceDetector(), curve)
+    assert [f.kind for f in found] == ["divergence"]
+    (finding,) = found
+    assert finding.detail["trigger"] == "held"
+    assert 181 <= (finding.onset_step or 0) <= finding.step <= 260
+    assert finding.detail["level"] / finding.detail["best"] >= 4  # the medians, not quartiles
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_warmup_to_a_peak_lr_far_too_high_is_caught_as_it_starts(seed: int) -> None:
     curve = curves.blowup(seed, peak_lr=3.0, warmup=300)
@@ -545,3 +569,24 @@ def test_state_round_trips_around_a_held_level(split: int) -> None:
     expected = trace(DivergenceDetector(), curve)
     assert any(f is not None and f.detail.get("trigger") == "held" for f, _ in expected)
     assert resumed_trace(DivergenceDetector, curve, split) == expected
+
+
+def test_a_held_level_state_saved_before_medians_were_kept_still_loads() -> None:
+    """A daemon upgraded mid-run: its saved windows hold (upper quartile, noise) only; their
+    upper quartiles stand in for the medians (higher: the median route is slower, not wrong)."""
+    from lrwatch.detectors._held import HeldLevel
+
+    fresh = HeldLevel(4.0)
+    for i in range(64):
+        fresh.update(i, 1.0 + 0.1 * (i % 7))
+    state = fresh.state()
+    state["wides"] = [w[:2] for w in state["wides"]]  # as lrwatch 0.x saved them
+    old = HeldLevel(4.0)
+    old.load(state)
+    hits = []
+    for i in range(64, 64 + 100):
+        old.update(i, 8.0)
+        hits.append(old.held())
+    hit = next(h for h in hits if h is not None)
+    assert hit[0] >= 4 and 64 <= hit[1] < 100
+    assert old.reference == pytest.approx(max(1.0 + 0.1 * (i % 7) for i in range(32)), rel=0.2)

@@ -23,133 +23,33 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lrwatch.sources.base import Batch
 from lrwatch.sources.tail import DEFAULT_CHUNK_BYTES, TailedReader
+from lrwatch.sources.text_shapes import (
+    BAR,
+    CELL,
+    DICT_PAIR,
+    DICT_STEP_KEYS,
+    EPOCH_ITER,
+    HEADER,
+    INT,
+    LOGGED_DICT,
+    MEGATRON_VALID,
+    MEGATRON_VALUE,
+    PROGRESS,
+    SPLIT_LINE,
+    SPLIT_LOSSES,
+    STEP_MARKERS,
+    SUMMARY_KEY,
+    TERMINAL,
+    metric_name,
+    read_pairs,
+    same_draw,
+    to_float,
+    update_counter,
+)
 
 MAX_LINE_BYTES = 1 << 20  # a longer newline-less run of bytes is not a log line
 NOT_LOGS = frozenset({"requirements.txt", "license.txt", "cmakelists.txt", "notice.txt"})
 """Names (lower-cased) of ``*.txt`` files that are never logs; READMEs are excluded by prefix."""
-
-_NUM = (
-    r"[-+]?(?:(?:nan|inf(?:inity)?)(?![A-Za-z])"
-    r"|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
-)
-_KEY = r"[A-Za-z_][\w./\-]*"
-# An epoch and the iteration within it, tried before the markers below: mmdetection's
-# "Epoch [1][50/7330]", mmengine's "Epoch(train) [1][ 50/7330]", fairseq's "epoch 001:  100 / 1000",
-# Ignite's "Epoch[1] Iteration[5/1000]", PyTorch's ImageNet example "Epoch: [0][ 10/5005]", its
-# MNIST example "Train Epoch: 1 [640/60000 (1%)]" (samples, not iterations), its language model
-# "| epoch   1 |   200/ 2983 batches |", timm's "Train: 0 [  50/1251 (  4%)]", and a progress bar
-# whose description names the epoch: tqdm's "Epoch 3/10:  45%|####5     | 450/1000 [...]"
-# (Lightning's TQDMProgressBar), rich's "Epoch 0/9  ━━━━━━ 450/1000". The step counts
-# iterations (in the log's own unit) across epochs.
-_EPOCH_ITER = re.compile(
-    r"(?:\bepoch\b(?:\(train\))?|^\s*train\b)\s*:?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*"
-    r"(?:\]\s*(?:iter(?:ation)?\s*)?\[|\[|:\s*\d+%\|[^|]*\||:|\||[━╸╺─]+)"
-    r"\s*(\d+)\s*/\s*(\d+)\s*\]?\s*:?",
-    re.IGNORECASE,
-)
-_STEP_MARKERS = tuple(
-    re.compile(pattern, re.IGNORECASE)
-    for pattern in (
-        # (DeepSpeed's pipeline engine: "steps: 10 loss: 2.3456 iter time (s): ...")
-        r"\b(?:step|steps|iter|iters|iteration)\b(?:\(train\))?\s*[=:\[]?\s*(\d+)"
-        r"(?:\s*/\s*\d+)?\s*\]?\s*:?",
-        r"(?:^|\s)s:(\d+)\b",  # llm.c main.log
-        r"^\s*\d+\|(\d+)\|",  # torchtune's progress bar: "<epoch>|<step>|Loss: 1.404: ..."
-        # (PaddleOCR: "epoch: [1/500], global_step: 10, ...", the counter taking the step)
-        r"\bepoch\b\s*[=:]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?\s*:?",
-        r"^\s*\[\s*(\d+)\s*\]",
-    )
-)
-# key=value (one word) or key: value (up to two words: "Train Loss: 4.05")
-_ASSIGNED = re.compile(
-    rf"(?<![\w./\-])(?:({_KEY})\s*=\s*|({_KEY}(?:[ \t]{_KEY})?)\s*:\s*)({_NUM})", re.IGNORECASE
-)
-# key value, at the start of a segment ("train loss 11.0093", "loss     nan (+nanz)")
-_SPACED = re.compile(rf"[\s\-]*({_KEY}(?:\s+{_KEY})?)\s+({_NUM})", re.IGNORECASE)
-# (a tab: PyTorch's ImageNet example prints "Time  0.512 ( 0.601)\tLoss 6.9e+00 (6.9e+00)\t...")
-_SEGMENTS = re.compile(r"[|;\t]|,(?!\d{3}(?!\d))")
-# a quoted value is a number too: transformers 5 prints {'loss': '319.2', 'epoch': '1'}
-_DICT_PAIR = re.compile(rf"""['"]([^'"]+)['"]\s*:\s*(['"]?)({_NUM})\2""", re.IGNORECASE)
-_INT = re.compile(r"[-+]?\d+")
-_DICT_STEP_KEYS = ("step", "global_step", "iteration", "iter", "epoch")
-_SPLIT_LINE = re.compile(rf"(\d+)\s+([A-Za-z]\w*)\s+({_NUM})\s*")  # build-nanogpt
-_SPLIT_LOSSES = {"train": "train_loss", "val": "val_loss"}
-_SUMMARY_KEY = "train_runtime"
-# A dict after a logging prefix ending in "| ": fairseq's --log-format json,
-# "2024-05-01 10:00:00 | INFO | train_inner | {"epoch": 1, "loss": "9.71", "num_updates": "100"}".
-_LOGGED_DICT = re.compile(r"\|\s*$")
-# fairseq's simple format prints a validation's metrics under the training's names:
-# "epoch 001 | valid on 'valid' subset | loss 9.56 | ... | num_updates 1000".
-_SUBSET = re.compile(r"\bvalid on '(\w+)' subset\b")
-# Megatron-LM's validation: " validation loss at iteration 1000 on validation set | lm loss value:
-# 5.37E+00 | lm loss PPL: 2.15E+02 |", named as its TensorBoard tags name them ("lm loss
-# validation": lm_loss_validation), so they do not land in the training loss.
-_MEGATRON_VALID = re.compile(r"validation loss at iteration\s+(\d+)")
-_MEGATRON_VALUE = re.compile(rf"({_KEY}(?: {_KEY})*) value:\s*({_NUM})", re.IGNORECASE)
-# Keras' progress bar under its "Epoch 3/10" line: "6/6 ━━━━━━ 0s 7ms/step - loss: 0.68 - ..."
-# (Keras 3), "6/6 [======] - 0s 7ms/step - loss: 0.68" (tf.keras). Only the finished bar (6/6)
-# holds the epoch's metrics; a running one holds the mean of its first batches.
-_PROGRESS = re.compile(r"(\d+)/(\d+)\s+(?:━|\[[=>.]|-\s)")
-# Terminal control in a captured stdout: colours (ESC [ ... m) and the backspaces a progress bar
-# redraws itself with.
-_TERMINAL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x08+")
-# A progress bar (tqdm's "45%|####5  |", rich's "━━━") redraws as it advances, its metrics (the
-# postfix) still the last batch's until the job sets the new ones: a draw that repeats the last
-# draw's metrics at a new count is stale, not a record.
-_BAR = re.compile(r"\d%\||━")
-# A table printed row by row under a header line (fastai's "epoch  train_loss  valid_loss  time"
-# then "0  0.523419  0.391521  00:05"): the header names the columns, the first one the step.
-_HEADER = re.compile(
-    r"\s*(?:epoch|step|iter|iteration)(?:\s+[A-Za-z_][\w./\-]*){2,}\s*", re.IGNORECASE
-)
-_CELL = re.compile(rf"{_NUM}|#na#|\d+:\d\d(?::\d\d)?", re.IGNORECASE)
-
-
-def _counter(values: dict[str, float]) -> int | None:
-    """The step a line's own update counter gives (fairseq's ``num_updates``, ``global_step``),
-    taken out of its metrics: a count of updates is finer than an epoch and exact."""
-    for key in list(values):
-        if key == "global_step" or key.endswith("num_updates"):
-            value = values.pop(key)
-            if value.is_integer() and value >= 0:
-                return int(value)
-    return None
-
-
-def _same(values: dict[str, float], drawn: dict[str, float] | None) -> bool:
-    """Whether a bar's metrics are the last draw's (NaN the same as NaN)."""
-    return (
-        drawn is not None
-        and values.keys() == drawn.keys()
-        and all(v == drawn[k] or (v != v and drawn[k] != drawn[k]) for k, v in values.items())
-    )
-
-
-def _number(text: str) -> float:
-    return float(text.replace(",", ""))
-
-
-def _name(key: str) -> str:
-    words = key.split()
-    return key if len(words) == 1 else "_".join(words).lower()
-
-
-def _pairs(text: str, *, spaced: bool = True) -> dict[str, float]:
-    """The metrics in what follows a step marker (see the module docstring)."""
-    found: dict[str, float] = {}
-    subset = _SUBSET.search(text)
-    if subset is not None:  # fairseq's validation: named as its JSON format names them
-        return {f"{subset[1]}_{k}": v for k, v in _pairs(text[subset.end() :]).items()}
-    for segment in _SEGMENTS.split(text):
-        assigned = False
-        for match in _ASSIGNED.finditer(segment):
-            assigned = True
-            found[_name(match.group(1) or match.group(2))] = _number(match.group(3))
-        if not assigned and spaced:
-            spaced_pair = _SPACED.match(segment)
-            if spaced_pair is not None:
-                found[_name(spaced_pair.group(1))] = _number(spaced_pair.group(2))
-    return found
 
 
 class TextConfig(BaseModel):
@@ -205,9 +105,11 @@ class TextReader(TailedReader):
         self._skipped = 0
         self._counted = 0  # dict lines (or pattern matches without a step group) so far
         self._step: int | None = None  # the step indented continuation lines belong to
-        self._epoch_base: int | None = None  # the file's first epoch number: 0 or 1 (_EPOCH_ITER)
-        self._drawn: dict[str, float] | None = None  # the last progress bar's metrics (_BAR)
-        self._columns: list[str] | None = None  # the header of the table being printed (_HEADER)
+        self._epoch_base: int | None = None  # the file's first epoch number: 0 or 1 (EPOCH_ITER)
+        self._iter_at: tuple[int, int] | None = None  # the last epoch read, its top iteration
+        self._global_iter = False  # the iteration went on counting over an epoch's end
+        self._drawn: dict[str, float] | None = None  # the last progress bar's metrics (BAR)
+        self._columns: list[str] | None = None  # the header of the table being printed (HEADER)
         self._unrecognised = False
 
     @property
@@ -226,6 +128,8 @@ class TextReader(TailedReader):
             "counted": self._counted,
             "step": self._step,
             "epoch_base": self._epoch_base,
+            "iter_at": self._iter_at,
+            "global_iter": self._global_iter,
             "drawn": self._drawn,
             "columns": self._columns,
             "unrecognised": self._unrecognised,
@@ -242,6 +146,13 @@ class TextReader(TailedReader):
         if base not in (None, 0, 1):
             raise ValueError(f"text state: epoch_base must be 0, 1 or None, got {base!r}")
         drawn, columns = state.get("drawn"), state.get("columns")
+        iter_at = state.get("iter_at")
+        if iter_at is not None and not (
+            isinstance(iter_at, (list, tuple))
+            and len(iter_at) == 2
+            and all(type(x) is int for x in iter_at)
+        ):
+            raise ValueError(f"text state: iter_at must be two ints or None, got {iter_at!r}")
         if drawn is not None and not (
             isinstance(drawn, dict)
             and all(isinstance(k, str) and type(v) is float for k, v in drawn.items())
@@ -255,6 +166,8 @@ class TextReader(TailedReader):
         self._lines, self._records = state.get("lines", 0), state.get("records", 0)
         self._counted, self._step, self._epoch_base = state.get("counted", 0), step, base
         self._drawn, self._columns = drawn, columns
+        self._iter_at = None if iter_at is None else (iter_at[0], iter_at[1])
+        self._global_iter = bool(state.get("global_iter", False))
         self._unrecognised = bool(state.get("unrecognised", False))
 
     def _parse(self, data: bytes, out: Batch) -> tuple[int, int]:
@@ -264,12 +177,13 @@ class TextReader(TailedReader):
         if self.tail.offset == 0:  # a fresh start (new file, truncation)
             self._lines = self._records = self._counted = 0
             self._step, self._epoch_base, self._unrecognised = None, None, False
-            self._drawn = self._columns = None
+            self._drawn = self._columns = self._iter_at = None
+            self._global_iter = False
         if self._unrecognised:
             return end, 0
         text = data[:end].decode("utf-8", "replace")
         if "\x1b" in text or "\x08" in text:
-            text = _TERMINAL.sub("", text)
+            text = TERMINAL.sub("", text)
         for line in text.splitlines():
             if not line or line.isspace():
                 continue
@@ -290,44 +204,51 @@ class TextReader(TailedReader):
         stripped = line.strip()
         if stripped[-1] == "}":
             brace = stripped.find("{")
-            if brace == 0 or (brace > 0 and _LOGGED_DICT.search(stripped, 0, brace)):
+            if brace == 0 or (brace > 0 and LOGGED_DICT.search(stripped, 0, brace)):
                 return self._dict(stripped[brace:], out)
-        split = _SPLIT_LINE.fullmatch(stripped)
+        split = SPLIT_LINE.fullmatch(stripped)
         if split is not None:
-            name = _SPLIT_LOSSES.get(split.group(2), split.group(2))
-            out.add(int(split.group(1)), None, {name: _number(split.group(3))})
+            name = SPLIT_LOSSES.get(split.group(2), split.group(2))
+            out.add(int(split.group(1)), None, {name: to_float(split.group(3))})
             return True
-        if "validation loss at" in line and (valid := _MEGATRON_VALID.search(line)) is not None:
-            named = _MEGATRON_VALUE.findall(line, valid.end())
-            values = {f"{_name(key)}_validation": _number(value) for key, value in named}
+        if "validation loss at" in line and (valid := MEGATRON_VALID.search(line)) is not None:
+            named = MEGATRON_VALUE.findall(line, valid.end())
+            values = {f"{metric_name(key)}_validation": to_float(value) for key, value in named}
             if values:
                 out.add(int(valid[1]), None, values)
             return bool(values)
-        epoch = _EPOCH_ITER.search(line)
+        epoch = EPOCH_ITER.search(line)
         if epoch is not None:
             number, i, n = (int(g) for g in epoch.groups())
             if self._epoch_base is None:
                 self._epoch_base = 0 if number == 0 else 1
-            step = max(0, number - self._epoch_base) * n + i
-            if _BAR.search(line, epoch.start(), epoch.end()) is None:
+            last = self._iter_at
+            if last is not None and number == last[0]:
+                self._iter_at = (number, max(i, last[1]))
+            else:
+                self._iter_at = (number, i)
+                if last is not None and number > last[0] and i > last[1]:
+                    self._global_iter = True  # "Epoch [2/5], Step [700/3000]": a global count
+            step = i if self._global_iter else max(0, number - self._epoch_base) * n + i
+            if BAR.search(line, epoch.start(), epoch.end()) is None:
                 return self._marked(step, line, epoch.end(), out)
-            values = _pairs(line[epoch.end() :])
-            stale, self._drawn = _same(values, self._drawn), values or self._drawn
+            values = read_pairs(line[epoch.end() :])
+            stale, self._drawn = same_draw(values, self._drawn), values or self._drawn
             if not values or stale:
-                return bool(values)  # a stale draw (see _BAR) still is a line of the log
+                return bool(values)  # a stale draw (see BAR) still is a line of the log
             return self._marked(step, line, epoch.end(), out)
-        for marker in _STEP_MARKERS:
+        for marker in STEP_MARKERS:
             match = marker.search(line)
             if match is not None:
                 return self._marked(int(match.group(1)), line, match.end(), out)
-        if self._step is not None and (bar := _PROGRESS.match(stripped)) is not None:
+        if self._step is not None and (bar := PROGRESS.match(stripped)) is not None:
             # Keras: belongs to the epoch above, once finished
-            values = _pairs(stripped[bar.end() :]) if bar[1] == bar[2] else {}
+            values = read_pairs(stripped[bar.end() :]) if bar[1] == bar[2] else {}
             if values:
                 out.add(self._step, None, values)
             return bool(values)
         if line[0] in " \t" and self._step is not None:  # under a marker line (OLMo)
-            values = _pairs(stripped, spaced=False)
+            values = read_pairs(stripped, spaced=False)
             if values:
                 out.add(self._step, None, values)
                 return True
@@ -336,18 +257,18 @@ class TextReader(TailedReader):
         return self._table(stripped, out)
 
     def _table(self, line: str, out: Batch) -> bool:
-        """A row of the table under the last header line (see _HEADER); or a header."""
+        """A row of the table under the last header line (see HEADER); or a header."""
         cells = line.split()
-        if _HEADER.fullmatch(line) is not None:
+        if HEADER.fullmatch(line) is not None:
             self._columns = cells
             return False
         columns = self._columns
         if columns is None or len(cells) != len(columns) or not cells[0].isdigit():
             return False
-        if not all(_CELL.fullmatch(cell) for cell in cells):
+        if not all(CELL.fullmatch(cell) for cell in cells):
             return False
         values = {
-            name: _number(cell)
+            name: to_float(cell)
             for name, cell in zip(columns[1:], cells[1:], strict=True)
             if ":" not in cell and cell.lower() != "#na#"
         }
@@ -358,8 +279,8 @@ class TextReader(TailedReader):
     def _marked(self, step: int, line: str, end: int, out: Batch) -> bool:
         """The pairs after a step marker ending at ``end``, at ``step`` unless a counter of
         updates among them says otherwise."""
-        values = _pairs(line[end:])
-        self._step = _counter(values) if values else None
+        values = read_pairs(line[end:])
+        self._step = update_counter(values) if values else None
         if self._step is None:
             self._step = step
         if values:
@@ -367,15 +288,15 @@ class TextReader(TailedReader):
         return bool(values)
 
     def _dict(self, line: str, out: Batch) -> bool:
-        pairs = _DICT_PAIR.findall(line)
-        values = {key: _number(value) for key, _, value in pairs}
-        if not values or _SUMMARY_KEY in values:
+        pairs = DICT_PAIR.findall(line)
+        values = {key: to_float(value) for key, _, value in pairs}
+        if not values or SUMMARY_KEY in values:
             return False
         # The step: a step-like key written as a bare integer ('epoch': 3, not 'epoch': 0.5,
         # nor transformers 5's quoted 'epoch': '1', which is a float it printed short).
-        integers = {key for key, quote, value in pairs if not quote and _INT.fullmatch(value)}
-        step = _counter(values)
-        for key in _DICT_STEP_KEYS if step is None else ():
+        integers = {key for key, quote, value in pairs if not quote and INT.fullmatch(value)}
+        step = update_counter(values)
+        for key in DICT_STEP_KEYS if step is None else ():
             if key in integers:
                 step = int(values.pop(key))
                 break
@@ -397,7 +318,7 @@ class TextReader(TailedReader):
             if text is None:
                 continue
             try:
-                number = _number(text)
+                number = to_float(text)
             except ValueError:
                 continue
             if name == "step":

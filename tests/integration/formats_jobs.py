@@ -439,6 +439,15 @@ def copied_formats(root: Path) -> dict[str, str]:
         ],
     )
     runs["opennmt"] = "xent"
+    # yunjey/pytorch-tutorial and its heirs: print('Epoch [{}/{}], Step [{}/{}], Loss: {:.4f}')
+    write(
+        "tutorial/train.log",
+        [
+            f"Epoch [{i // 10 + 1}/{STEPS // 10}], Step [{100 * (i % 10 + 1)}/1000], Loss: {v:.4f}"
+            for i, v in enumerate(losses)
+        ],
+    )
+    runs["tutorial"] = "Loss"
     return runs
 
 

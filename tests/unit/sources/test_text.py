@@ -269,6 +269,32 @@ def test_pytorch_examples_timm_and_paddleocr_count_iterations_across_epochs(path
     ]  # fmt: skip
 
 
+def test_a_tutorials_epoch_and_step_count_within_or_across_epochs(tmp_path: Path) -> None:
+    # yunjey/pytorch-tutorial and its many heirs: the step restarts every epoch ...
+    within = tmp_path / "within.log"
+    append(
+        within,
+        "Epoch [1/2], Step [100/600], Loss: 0.5\nEpoch [1/2], Step [600/600], Loss: 0.4\n"
+        "Epoch [2/2], Step [100/600], Loss: 0.3\nEpoch: 2, Batch: 200/600, Loss: 0.2\n",
+    )
+    assert [s for _, s, _ in points(TextReader(within, "r"))] == [100, 600, 700, 800]
+    # ... or, in others, counts on over the epochs: then it is the step.
+    across = tmp_path / "across.log"
+    append(
+        across,
+        "Epoch [1/2], Step [300/1200], Loss: 0.5\nEpoch [1/2], Step [600/1200], Loss: 0.4\n"
+        "Epoch [2/2], Step [900/1200], Loss: 0.3\n",
+    )
+    reader = TextReader(across, "r")
+    assert [s for _, s, _ in points(reader)] == [300, 600, 900]
+    resumed = TextReader(across, "r")  # (which it is carries over a restart)
+    resumed.load_state_dict(reader.state_dict())
+    append(across, "Epoch [2/2], Step [1200/1200], Loss: 0.2\n")
+    assert [s for _, s, _ in points(resumed)] == [1200]
+    with pytest.raises(ValueError, match="iter_at"):
+        resumed.load_state_dict({**reader.state_dict(), "iter_at": [1]})
+
+
 def test_progress_bars_read_each_value_at_the_count_it_was_first_drawn(path: Path) -> None:
     # tqdm redraws its bar as it advances, the postfix still the last batch's until the job
     # sets the new one (a stale draw); Lightning's TQDMProgressBar resets it every epoch.
@@ -288,7 +314,7 @@ def test_progress_bars_read_each_value_at_the_count_it_was_first_drawn(path: Pat
         + tqdm("Epoch 1", 1, ", v_num=0, train_loss_step=nan, val_loss=2.2")  # stale
         + "\n"
         # rich's bar (Lightning's RichProgressBar); torchtune's bar is a step marker.
-        + "Epoch 2/9  ━━━━━━━━━━━━ 3/4 0:00:01 • 0:00:01 9.10it/s v_num: 0 train_loss_step: 2.1\n"
+        + "Epoch 1/9  ━━━━━━━━━━━━ 3/4 0:00:01 • 0:00:01 9.10it/s v_num: 0 train_loss_step: 2.1\n"
         + "\r1|13|Loss: 1.404:  25%|##5       | 13/52 [00:01<00:03, 9.1it/s]\n",
     )
     got = [(m, s, v) for m, s, v in points(TextReader(path, "r")) if m != "v_num"]
@@ -298,7 +324,7 @@ def test_progress_bars_read_each_value_at_the_count_it_was_first_drawn(path: Pat
         ("train_loss_step", 4, math.nan),
         ("train_loss_step", 4, math.nan),
         ("val_loss", 4, 2.2),
-        ("train_loss_step", 11, 2.1),  # (epoch 2 - 0) x 4 + 3
+        ("train_loss_step", 7, 2.1),  # (epoch 1 - 0) x 4 + 3
         ("Loss", 13, 1.404),
     ])  # fmt: skip
 

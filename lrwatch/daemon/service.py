@@ -403,6 +403,8 @@ class Daemon:
             roles = roles | frozenset(run.monitor.inferred_roles.values())
         self.metrics.export_batch(run.name, batch, roles, run.monitor.last_step(), now)
         self.book.export_kinds(run)
+        if outcome.rewinds:
+            self.metrics.rewinds_total.labels(run.name).inc(len(outcome.rewinds))
         for rewind in outcome.rewinds:
             log.warning(
                 "run %s: %s went back from step %d to %d (a restart from a checkpoint?): "

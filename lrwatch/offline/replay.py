@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from operator import le
+from operator import gt, le
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -63,6 +63,7 @@ class ReplayedRun:
     first_nonfinite: tuple[str, int, float] | None = None  # (metric, step, value), earliest
     skipped: dict[str, int] = field(default_factory=dict)  # corrupt records, by file
     findings: list[ReplayedFinding] = field(default_factory=list)
+    went_back: dict[str, int] = field(default_factory=dict)  # steps back within a file, by file
 
     @property
     def judged(self) -> bool:
@@ -79,6 +80,13 @@ class ReplayedRun:
             message = coverage.skipped(path, {"corrupt_records": count})
             if message:
                 out.append(f"run {self.name}: {message}")
+        for path, count in self.went_back.items():
+            out.append(
+                f"run {self.name}: {path}: its step went back {count} time"
+                f"{'s' if count != 1 else ''} (a restart from a checkpoint, runs appended to one "
+                "log, or a step counted within each epoch): read merged by step, a step's first "
+                "value kept; a pattern (sources.text.pattern) can name a step that counts on"
+            )
         return out
 
 
@@ -179,9 +187,10 @@ def read_run(run: str, files: list[Path], formats: Formats | None = None) -> lis
 
 def read_records(
     run: str, files: list[Path], formats: Formats | None = None
-) -> tuple[Batch, dict[str, int]]:
+) -> tuple[Batch, dict[str, int], dict[str, int]]:
     """All records of a run's files, as one batch merged by step (stable: file order breaks
-    ties), and the records each file's reader skipped as corrupt (files with some).
+    ties); the records each file's reader skipped as corrupt, and the times each file's step
+    went back (files with some: the merge makes one timeline of what were several).
 
     Records, not samples: most scalars are of metrics no detector watches, and those need no
     ``Sample`` (``RunMonitor.observe_records``). The samples of records merged stably by step
@@ -191,8 +200,10 @@ def read_records(
     merged = Batch(run)
     steps, wall_times, values = merged.steps, merged.wall_times, merged.values
     skipped: dict[str, int] = {}
+    went_back: dict[str, int] = {}
     for path in files:
         reader = open_reader(path.parent, path, run=run, formats=formats)
+        first = len(steps)
         while batch := reader.read():
             steps += batch.steps
             wall_times += batch.wall_times
@@ -200,12 +211,15 @@ def read_records(
         corrupt = int(reader.stats.get("corrupt_records", 0))
         if corrupt:
             skipped[str(path)] = corrupt
+        own = steps[first:]
+        if not all(map(le, own, islice(own, 1, None))):  # (checked in C; rarely false)
+            went_back[str(path)] = sum(map(gt, own, islice(own, 1, None)))
     if not all(map(le, steps, islice(steps, 1, None))):
         order = sorted(range(len(steps)), key=steps.__getitem__)
         merged.steps = [steps[i] for i in order]
         merged.wall_times = [wall_times[i] for i in order]
         merged.values = [values[i] for i in order]
-    return merged, skipped
+    return merged, skipped, went_back
 
 
 def replay_runs(
@@ -217,7 +231,7 @@ def replay_runs(
     """Each run of ``discovery``, judged (one at a time: a big history is not held at once)."""
     problems = [] if problems is None else problems
     for run, files in sorted(discovery.runs.items()):
-        records, skipped = read_records(run, files, formats)
+        records, skipped, went_back = read_records(run, files, formats)
         monitor = RunMonitor(run, config.for_run(run), assume_landed=True)
         outcome = monitor.observe_records(records.records(), can_act=None)
         problems += outcome.problems + formats.take_problems()
@@ -233,6 +247,7 @@ def replay_runs(
             _first_nonfinite(records),
             skipped,
             [ReplayedFinding(f, decisions.get(id(f))) for f in outcome.findings],
+            went_back,
         )
 
 

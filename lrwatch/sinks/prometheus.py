@@ -143,6 +143,14 @@ class Metrics:
             ["run", "error"],
             registry=r,
         )
+        self.rewinds_total = Counter(
+            "lrwatch_rewinds",
+            "Times a metric of the run went back to a step it had passed in the same log: a "
+            "restart from a checkpoint, runs appended to one log, or a step counted within each "
+            "epoch. The metric's detectors start over from there (the daemon's log says which).",
+            ["run"],
+            registry=r,
+        )
         self.notifications_total = Counter(
             "lrwatch_notifications",
             "Notices (findings, actions) by notifier instance and outcome: sent, failed "
@@ -225,5 +233,6 @@ class Metrics:
             self.command_acks_total,
             self.run_loss_role,
             self.channel_errors_total,
+            self.rewinds_total,
         ):
             metric.remove_by_labels({"run": run})

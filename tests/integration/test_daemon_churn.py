@@ -127,6 +127,7 @@ def test_tensorboard_restart_and_damage(tmp_path: Path, caplog: pytest.LogCaptur
         found = daemon.store.findings("tb")
         assert not [f for f in found if f["kind"] in ("divergence", "plateau", "drift")], found
         assert daemon.book.runs["tb"].monitor.series["loss"].rewinds == 1
+        assert inproc.value(daemon, "lrwatch_rewinds_total", run="tb") == 1  # countably
         # A record whose CRC fails (bit rot in the first file, appended records after it):
         # skipped and counted, the rest read.
         tail = write_tb(tmp_path, range(450, 460), t0=1.9e9).read_bytes()

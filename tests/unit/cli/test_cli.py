@@ -162,6 +162,28 @@ def test_replay_warns_on_every_run_and_file_it_could_not_read(tmp_path: Path) ->
     assert "Traceback" not in said
 
 
+def test_replay_says_when_a_files_step_went_back(tmp_path: Path) -> None:
+    # minGPT's old trainer: "epoch 1 iter 0: train loss ...", the iteration restarting every
+    # epoch and no count of them to go by: merged by step, the later epochs are repeats.
+    run = tmp_path / "mingpt"
+    run.mkdir()
+    (run / "train.log").write_text(
+        "".join(
+            f"epoch {e} iter {i}: train loss {2.0 - 0.01 * i:.5f}\n"
+            for e in (1, 2, 3)
+            for i in range(40)
+        )
+    )
+    result = lrwatch("replay", run, "-f", "jsonl")
+    assert result.returncode == 0, result.stderr
+    said = result.stderr
+    assert "run mingpt: " in said and "train.log: its step went back 2 times" in said
+    assert "a step counted within each epoch" in said
+    # a log whose steps only go forward is not warned about
+    (run / "train.log").write_text("".join(f"iter {i}: loss 2.0\n" for i in range(40)))
+    assert "went back" not in lrwatch("replay", run, "-f", "jsonl").stderr
+
+
 def test_replay_names_files_that_look_like_logs_it_cannot_read(tmp_path: Path) -> None:
     run = write_log(tmp_path / "exp" / "metrics.jsonl", HEALTHY).parent
     (run / "train.log").write_text("step 1 loss 2.0\n")

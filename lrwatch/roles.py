@@ -25,7 +25,8 @@ class RolesConfig(BaseModel):
     Megatron-LM (``lm loss``, ``learning-rate``, ``grad-norm``, ``lm loss validation``; printed:
     ``lm_loss``, ``lm_loss_validation``), GPT-NeoX (``train/lm_loss``), NeMo
     (``reduced_train_loss``), fairseq (``gnorm``), Ignite's and PyTorch's examples and timm
-    (``Loss``, ``LR``), OpenNMT-py (``xent``), LitGPT (``loss train``: ``loss_train``).
+    (``Loss``, ``LR``), OpenNMT-py (``xent``), LitGPT (``loss train``: ``loss_train``), Sacred's
+    docs (``training.loss``, ``validation.loss``).
 
     ``infer``: when a run logs none of the ``loss`` (or ``val_loss``) names, the first metric
     whose name contains "loss" takes the role (see ``infer_role`` and
@@ -58,6 +59,7 @@ class RolesConfig(BaseModel):
         "reduced_train_loss",
         "xent",
         "loss_train",
+        "training.loss",
     )
     val_loss: tuple[str, ...] = (
         "val/loss",
@@ -75,6 +77,7 @@ class RolesConfig(BaseModel):
         "lm loss validation",
         "lm_loss_validation",
         "validation/lm_loss",
+        "validation.loss",
     )
     grad_norm: tuple[str, ...] = (
         "grad_norm",

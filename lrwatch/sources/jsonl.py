@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
-from lrwatch.sources.base import Batch, FileSource
+from lrwatch.sources.base import Batch, FileSource, LogReader
+from lrwatch.sources.sacred import MetricsJsonReader
 from lrwatch.sources.tail import TailedReader
 
 try:  # orjson parses ~6x faster; it is optional, the standard library is the fallback
@@ -46,8 +47,10 @@ STEP_KEYS = (
 )
 """Keys that stand for the step when ``step`` is absent, most specific first."""
 
-NATIVE_NAMES = frozenset({"metrics.json"})
-"""JSON-lines files that do not end in ``.jsonl``: detectron2's ``metrics.json``."""
+METRICS_JSON = "metrics.json"
+NATIVE_NAMES = frozenset({METRICS_JSON})
+"""JSON-lines files that do not end in ``.jsonl``: detectron2's ``metrics.json`` (or Sacred's
+JSON of the same name: ``sacred.py``)."""
 
 MAX_LINE_BYTES = 64 << 20
 """A "line" longer than this without a newline is garbage (or a hostile file), not a record:
@@ -165,9 +168,15 @@ def _flatten(record: dict[str, Any]) -> dict[str, float]:
 
 
 class JsonlSource(FileSource):
-    """The built-in ``jsonl`` format (plugins.py)."""
+    """The built-in ``jsonl`` format (plugins.py); a ``metrics.json`` may be Sacred's instead
+    of detectron2's, which the file itself says (``sacred.MetricsJsonReader``)."""
 
     reader = JsonlReader
 
     def claims(self, path: PurePath) -> bool:
         return path.name.endswith(".jsonl") or path.name in NATIVE_NAMES
+
+    def open(self, path: Path, run: str) -> LogReader:
+        if path.name == METRICS_JSON:
+            return MetricsJsonReader(path, run, JsonlReader)
+        return JsonlReader(path, run)

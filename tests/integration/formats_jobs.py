@@ -176,6 +176,34 @@ def tqdm_loop(out: Path) -> None:
     out.write_text(json.dumps(losses))
 
 
+def sacred_run(out: Path) -> None:
+    """Sacred: an experiment under a FileStorageObserver, its loss logged with
+    ``_run.log_scalar("training.loss", ...)`` and a validation loss every 5 steps, as Sacred's
+    docs show: ``<out>/1/metrics.json``."""
+    import torch
+    from sacred import Experiment
+    from sacred.observers import FileStorageObserver
+
+    ex = Experiment("diverging", save_git_info=False)
+    ex.observers.append(FileStorageObserver(str(out)))
+
+    @ex.main
+    def train(_run: Any) -> None:
+        x, y = _data()
+        net = torch.nn.Linear(4, 1)
+        optimizer = torch.optim.SGD(net.parameters(), lr=LR)
+        for step in range(STEPS):
+            loss = torch.nn.functional.mse_loss(net(x[:8]), y[:8])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            _run.log_scalar("training.loss", loss.item(), step)
+            if step % 5 == 0:
+                _run.log_scalar("validation.loss", loss.item(), step)
+
+    ex.run()
+
+
 def diverging(n: int) -> list[float]:
     """A loss that falls for a while, then grows geometrically to inf and NaN."""
     values = [2.0 / (1 + 0.2 * i) for i in range(n // 2)]
@@ -463,5 +491,6 @@ if __name__ == "__main__":
         "keras_layout": keras_layout,
         "keras_stdout": keras_stdout,
         "tqdm_loop": tqdm_loop,
+        "sacred": sacred_run,
     }
     jobs[kind](where)

@@ -20,10 +20,12 @@ import pytest
 
 from lrwatch import testing
 from lrwatch.testing import free_port
+from tests.integration.formats_jobs import STEPS
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("lightning")
+pytest.importorskip("sacred")
 if importlib.util.find_spec("keras") is None:  # (imported here it would want TensorFlow)
     pytest.skip("keras is not installed", allow_module_level=True)
 
@@ -87,6 +89,12 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
                 stderr=subprocess.STDOUT,
             ),
             subprocess.Popen(
+                [sys.executable, "-m", JOBS, "sacred", str(root / "sacred")],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            subprocess.Popen(
                 [sys.executable, "-m", JOBS, "keras_layout", str(root / "keras/fit")],
                 cwd=REPO,
                 stdout=subprocess.DEVNULL,
@@ -106,6 +114,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         "keras_stdout": "loss",  # Keras 3's progress bars
         "lightning_stdout": "train_loss_step",  # Lightning's TQDMProgressBar
         "tqdm_stdout": "loss",  # a loop's own tqdm bar, its postfix
+        "sacred/1": "training.loss",  # Sacred's metrics.json (FileStorageObserver)
         **copied_formats(root),
     }
     return root, runs
@@ -120,6 +129,8 @@ def test_the_library_files_are_where_the_runs_say(made: tuple[Path, dict[str, st
     assert {"train_loss_step", "train_loss_epoch", "lr-SGD", "step"} <= set(header.split(","))
     assert list(root.glob("lightning/tb/version_0/events.out.tfevents.*"))
     assert list(root.glob("keras/fit/validation/events.out.tfevents.*"))
+    sacred = json.loads((root / "sacred/1/metrics.json").read_text())
+    assert len(sacred["training.loss"]["values"]) == STEPS  # (Sacred's own file, whole)
 
 
 def test_keras_stdout_gives_each_epochs_own_metrics(made: tuple[Path, dict[str, str]]) -> None:

@@ -24,49 +24,27 @@ from pathlib import Path
 from typing import Any
 
 from lrwatch.sources.base import Batch, LogReader
+from lrwatch.sources.whole_json import WholeJsonReader
 
-MAX_FILE_BYTES = 512 << 20  # a bigger file is not read (counted in ``corrupt_records``)
 _SNIFF_BYTES = 4096
 
 
-class SacredReader:
+class SacredReader(WholeJsonReader):
     """One Sacred ``metrics.json`` (``LogReader``); see the module docstring."""
 
     format = "sacred"
 
     def __init__(self, path: Path, run: str) -> None:
-        self.path = Path(path)
-        self.run = run
-        self.has_more = False  # the whole file is read at once
-        self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) last parsed
+        super().__init__(path, run)
         self._emitted: dict[str, int] = {}  # entries yielded, by metric
         self._last: dict[str, int] = {}  # the step of the last of them, by metric
         self._rereading = False
-        self._counters = {"corrupt_records": 0, "rewrites": 0}
 
-    def read(self) -> Batch:
-        out = Batch(self.run)
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return out
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if key == self._seen:
-            return out
-        if st.st_size > MAX_FILE_BYTES:
-            self._seen = key
-            self._counters["corrupt_records"] += 1
-            return out
-        try:
-            with open(self.path, "rb") as file:
-                state = json.loads(file.read())
-        except (OSError, ValueError, RecursionError):
-            return out  # being rewritten (or not JSON): tried again on the next change
-        self._seen = key
+    def _take(self, state: Any, out: Batch) -> None:
         series = _series(state) if isinstance(state, dict) else None
         if series is None:
             self._counters["corrupt_records"] += 1
-            return out
+            return
         self._rereading = False
         if any(self._went_back(name, steps) for name, (steps, _) in series.items()):
             self._counters["rewrites"] += 1
@@ -84,7 +62,6 @@ class SacredReader:
             if i + 1 == len(new) or new[i + 1][0] != step:
                 out.add(step, None, record)
                 record = {}
-        return out
 
     def _went_back(self, name: str, steps: list[int]) -> bool:
         done = self._emitted.get(name, 0)
@@ -93,13 +70,6 @@ class SacredReader:
     @property
     def rereading(self) -> bool:
         return self._rereading
-
-    def changed(self, st: os.stat_result) -> bool:
-        return (st.st_ino, st.st_size, st.st_mtime_ns) != self._seen
-
-    @property
-    def stats(self) -> Mapping[str, int]:
-        return dict(self._counters)
 
     def state_dict(self) -> dict[str, Any]:
         return {"emitted": dict(self._emitted), "last": dict(self._last)}

@@ -20,62 +20,37 @@ which the run's monitor skips as repeats (``RunMonitor.observe``), so nothing is
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
 from lrwatch.sources.base import Batch, FileSource
+from lrwatch.sources.whole_json import WholeJsonReader
 
 NAME = "trainer_state.json"
-MAX_FILE_BYTES = 512 << 20
-"""A bigger file is not read (counted in ``corrupt_records``): the largest published ones with
-``logging_steps=1`` over a long run are a few MiB."""
 
 _CHECKPOINT = re.compile(r"checkpoint-\d+")
 _SUMMARY_KEY = "train_runtime"  # marks the end-of-training summary entry
 
 
-class TrainerStateReader:
+class TrainerStateReader(WholeJsonReader):
     """One ``trainer_state.json`` (``LogReader``); see the module docstring."""
 
     format = "trainer_state"
 
     def __init__(self, path: Path, run: str) -> None:
-        self.path = Path(path)
-        self.run = run
-        self.has_more = False  # the whole file is read at once
-        self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) last parsed
+        super().__init__(path, run)
         self._emitted = 0  # log_history entries already yielded
         self._last_step: int | None = None  # the step of the last of them
         self._reread_until = 0
-        self._counters = {"corrupt_records": 0, "rewrites": 0, "replacements": 0}
+        self._counters["replacements"] = 0
 
-    def read(self) -> Batch:
-        out = Batch(self.run)
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return out
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if key == self._seen:
-            return out
-        if st.st_size > MAX_FILE_BYTES:
-            self._seen = key
-            self._counters["corrupt_records"] += 1
-            return out
-        try:
-            with open(self.path, "rb") as file:
-                state = json.loads(file.read())
-        except (OSError, ValueError, RecursionError):
-            return out  # being rewritten (or not JSON): tried again on the next change
-        self._seen = key
+    def _take(self, state: Any, out: Batch) -> None:
         history = state.get("log_history") if isinstance(state, dict) else None
         if not isinstance(history, list):
             self._counters["corrupt_records"] += 1
-            return out
+            return
         if self._emitted and (
             len(history) < self._emitted or _step_of(history[self._emitted - 1]) != self._last_step
         ):
@@ -87,7 +62,6 @@ class TrainerStateReader:
         if history[self._emitted :]:
             self._last_step = _step_of(history[-1])
         self._emitted = len(history)
-        return out
 
     def _add(self, entry: Any, out: Batch) -> None:
         step = _step_of(entry)
@@ -106,13 +80,6 @@ class TrainerStateReader:
     @property
     def rereading(self) -> bool:
         return self._emitted < self._reread_until
-
-    def changed(self, st: os.stat_result) -> bool:
-        return (st.st_ino, st.st_size, st.st_mtime_ns) != self._seen
-
-    @property
-    def stats(self) -> Mapping[str, int]:
-        return dict(self._counters)
 
     def state_dict(self) -> dict[str, Any]:
         return {"emitted": self._emitted, "last_step": self._last_step}

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,12 @@ REPO = Path(__file__).resolve().parents[2]
 def _keras_history(root: Path) -> Path:
     """Where the Keras job leaves its History: beside the replayed logs, not among them."""
     return root.parent / f"{root.name}_keras_history.json"
+
+
+def _job(kind: str, where: Path, stdout: Any, stderr: Any) -> subprocess.Popen[bytes]:
+    """One of formats_jobs' jobs, writing where it is told, its streams where given."""
+    argv = [sys.executable, "-m", JOBS, kind, str(where)]
+    return subprocess.Popen(argv, cwd=REPO, stdout=stdout, stderr=stderr)
 
 
 def _tqdm_losses(root: Path) -> Path:
@@ -63,43 +70,14 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         lightning_log,
         tqdm_log,
     ):
+        quiet: Any = subprocess.DEVNULL
         jobs = [
-            subprocess.Popen(
-                [sys.executable, "-m", JOBS, "keras_stdout", str(history)],
-                cwd=REPO,
-                stdout=keras_log,
-                stderr=subprocess.DEVNULL,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", JOBS, "hugging_face", str(root / "hf")],
-                cwd=REPO,
-                stdout=stdout,
-                stderr=subprocess.DEVNULL,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", JOBS, "lightning", str(root / "lightning")],
-                cwd=REPO,
-                stdout=lightning_log,
-                stderr=subprocess.DEVNULL,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", JOBS, "tqdm_loop", str(_tqdm_losses(root))],
-                cwd=REPO,
-                stdout=tqdm_log,
-                stderr=subprocess.STDOUT,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", JOBS, "sacred", str(root / "sacred")],
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", JOBS, "keras_layout", str(root / "keras/fit")],
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
+            _job("keras_stdout", history, keras_log, quiet),
+            _job("hugging_face", root / "hf", stdout, quiet),
+            _job("lightning", root / "lightning", lightning_log, quiet),
+            _job("tqdm_loop", _tqdm_losses(root), tqdm_log, subprocess.STDOUT),
+            _job("sacred", root / "sacred", quiet, quiet),
+            _job("keras_layout", root / "keras/fit", quiet, quiet),
         ]
         for job in jobs:
             assert job.wait(timeout=240) == 0, job.args

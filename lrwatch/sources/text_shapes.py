@@ -67,7 +67,7 @@ _SUBSET = re.compile(r"\bvalid on '(\w+)' subset\b")
 # 5.37E+00 | lm loss PPL: 2.15E+02 |", named as its TensorBoard tags name them ("lm loss
 # validation": lm_loss_validation), so they do not land in the training loss.
 MEGATRON_VALID = re.compile(r"validation loss at iteration\s+(\d+)")
-MEGATRON_VALUE = re.compile(rf"({_KEY}(?: {_KEY})*) value:\s*({_NUM})", re.IGNORECASE)
+MEGATRON_VALUE = re.compile(rf"({_KEY}(?: {_KEY}){{0,3}}) value:\s*({_NUM})", re.IGNORECASE)
 # Keras' progress bar under its "Epoch 3/10" line: "6/6 ━━━━━━ 0s 7ms/step - loss: 0.68 - ..."
 # (Keras 3), "6/6 [======] - 0s 7ms/step - loss: 0.68" (tf.keras). Only the finished bar (6/6)
 # holds the epoch's metrics; a running one holds the mean of its first batches.

@@ -349,6 +349,21 @@ def test_megatron_validation_lines_are_named_as_its_tensorboard_tags(path: Path)
     assert RolesConfig().role_of("lm_loss_validation") is Role.VAL_LOSS
 
 
+def test_a_hostile_line_costs_time_linear_in_its_length(path: Path) -> None:
+    # A megabyte line that starts like Megatron's validation then never says "value:": an
+    # unbounded run of words before it made the regex backtrack quadratically (hours).
+    import threading
+
+    append(path, "validation loss at iteration 5 | " + "ab " * 300_000 + "\nstep 2 loss 1.0\n")
+    reader = TextReader(path, "r")
+    got: list[Point] = []
+    worker = threading.Thread(target=lambda: got.extend(points(reader)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # (about 0.5 s; a failure must not hang the suite)
+    assert not worker.is_alive(), "the reader is stuck on one line"
+    assert got == [("loss", 2, 1.0)]
+
+
 def test_a_table_printed_row_by_row_under_its_header(path: Path) -> None:
     # fastai's console output: the header, then a row per epoch (a progress bar between them)
     append(

@@ -119,16 +119,16 @@ def metric_name(key: str) -> str:
 def read_pairs(text: str, *, spaced: bool = True) -> dict[str, float]:
     """The metrics in what follows a step marker (see the module docstring)."""
     found: dict[str, float] = {}
-    subset = _SUBSET.search(text)
+    prefix, subset = "", _SUBSET.search(text)
     if subset is not None:  # fairseq's validation: named as its JSON format names them
-        return {f"{subset[1]}_{k}": v for k, v in read_pairs(text[subset.end() :]).items()}
+        prefix, text = f"{subset[1]}_", text[subset.end() :]
     for segment in _SEGMENTS.split(text):
         assigned = False
         for match in _ASSIGNED.finditer(segment):
             assigned = True
-            found[metric_name(match.group(1) or match.group(2))] = to_float(match.group(3))
+            found[prefix + metric_name(match.group(1) or match.group(2))] = to_float(match[3])
         if not assigned and spaced:
             spaced_pair = _SPACED.match(segment)
             if spaced_pair is not None:
-                found[metric_name(spaced_pair.group(1))] = to_float(spaced_pair.group(2))
+                found[prefix + metric_name(spaced_pair[1])] = to_float(spaced_pair[2])
     return found

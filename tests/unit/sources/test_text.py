@@ -349,12 +349,21 @@ def test_megatron_validation_lines_are_named_as_its_tensorboard_tags(path: Path)
     assert RolesConfig().role_of("lm_loss_validation") is Role.VAL_LOSS
 
 
-def test_a_hostile_line_costs_time_linear_in_its_length(path: Path) -> None:
-    # A megabyte line that starts like Megatron's validation then never says "value:": an
-    # unbounded run of words before it made the regex backtrack quadratically (hours).
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Megatron's validation that never says "value:": an unbounded run of words before it
+        # made the regex backtrack quadratically (hours).
+        "validation loss at iteration 5 | " + "ab " * 300_000,
+        # fairseq's validation marker, repeated: read recursively, it raised RecursionError.
+        "step 1 | " + "valid on 'x' subset " * 40_000,
+    ],
+    ids=["megatron", "fairseq"],
+)
+def test_a_hostile_line_is_read_in_time_linear_in_its_length(path: Path, line: str) -> None:
     import threading
 
-    append(path, "validation loss at iteration 5 | " + "ab " * 300_000 + "\nstep 2 loss 1.0\n")
+    append(path, line + "\nstep 2 loss 1.0\n")
     reader = TextReader(path, "r")
     got: list[Point] = []
     worker = threading.Thread(target=lambda: got.extend(points(reader)), daemon=True)

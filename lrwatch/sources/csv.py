@@ -126,15 +126,21 @@ class CsvReader(TailedReader):
         lines.pop()  # the empty string after the last newline
         # csv's own writers end lines in \r\n (Lightning's and Keras' CSVs are CRLF): fine for
         # the fast path. Only a quote or a bare \r needs the line-by-line one.
-        if '"' in text or ("\r" in text and text.count("\r") != text.count("\r\n")):
-            self._rows(self._checked_rows(lines, columns.delimiter), columns, out)
-        else:  # the common case: one csv.reader over the whole chunk
-            self._rows(csv.reader(lines, delimiter=columns.delimiter), columns, out)
+        rows: Iterable[list[str]] | None = None
+        if not ('"' in text or ("\r" in text and text.count("\r") != text.count("\r\n"))):
+            try:  # the common case: one csv.reader over the whole chunk
+                rows = list(csv.reader(lines, delimiter=columns.delimiter))
+            except csv.Error:  # a NUL byte, a cell over the csv module's field limit
+                rows = None
+        if rows is None:
+            rows = self._checked_rows(lines, columns.delimiter)
+        self._rows(rows, columns, out)
         return end, 0
 
     def _checked_rows(self, lines: list[str], delimiter: str) -> Iterable[list[str]]:
-        """Rows one line at a time, for chunks holding quotes or bare carriage returns: a line
-        with an unbalanced quote, or one the csv module rejects (a bare ``\r`` inside it), is
+        """Rows one line at a time, for chunks holding quotes or bare carriage returns, or a line
+        the csv module rejects: a line with an unbalanced quote, or one the csv module rejects
+        (a bare ``\r`` or a NUL inside it, a cell over its field size limit), is
         counted as corrupt and the next line goes on (one per line, or a stray quote would
         make the csv module swallow every line after it as one quoted field)."""
         for line in lines:

@@ -182,6 +182,8 @@ class RunMonitor:
         if self.hook_schedule is not None:  # exact, unlike a logged LR
             schedule = self.hook_schedule
         kept = [f for f in kept if not garbage_explains(f, schedule)]
+        if series.role is Role.GRAD_NORM:
+            kept = [f for f in kept if not self._learning(f)]
         raised = self.raised.setdefault(metric, set())
         raised -= {f.kind for f in findings}
         raised |= {f.kind for f in kept}
@@ -278,12 +280,23 @@ class RunMonitor:
         if step > self.hook_schedule.last_step:
             self.hook_schedule.update(step, lr)
 
+    def _learning(self, found: Finding) -> bool:
+        """Whether a gradient norm's divergence is a model learning: the loss fell with
+        confidence since the norm rose (``Progress.fell_since``), as it does when embeddings
+        leave zero or a net leaves its initial plateau. That is no divergence, and it is not
+        reported: a step past the stability edge sends the loss up within a few steps. A
+        non-finite norm always is one."""
+        if found.kind != "divergence" or found.detail.get("nonfinite"):
+            return False
+        return self.progress.fell_since(
+            found.step if found.onset_step is None else found.onset_step
+        )
+
     def _doubt(self, series: Series, metric: str, found: Finding) -> str | None:
         """Why ``found`` on ``metric`` is reported (as a warning, not ongoing) but not acted on:
         its role was only guessed from its name (a GAN's discriminator loss is no loss to
-        minimise), it is the loss of an RL run (``RolesConfig.marks_rl``), or it is a gradient
-        norm's rise while the loss kept falling (``Progress.fell_since``). A non-finite value is
-        no doubt: NaN weights are broken whatever the objective."""
+        minimise), or it is the loss of an RL run (``RolesConfig.marks_rl``). A non-finite value
+        is no doubt: NaN weights are broken whatever the objective."""
         for role, name in self.inferred_roles.items():
             if name == metric:
                 return (
@@ -292,13 +305,6 @@ class RunMonitor:
                 )
         if found.detail.get("nonfinite"):
             return None
-        if series.role is Role.GRAD_NORM and found.kind == "divergence":
-            onset = found.onset_step if found.onset_step is not None else found.step
-            if self.progress.fell_since(onset):
-                return (
-                    f"the loss kept falling since the gradient norm rose at step {onset}: a "
-                    "model starting to learn grows its gradient norm"
-                )
         if series.role not in (Role.LOSS, Role.VAL_LOSS):
             return None
         roles = self.settings.roles

@@ -171,7 +171,7 @@ class PlateauDetector:
         self._since += 1
         self._n += 1
         if i - self._base >= size - 1 or not self._prefix(i, slot):
-            self._rebuild()
+            self._rebuild(max(0, self._n - self._cap))
 
     def _prefix(self, i: int, slot: int) -> bool:
         """Extend the prefix sums by sample ``i``; False if they overflowed."""
@@ -186,11 +186,12 @@ class PlateauDetector:
         self._sum[slot], self._isum[slot], self._qsum[slot] = total, itotal, qtotal
         return math.isfinite(total) and math.isfinite(itotal) and math.isfinite(qtotal)
 
-    def _rebuild(self) -> None:
-        """Restart the prefix sums ``cap`` samples back: O(cap) once every ``cap`` samples."""
+    def _rebuild(self, base: int) -> None:
+        """Restart the prefix sums at sample ``base``: ``cap`` samples back, O(cap) once every
+        ``cap`` samples; or, on a resume, where the uninterrupted detector started them."""
         size = len(self._values)
-        self._base = max(0, self._n - self._cap)
-        for i in range(self._base, self._n):
+        self._base = base
+        for i in range(base, self._n):
             self._prefix(i, i % size)
 
     def _test(self) -> tuple[int, float, float, float, float, bool, bool]:
@@ -312,9 +313,7 @@ class PlateauDetector:
             d2 = v - 2.0 * values[k - 1] + values[k - 2] if k >= 2 else 0.0
             self._values[i % size], self._steps[i % size] = v, s
             self._d2[i % size] = d2 * d2 if saved is None else saved[k]
-        self._base = first
-        for i in range(first, self._n):
-            self._prefix(i, i % size)
+        self._rebuild(first)
         self._since = int(state["since"])
         self._found_once = bool(state["found_once"])
         self._active = bool(state["active"])

@@ -211,10 +211,11 @@ def read_records(
         corrupt = int(reader.stats.get("corrupt_records", 0))
         if corrupt:
             skipped[str(path)] = corrupt
-        own = steps[first:]
-        if not all(map(le, own, islice(own, 1, None))):  # (checked in C; rarely false)
-            went_back[str(path)] = sum(map(gt, own, islice(own, 1, None)))
-    if not all(map(le, steps, islice(steps, 1, None))):
+        backs = sum(map(gt, islice(steps, first, None), islice(steps, first + 1, None)))  # (C)
+        if backs:
+            went_back[str(path)] = backs
+    # (files each in order, and only one: in order; else checked in C, rarely out of order)
+    if went_back or (len(files) > 1 and not all(map(le, steps, islice(steps, 1, None)))):
         order = sorted(range(len(steps)), key=steps.__getitem__)
         merged.steps = [steps[i] for i in order]
         merged.wall_times = [wall_times[i] for i in order]

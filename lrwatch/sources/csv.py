@@ -125,7 +125,8 @@ class CsvReader(TailedReader):
         lines = text.split("\n")
         lines.pop()  # the empty string after the last newline
         # csv's own writers end lines in \r\n (Lightning's and Keras' CSVs are CRLF): fine for
-        # the fast path. Only a quote or a bare \r needs the line-by-line one.
+        # the fast path. A quote or a bare \r needs the line-by-line one, and so does a chunk
+        # with a line the csv module rejects.
         rows: Iterable[list[str]] | None = None
         if not ('"' in text or ("\r" in text and text.count("\r") != text.count("\r\n"))):
             try:  # the common case: one csv.reader over the whole chunk

@@ -219,28 +219,18 @@ class TextReader(TailedReader):
             return bool(values)
         epoch = EPOCH_ITER.search(line)
         if epoch is not None:
-            number, i, n = (int(g) for g in epoch.groups())
-            if self._epoch_base is None:
-                self._epoch_base = 0 if number == 0 else 1
-            last = self._iter_at
-            if last is not None and number == last[0]:
-                self._iter_at = (number, max(i, last[1]))
-            else:
-                self._iter_at = (number, i)
-                if last is not None and number > last[0] and i > last[1]:
-                    self._global_iter = True  # "Epoch [2/5], Step [700/3000]": a global count
-            step = i if self._global_iter else max(0, number - self._epoch_base) * n + i
-            if BAR.search(line, epoch.start(), epoch.end()) is None:
-                return self._marked(step, line, epoch.end(), out)
+            step = self._epoch_step(*(int(g) for g in epoch.groups()))
             values = read_pairs(line[epoch.end() :])
+            if BAR.search(line, epoch.start(), epoch.end()) is None:
+                return self._marked(step, values, out)
             stale, self._drawn = same_draw(values, self._drawn), values or self._drawn
             if not values or stale:
                 return bool(values)  # a stale draw (see BAR) still is a line of the log
-            return self._marked(step, line, epoch.end(), out)
+            return self._marked(step, dict(values), out)  # (a copy: the counter is popped)
         for marker in STEP_MARKERS:
             match = marker.search(line)
             if match is not None:
-                return self._marked(int(match.group(1)), line, match.end(), out)
+                return self._marked(int(match.group(1)), read_pairs(line[match.end() :]), out)
         if self._step is not None and (bar := PROGRESS.match(stripped)) is not None:
             # Keras: belongs to the epoch above, once finished
             values = read_pairs(stripped[bar.end() :]) if bar[1] == bar[2] else {}
@@ -276,10 +266,24 @@ class TextReader(TailedReader):
             out.add(int(cells[0]), None, values)
         return bool(values)
 
-    def _marked(self, step: int, line: str, end: int, out: Batch) -> bool:
-        """The pairs after a step marker ending at ``end``, at ``step`` unless a counter of
-        updates among them says otherwise."""
-        values = read_pairs(line[end:])
+    def _epoch_step(self, number: int, i: int, n: int) -> int:
+        """The step of iteration ``i`` of ``n`` in epoch ``number``, counted across epochs from
+        the file's first epoch number (0 or 1); or ``i`` itself, once it went on counting over
+        an epoch's end ("Epoch [2/5], Step [700/3000]": a global count)."""
+        if self._epoch_base is None:
+            self._epoch_base = 0 if number == 0 else 1
+        last = self._iter_at
+        if last is not None and number == last[0]:
+            self._iter_at = (number, max(i, last[1]))
+        else:
+            self._iter_at = (number, i)
+            if last is not None and number > last[0] and i > last[1]:
+                self._global_iter = True
+        return i if self._global_iter else max(0, number - self._epoch_base) * n + i
+
+    def _marked(self, step: int, values: dict[str, float], out: Batch) -> bool:
+        """The pairs after a step marker, at ``step`` unless a counter of updates among them
+        says otherwise (taken out of them)."""
         self._step = update_counter(values) if values else None
         if self._step is None:
             self._step = step
